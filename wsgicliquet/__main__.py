@@ -1,0 +1,108 @@
+"""Command line: ``wsgicliquet serve|pipeline|migrate --ini FILE`` (``--ini`` defaults to ``$WSGICLIQUET_INI``)."""
+from __future__ import annotations
+
+import argparse
+import configparser
+import logging
+import logging.config
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+__all__ = ["main", "settings_from_ini"]
+
+
+def _config_uri(path: str) -> str:
+    return "config:" + os.path.abspath(path)
+
+
+def settings_from_ini(path: str) -> Dict[str, Any]:
+    """The ``[DEFAULT]`` section of the ini, where the settings shared by every filter and app live."""
+    parser = configparser.ConfigParser(defaults={"here": os.path.dirname(os.path.abspath(path))})
+    if not parser.read(path):
+        raise SystemExit(f"Cannot read {path}")
+    return {key: value for key, value in parser.defaults().items() if key != "here"}
+
+
+def _load_app(path: str, name: str = "main") -> Any:
+    from paste.deploy import loadapp
+
+    return loadapp(_config_uri(path), name=name)
+
+
+def _setup_logging(path: str) -> None:
+    parser = configparser.ConfigParser()
+    parser.read(path)
+    if parser.has_section("loggers"):
+        logging.config.fileConfig(path, defaults={"here": os.path.dirname(os.path.abspath(path))},
+                                  disable_existing_loggers=False)
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from werkzeug.serving import run_simple
+
+    _setup_logging(args.ini)
+    app = _load_app(args.ini)
+    run_simple(args.host, args.port, app, use_reloader=args.reload, threaded=True)
+    return 0
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from wsgicliquet.pipeline import describe
+
+    app = _load_app(args.ini)
+    print("\n".join(describe(app)))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from wsgicliquet.backends import load_backend
+    from wsgicliquet.settings import load_settings
+
+    settings = load_settings(settings_from_ini(args.ini))
+    for kind in ("storage", "cache", "permission"):
+        backend = load_backend(kind, settings)
+        if backend is None:
+            continue
+        if settings["readonly"] and kind != "cache":
+            print(f"{kind}: read-only mode, not migrated", file=sys.stderr)
+            continue
+        backend.initialize_schema(dry_run=args.dry_run)
+        print(f"{kind}: {type(backend).__module__} ready")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wsgicliquet", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--ini", default=os.environ.get("WSGICLIQUET_INI"),
+                         help="PasteDeploy ini file (default: $WSGICLIQUET_INI)")
+        return sub
+
+    serve = add("serve", "serve the ini's main app with Werkzeug's development server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8888)
+    serve.add_argument("--reload", action="store_true", help="restart when code changes")
+    serve.set_defaults(func=cmd_serve)
+    add("pipeline", "print the middleware chain the ini builds, outermost first").set_defaults(func=cmd_pipeline)
+    migrate = add("migrate", "create backend tables and indexes (idempotent)")
+    migrate.add_argument("--dry-run", action="store_true")
+    migrate.set_defaults(func=cmd_migrate)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.ini:
+        print("wsgicliquet: --ini FILE is required (or set WSGICLIQUET_INI)", file=sys.stderr)
+        return 2
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Backends are chosen by URL scheme and shared per process.
+
+``load_backend("storage", settings)`` returns the same instance for the same configuration, so the resource app,
+the heartbeat and a Flask view reached through the environ all see one memory store or one connection pool.
+"""
+from __future__ import annotations
+
+import importlib
+import threading
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from wsgicliquet.settings import BACKEND_SCHEMES, ConfigurationError
+
+__all__ = ["load_backend", "import_string", "MODULES", "clear_backends"]
+
+# kind -> scheme -> "module:Class"
+MODULES: Dict[str, Dict[str, str]] = {
+    kind: {scheme: f"wsgicliquet.{kind}.{module}:{cls}" for scheme, module in BACKEND_SCHEMES.items()}
+    for kind, cls in (("storage", "Storage"), ("cache", "Cache"), ("permission", "Permission"))
+}
+# The classes are named after their module (memory.Storage, postgresql.Storage...), so the mapping stays uniform.
+
+_instances: Dict[Tuple[str, str, str, int, str], Any] = {}
+_lock = threading.Lock()
+
+
+def import_string(path: str) -> Any:
+    """Import ``package.module:Name`` (or ``package.module.Name``)."""
+    if ":" in path:
+        module_name, _, attribute = path.partition(":")
+    else:
+        module_name, _, attribute = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attribute) if attribute else module
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"Cannot import {path!r}: {exc}") from exc
+
+
+def load_backend(kind: str, settings: Mapping[str, Any]) -> Optional[Any]:
+    """The configured backend of ``kind`` (storage, cache, permission), or None when its URL is empty."""
+    url = settings.get(f"{kind}_url") or ""
+    dotted = settings.get(f"{kind}_backend") or ""
+    if not url and not dotted:
+        return None
+    key = (kind, url, dotted, int(settings.get(f"{kind}_pool_size") or 0), str(settings.get("cache_prefix", "")))
+    instance = _instances.get(key)
+    if instance is not None:
+        return instance
+    with _lock:
+        instance = _instances.get(key)
+        if instance is None:
+            if not dotted:
+                scheme = url.split("://", 1)[0]
+                try:
+                    dotted = MODULES[kind][BACKEND_SCHEMES[scheme]]
+                except KeyError:
+                    raise ConfigurationError(
+                        f"Setting '{kind}_url' has an invalid value {url!r}: unknown backend") from None
+            cls = import_string(dotted)
+            instance = cls.from_settings(dict(settings), prefix=kind)
+            _instances[key] = instance
+    return instance
+
+
+def clear_backends() -> None:
+    """Forget the shared instances (tests that reconfigure a backend)."""
+    with _lock:
+        _instances.clear()
+
+
+def missing_extra(extra: str, package: str) -> ImportError:
+    """The error raised when an optional backend is used without its extra installed."""
+    return ImportError(f"This backend needs {package}: pip install 'wsgicliquet[{extra}]'")

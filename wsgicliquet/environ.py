@@ -1,0 +1,42 @@
+"""Every environ key the toolkit shares with downstream code, documented in one place.
+
+Middlewares write them; any WSGI app below (the resource app, a Flask or Bottle view) may read them.
+"""
+
+SETTINGS = "wsgicliquet.settings"
+"""The coerced :class:`~wsgicliquet.settings.Settings` of the pipeline."""
+
+USERID = "wsgicliquet.userid"
+"""The prefixed user id (``basicauth:<hex>``, ``remoteuser:<name>``), or absent when anonymous."""
+
+PRINCIPALS = "wsgicliquet.principals"
+"""List of principals: ``system.Everyone``, ``system.Authenticated``, the user id, its groups."""
+
+AUTHN_TYPE = "wsgicliquet.authn_type"
+"""Name of the authentication policy that identified the user (``basicauth``)."""
+
+STORAGE = "wsgicliquet.storage"
+CACHE = "wsgicliquet.cache"
+PERMISSION = "wsgicliquet.permission"
+"""The configured backends (set by the ``backends`` middleware and by the resource app)."""
+
+REQUEST_ID = "wsgicliquet.request_id"
+"""The request id (``X-Request-Id`` or generated)."""
+
+LOG_CONTEXT = "wsgicliquet.log"
+"""A dict that any layer may add fields to; the request log adds them to ``request.summary``."""
+
+VIEW = "wsgicliquet.view"
+"""Name of the view that handled the request (``bookmark-collection``, ``hello``, ``batch``), for metrics."""
+
+ERRNO = "wsgicliquet.errno"
+"""Errno of the error response, recorded by :class:`~wsgicliquet.errors.HTTPError`."""
+
+PARENT_REQUEST = "wsgicliquet.parent"
+"""On a batch sub-request: the environ of the batch request that runs it."""
+
+SUBREQUESTS = "wsgicliquet.subrequests"
+"""On a batch request: the list of ``subrequest.summary`` field dicts, one per sub-request."""
+
+API_PREFIX = "wsgicliquet.api_prefix"
+"""The version prefix (``/v1``) under which the request is served, set by the version prefix middleware."""

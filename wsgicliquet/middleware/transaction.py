@@ -1,0 +1,57 @@
+"""One storage transaction per request: a request's writes, or a whole batch's, commit or roll back together.
+
+Place it above the batch middleware (as ``build_pipeline`` does) so that a batch is one transaction, rolled back
+when the batch ends with a 5xx.  The transaction is committed before the response starts, so an acknowledged
+write is durable.  Backends without transactions (memory) make this a pass-through.
+Setting: ``transaction_per_request`` (default true).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+
+from wsgicliquet.backends import load_backend
+from wsgicliquet.pipeline import make_filter_factory
+
+__all__ = ["Transaction", "filter_factory"]
+
+
+class _Rollback(Exception):
+    """Raised inside the transaction block to roll back a request that ended with a 5xx."""
+
+
+class Transaction:
+    def __init__(self, app: Callable, *, storage: Any = None, enabled: bool = True) -> None:
+        self.app = app
+        self.storage = storage
+        self.enabled = bool(enabled and storage is not None)
+
+    @classmethod
+    def from_settings(cls, app: Callable, settings: Mapping[str, Any]) -> "Transaction":
+        return cls(app, storage=load_backend("storage", settings), enabled=settings["transaction_per_request"])
+
+    def __call__(self, environ: Dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        if not self.enabled:
+            return self.app(environ, start_response)
+        captured: List[Any] = []
+
+        def capture(status: str, headers: List, exc_info: Optional[Any] = None) -> Callable:
+            captured[:] = [status, headers, exc_info]
+            return lambda data: None  # bodies are collected below, never written through
+
+        try:
+            with self.storage.transaction():
+                result = self.app(environ, capture)
+                try:
+                    body = list(result)
+                finally:
+                    if hasattr(result, "close"):
+                        result.close()
+                if captured and int(captured[0].split(" ", 1)[0]) >= 500:
+                    raise _Rollback()
+        except _Rollback:
+            pass
+        start_response(*captured)
+        return body
+
+
+filter_factory = make_filter_factory(Transaction)

@@ -1,0 +1,104 @@
+"""The permission contract (PROTOCOL.md §17.4): user principals (groups) and access control entries.
+
+An ACE is ``(object_id, permission, principal)``.  ``get_bound_permissions(object_id, permission)`` returns the
+``(object_id, permission)`` pairs whose principals also grant the asked permission (write implies read, a parent
+grants its children...); by default only the pair itself.  ``wsgicliquet.permission.testing`` is the contract suite.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
+
+from wsgicliquet.storage.exceptions import BackendError
+
+__all__ = ["Permission", "BackendError", "BoundPermissions"]
+
+BoundPermissions = Callable[[str, str], Iterable[Tuple[str, str]]]
+
+
+class Permission(abc.ABC):
+    """Abstract permission backend.  Failures raise :class:`BackendError`; methods are thread-safe."""
+
+    name = "permission"
+
+    @classmethod
+    @abc.abstractmethod
+    def from_settings(cls, settings: Dict[str, Any], prefix: str = "permission") -> "Permission":
+        """Build from ``<prefix>_url`` and ``<prefix>_pool_size``."""
+
+    def initialize_schema(self, dry_run: bool = False) -> None:
+        """Create tables where needed; idempotent."""
+
+    @abc.abstractmethod
+    def flush(self) -> None:
+        """Remove every principal and ACE of this backend."""
+
+    @abc.abstractmethod
+    def add_user_principal(self, user_id: str, principal: str) -> None: ...
+
+    @abc.abstractmethod
+    def remove_user_principal(self, user_id: str, principal: str) -> None: ...
+
+    @abc.abstractmethod
+    def remove_principal(self, principal: str) -> None:
+        """Remove ``principal`` from every user."""
+
+    @abc.abstractmethod
+    def user_principals(self, user_id: str) -> Set[str]:
+        """The extra principals (groups) of a user."""
+
+    @abc.abstractmethod
+    def add_principal_to_ace(self, object_id: str, permission: str, principal: str) -> None: ...
+
+    @abc.abstractmethod
+    def remove_principal_from_ace(self, object_id: str, permission: str, principal: str) -> None: ...
+
+    @abc.abstractmethod
+    def object_permission_principals(self, object_id: str, permission: str) -> Set[str]: ...
+
+    def object_permission_authorized_principals(self, object_id: str, permission: str,
+                                                get_bound_permissions: Optional[BoundPermissions] = None
+                                                ) -> Set[str]:
+        """Union of the principals of every bound ``(object, permission)`` pair."""
+        pairs = get_bound_permissions(object_id, permission) if get_bound_permissions else [(object_id, permission)]
+        principals: Set[str] = set()
+        for obj, perm in pairs:
+            principals |= self.object_permission_principals(obj, perm)
+        return principals
+
+    def check_permission(self, object_id: str, permission: str, principals: Iterable[str],
+                         get_bound_permissions: Optional[BoundPermissions] = None) -> bool:
+        """True when one of ``principals`` holds the permission (directly or through a bound pair)."""
+        authorized = self.object_permission_authorized_principals(object_id, permission, get_bound_permissions)
+        return bool(authorized & set(principals))
+
+    @abc.abstractmethod
+    def principals_accessible_objects(self, principals: Iterable[str], permission: str,
+                                      object_id_match: Optional[str] = None,
+                                      get_bound_permissions: Optional[BoundPermissions] = None) -> Set[str]:
+        """Object ids (matching the ``*`` glob ``object_id_match``) on which a principal has the permission."""
+
+    @abc.abstractmethod
+    def object_permissions(self, object_id: str, permissions: Optional[Iterable[str]] = None
+                           ) -> Dict[str, Set[str]]:
+        """Mapping permission -> principals (only permissions with at least one principal)."""
+
+    @abc.abstractmethod
+    def replace_object_permissions(self, object_id: str, permissions: Mapping[str, Iterable[str]]) -> None:
+        """For each permission given, replace its principals (an empty list removes them); others untouched."""
+
+    @abc.abstractmethod
+    def delete_object_permissions(self, *object_ids: str) -> None:
+        """Drop every ACE of these objects."""
+
+    def ping(self, readonly: bool = False) -> bool:
+        """Heartbeat probe: adds then removes a principal unless ``readonly``."""
+        try:
+            if readonly:
+                self.user_principals("__heartbeat__")
+            else:
+                self.add_user_principal("__heartbeat__", "alive")
+                self.remove_user_principal("__heartbeat__", "alive")
+            return True
+        except Exception:
+            return False

@@ -1,0 +1,198 @@
+"""Stack the middlewares in the canonical order, from Python or from a PasteDeploy ``.ini``.
+
+The canonical order, outermost first, and why:
+
+1. ``profiler``: measures everything below it.
+2. ``request_log``, ``statsd``: see the final status and the whole duration, errors and redirects included.
+3. ``cors``: every response, errors included, needs its headers.
+4. ``json_errors``: turns exceptions and the wrapped app's non-JSON errors into the uniform body.
+5. ``sentry``: inside the error converter, so it sees exceptions before they become responses.
+6. ``version_prefix``: ``/vN`` routing, redirects, errno 116.  Everything below is built once per version:
+7. ``end_of_life``, ``backoff``: per version, so a deprecated ``/v1`` and a current ``/v2`` coexist.
+8. ``heartbeat``: ``__heartbeat__``, ``__lbheartbeat__``, ``__version__`` (also at the root, Dockerflow).
+9. ``transaction``: one storage transaction per request; a batch is one transaction.
+10. ``batch``: sub-requests run through every layer below, so each is authenticated and handled as if alone.
+11. ``auth``: puts the user id and principals in the environ.
+12. ``readonly``: below the batch, so ``POST /batch`` works and its write sub-requests get 405.
+13. ``hello``: below auth, so it can show the authenticated user.
+14. ``backends``: puts the storage, cache and permission backends in the environ for any app.
+15. the app(s).
+
+Any middleware is switched off with the setting ``middleware.<name> = off`` or replaced with
+``middleware.<name> = package.module:Class`` (a class with ``from_settings(app, settings)``).  For full control,
+pass the stack as data: ``build_pipeline(app, stack=[Use(Cors, origins=["*"]), Use(Backoff, backoff=30)])``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+from wsgicliquet.backends import import_string
+from wsgicliquet.settings import ConfigurationError, Settings, api_prefix, load_settings
+
+__all__ = ["Use", "build_pipeline", "CANONICAL", "OUTER", "PER_VERSION", "make_filter_factory",
+           "mount", "mount_factory", "pipeline_filter_factory", "describe"]
+
+WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+OUTER: List[Tuple[str, str]] = [
+    ("profiler", "wsgicliquet.middleware.profiler:Profiler"),
+    ("request_log", "wsgicliquet.middleware.request_log:RequestLog"),
+    ("statsd", "wsgicliquet.middleware.statsd:StatsdMetrics"),
+    ("cors", "wsgicliquet.middleware.cors:Cors"),
+    ("json_errors", "wsgicliquet.middleware.json_errors:JsonErrors"),
+    ("sentry", "wsgicliquet.middleware.sentry:Sentry"),
+]
+VERSION_PREFIX = ("version_prefix", "wsgicliquet.middleware.version_prefix:VersionPrefix")
+PER_VERSION: List[Tuple[str, str]] = [
+    ("end_of_life", "wsgicliquet.middleware.end_of_life:EndOfLife"),
+    ("backoff", "wsgicliquet.middleware.backoff:Backoff"),
+    ("heartbeat", "wsgicliquet.middleware.heartbeat:Heartbeat"),
+    ("transaction", "wsgicliquet.middleware.transaction:Transaction"),
+    ("batch", "wsgicliquet.middleware.batch:Batch"),
+    ("auth", "wsgicliquet.middleware.auth:Authentication"),
+    ("readonly", "wsgicliquet.middleware.readonly:ReadOnly"),
+    ("hello", "wsgicliquet.middleware.hello:Hello"),
+    ("backends", "wsgicliquet.middleware.backends:Backends"),
+]
+CANONICAL: List[Tuple[str, str]] = OUTER + [VERSION_PREFIX] + PER_VERSION
+
+
+@dataclass
+class Use:
+    """One layer of an explicit stack: a middleware class and its constructor options."""
+
+    middleware: Any
+    options: Dict[str, Any] = field(default_factory=dict)
+
+    def __init__(self, middleware: Any, **options: Any) -> None:
+        self.middleware = import_string(middleware) if isinstance(middleware, str) else middleware
+        self.options = options
+
+    def wrap(self, app: WSGIApp) -> WSGIApp:
+        return self.middleware(app, **self.options)
+
+
+def _middleware_class(name: str, default: str, settings: Mapping[str, Any]) -> Optional[Any]:
+    choice = str(settings.get(f"middleware.{name}", "") or "").strip()
+    if choice.lower() in ("off", "false", "no", "none"):
+        return None
+    return import_string(choice if choice and choice.lower() not in ("on", "default") else default)
+
+
+def _wrap(app: WSGIApp, layers: Sequence[Tuple[str, str]], settings: Settings) -> WSGIApp:
+    for name, default in reversed(layers):
+        cls = _middleware_class(name, default, settings)
+        if cls is not None:
+            app = cls.from_settings(app, settings)
+    return app
+
+
+VersionSpec = Union[WSGIApp, Tuple[WSGIApp, Mapping[str, Any]]]
+
+
+def build_pipeline(app: WSGIApp, settings: Optional[Mapping[str, Any]] = None, *,
+                   versions: Optional[Mapping[str, VersionSpec]] = None,
+                   stack: Optional[Sequence[Use]] = None, **overrides: Any) -> WSGIApp:
+    """Wrap ``app`` with the middlewares, outermost first in the canonical order.
+
+    Without ``versions``, ``app`` is the API itself, served under the prefix of ``http_api_version``.  With
+    ``versions`` (``{"/v1": v1_app, "/v2": (v2_app, {"eos": "2027-01-01"})}``), each version app gets its own
+    per-version stack (settings overridden per version) and ``app`` keeps serving every other path.
+    With ``stack``, exactly those layers are applied, in that order, and settings are not consulted.
+    """
+    if stack is not None:
+        for layer in reversed(list(stack)):
+            app = layer.wrap(app)
+        return app
+    settings = load_settings(settings or {}, **overrides)
+    if versions is None:
+        version_apps = {api_prefix(settings): _wrap(app, PER_VERSION, settings)}
+        fallback: Optional[WSGIApp] = None
+    else:
+        version_apps = {}
+        for prefix, spec in versions.items():
+            version_app, version_settings = (spec if isinstance(spec, tuple) else (spec, {}))
+            merged = load_settings({**settings, **version_settings}) if version_settings else settings
+            version_apps["/" + prefix.strip("/")] = _wrap(version_app, PER_VERSION, merged)
+        fallback = app
+    routed: WSGIApp
+    cls = _middleware_class(*VERSION_PREFIX, settings)
+    if cls is None:
+        if len(version_apps) != 1 or fallback is not None:
+            raise ConfigurationError("Setting 'middleware.version_prefix' cannot be off with several apps")
+        routed = next(iter(version_apps.values()))
+    else:
+        routed = cls.from_settings(fallback, settings, versions=version_apps)
+    return _wrap(routed, OUTER, settings)
+
+
+def make_filter_factory(cls: Any) -> Callable[..., Callable[[WSGIApp], WSGIApp]]:
+    """A PasteDeploy ``filter_factory`` for a middleware class with ``from_settings(app, settings)``.
+
+    Settings are the ``[DEFAULT]`` section (``global_conf``) overridden by the filter's own section.
+    """
+
+    def filter_factory(global_conf: Mapping[str, Any], **local_conf: Any) -> Callable[[WSGIApp], WSGIApp]:
+        settings = load_settings({**global_conf, **local_conf})
+        return lambda app: cls.from_settings(app, settings)
+
+    filter_factory.__doc__ = f"PasteDeploy filter factory of :class:`{cls.__module__}.{cls.__name__}`."
+    return filter_factory
+
+
+def pipeline_filter_factory(global_conf: Mapping[str, Any], **local_conf: Any) -> Callable[[WSGIApp], WSGIApp]:
+    """``egg:wsgicliquet#pipeline``: the whole canonical stack as one filter; ``api`` names mounted apps.
+
+    ``api = /v1 = resources`` is not possible in one line of ini, so the composite ``mount`` does the mounting
+    and this filter takes the settings only.
+    """
+    settings = load_settings({**global_conf, **local_conf})
+    return lambda app: build_pipeline(app, settings)
+
+
+def mount(apps: Mapping[str, WSGIApp], default: Optional[WSGIApp] = None) -> WSGIApp:
+    """Serve each app under its prefix (Werkzeug's dispatcher); ``default`` serves the rest (404 without)."""
+    from werkzeug.exceptions import NotFound
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    return DispatcherMiddleware(default or NotFound(), {"/" + k.strip("/"): v for k, v in apps.items()})
+
+
+def mount_factory(loader: Any, global_conf: Mapping[str, Any], **local_conf: str) -> WSGIApp:
+    """PasteDeploy composite: ``/v1 = resources`` lines mount apps, ``/ = flask`` is the default app."""
+    apps: Dict[str, WSGIApp] = {}
+    default = None
+    for path, name in local_conf.items():
+        app = loader.get_app(name.strip(), global_conf=global_conf)
+        if path.strip() in ("/", ""):
+            default = app
+        else:
+            apps[path.strip()] = app
+    return mount(apps, default)
+
+
+def describe(app: Any, indent: str = "") -> List[str]:
+    """The chain of middlewares from ``app`` inwards, one line each (``wsgicliquet pipeline``)."""
+    lines: List[str] = []
+    seen = set()
+    while app is not None and id(app) not in seen:
+        seen.add(id(app))
+        label = getattr(app, "pipeline_name", None) or type(app).__name__
+        if type(app).__name__ == "function":
+            label = getattr(app, "__qualname__", repr(app))
+        lines.append(f"{indent}{label} ({type(app).__module__}.{type(app).__qualname__})")
+        versions = getattr(app, "versions", None)
+        if isinstance(versions, Mapping):
+            for prefix, version_app in versions.items():
+                lines.append(f"{indent}  {prefix}:")
+                lines.extend(describe(version_app, indent + "    "))
+        mounts = getattr(app, "mounts", None)
+        if isinstance(mounts, Mapping):
+            for prefix, mounted in mounts.items():
+                lines.append(f"{indent}  {prefix}:")
+                lines.extend(describe(mounted, indent + "    "))
+        app = getattr(app, "app", None)
+        if app is not None and (callable(getattr(app, "__call__", None))) is False:
+            break
+    return lines

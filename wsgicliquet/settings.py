@@ -1,0 +1,309 @@
+"""One flat settings namespace, with Cliquet's names and defaults.
+
+Every setting the toolkit reads is declared once in :data:`SETTINGS`, with its default, its type and a line of
+documentation.  Values arrive as strings (from an ``.ini`` file or the environment) or as Python values (from
+``build_pipeline()``); :func:`load_settings` coerces them once, at start-up, by the type of the declaration, and
+applies the environment overrides.  A value that does not coerce stops start-up with a :class:`ConfigurationError`
+naming the setting and the bad value.  Nothing downstream reads ``os.environ``.
+
+Environment rule: a setting ``name`` is overridden by ``WSGICLIQUET_NAME`` (upper case, ``.`` and ``-`` become
+``_``), and, when ``project_name`` is set, by ``<PROJECT_NAME>_NAME``, which wins over the former.
+
+Names that follow a pattern (``collection_<resource>_<method>_enabled``, ``<resource>_<permission>_principals``,
+``<resource>_cache_expires_seconds``, ``multiauth.policy.<name>.<option>``, ``middleware.<name>``) are accepted and
+typed by :data:`PATTERNS`.  Any other unknown name is kept as a string, so that applications can carry their own.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+__all__ = ["Setting", "Settings", "SETTINGS", "ConfigurationError", "load_settings", "coerce", "env_names"]
+
+
+class ConfigurationError(ValueError):
+    """A setting has a value that cannot be used; raised at start-up, never per request."""
+
+
+def _as_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "yes", "on", "1"):
+        return True
+    if lowered in ("false", "no", "off", "0", ""):
+        return False
+    raise ValueError("not a boolean (use true/false, yes/no, on/off)")
+
+
+def _as_list(value: str) -> List[str]:
+    return [item for item in re.split(r"[\s,]+", value.strip()) if item]
+
+
+def _as_optional_int(value: str) -> Optional[int]:
+    value = value.strip()
+    if value.lower() in ("", "none", "null"):
+        return None
+    return int(value)
+
+
+def _as_optional_float(value: str) -> Optional[float]:
+    value = value.strip()
+    if value.lower() in ("", "none", "null"):
+        return None
+    return float(value)
+
+
+def _as_optional_str(value: str) -> Optional[str]:
+    value = value.strip()
+    return value or None
+
+
+def _as_date(value: str) -> Optional[datetime.date]:
+    value = value.strip()
+    if not value or value.lower() in ("none", "null"):
+        return None
+    try:
+        return datetime.date.fromisoformat(value)
+    except ValueError:
+        return datetime.datetime.fromisoformat(value).date()
+
+
+_PARSERS: Dict[str, Callable[[str], Any]] = {
+    "str": lambda value: value,
+    "opt_str": _as_optional_str,
+    "bool": _as_bool,
+    "int": lambda value: int(value.strip()),
+    "opt_int": _as_optional_int,
+    "float": lambda value: float(value.strip()),
+    "opt_float": _as_optional_float,
+    "list": _as_list,
+    "date": _as_date,
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    type: str
+    doc: str
+
+
+def _table(*rows: Tuple[str, Any, str, str]) -> Dict[str, Setting]:
+    return {name: Setting(name, default, kind, doc) for name, default, kind, doc in rows}
+
+
+SETTINGS: Dict[str, Setting] = _table(
+    # Project
+    ("project_name", "", "str", "Service name: hello, log `Logger`, StatsD prefix, environment prefix."),
+    ("project_version", "0.0.0", "str", "Version string shown by hello; gives `http_api_version` when unset."),
+    ("http_api_version", "", "str", "API version `MAJOR.MINOR`; MAJOR gives the `/vN` prefix. Default: from project_version."),
+    ("project_docs", "", "str", "Documentation URL (hello, default `Alert` url)."),
+    ("http_host", None, "opt_str", "Force the host[:port] of generated URLs (hello url, Next-Page, redirects)."),
+    ("http_scheme", None, "opt_str", "Force the scheme of generated URLs (`https`)."),
+    # Backends
+    ("storage_url", "memory://", "str", "Storage backend URL: `memory://`, `redis://host:6379/0`, `postgresql://host/db`."),
+    ("storage_backend", "", "str", "Dotted path of a storage class, overriding the one the URL scheme selects."),
+    ("storage_pool_size", 25, "int", "Connection pool size of the storage backend."),
+    ("storage_max_request_size", 8 * 1024 * 1024, "int", "Largest request body accepted by the resource app (bytes); larger is 413."),
+    ("cache_url", "memory://", "str", "Cache backend URL (same schemes as storage); empty for no cache."),
+    ("cache_backend", "", "str", "Dotted path of a cache class, overriding the URL scheme."),
+    ("cache_pool_size", 25, "int", "Connection pool size of the cache backend."),
+    ("cache_prefix", "", "str", "Prefix added to every cache key."),
+    ("permission_url", "memory://", "str", "Permission backend URL (same schemes as storage); empty for none."),
+    ("permission_backend", "", "str", "Dotted path of a permission class, overriding the URL scheme."),
+    ("permission_pool_size", 25, "int", "Connection pool size of the permission backend."),
+    ("transaction_per_request", True, "bool", "One storage transaction per request (and per batch)."),
+    # Resources
+    ("id_generator", "wsgicliquet.resource.generators:UUID4", "str", "Record id generator (dotted path)."),
+    ("paginate_by", None, "opt_int", "Forced maximum page size of collection listings."),
+    ("resources", [], "list", "Resource classes served by the resource app (dotted paths `module:Class`)."),
+    ("last_modified_margin_ms", 5000, "int", "How far in the future a client-supplied `last_modified` may be (ms)."),
+    # Protocol middlewares
+    ("version_prefix_redirect_enabled", True, "bool", "307 redirect of unprefixed URLs to the current version."),
+    ("trailing_slash_redirect_enabled", True, "bool", "307 redirect of unmatched URLs ending with `/`."),
+    ("json_errors_paths", [], "list", "Path prefixes whose non-JSON errors are rewritten (default: the API prefixes)."),
+    ("error_info_link", "https://github.com/mozilla-services/cliquet/issues/", "str", "`info` of 500 errors."),
+    ("batch_max_requests", 25, "opt_int", "Most sub-requests in one batch (0 or empty: no limit)."),
+    ("batch_max_body_size", 10 * 1024 * 1024, "int", "Largest batch request body (bytes); larger is 413."),
+    ("readonly", False, "bool", "Read-only mode: writes get 405."),
+    ("backoff", None, "opt_int", "Value of the `Backoff` header (seconds); unset: no header."),
+    ("backoff_percentage", None, "opt_int", "Percentage of responses that carry `Backoff` (default all)."),
+    ("retry_after_seconds", 30, "int", "Value of `Retry-After` on 503 and 429 responses."),
+    ("eos", None, "date", "End of service date (ISO `YYYY-MM-DD`)."),
+    ("eos_message", None, "opt_str", "`message` of the `Alert` header."),
+    ("eos_url", None, "opt_str", "`url` of the `Alert` header (default: project_docs)."),
+    ("cors_origins", ["*"], "list", "Allowed CORS origins, whitespace separated, shell wildcards allowed."),
+    ("cors_max_age_seconds", 3600, "opt_int", "`Access-Control-Max-Age` of preflight answers (0/empty: none)."),
+    ("vary", ["Authorization"], "list", "Request headers listed in `Vary`."),
+    ("heartbeat_timeout_seconds", 10.0, "float", "Time given to the heartbeat checks, run concurrently."),
+    ("version_json_path", "version.json", "str", "File served by `__version__`."),
+    # Authentication
+    ("userid_hmac_secret", "", "str", "HMAC key of Basic Auth user ids. Set it in production."),
+    ("multiauth.policies", ["basicauth"], "list", "Authentication policies, in order: basicauth, remoteuser, or a dotted callable."),
+    # Observability
+    ("logging_renderer", "json", "str", "Request log renderer: `json` (mozlog) or `classic` (one readable line)."),
+    ("statsd_url", None, "opt_str", "StatsD server, `udp://host:8125`; unset: no metrics."),
+    ("statsd_prefix", "wsgicliquet", "str", "StatsD prefix (project_name wins when set)."),
+    ("sentry_dsn", None, "opt_str", "Sentry DSN; unset: no Sentry."),
+    ("sentry_env", None, "opt_str", "Sentry environment."),
+    ("profiler_enabled", False, "bool", "Profile each request with Werkzeug's profiler."),
+    ("profiler_dir", "/tmp", "str", "Where profile files are written."),
+)
+
+# Settings whose names follow a pattern: (regular expression, type, doc).
+PATTERNS: List[Tuple[re.Pattern, str, str]] = [
+    (re.compile(r"^(collection|record)_\w+_(get|post|put|patch|delete)_enabled$"), "bool",
+     "Switch one resource endpoint off (405)."),
+    (re.compile(r"^\w+_(read|write|create)_principals$"), "list",
+     "Principals granted a permission on a shareable resource, bypassing the permission backend."),
+    (re.compile(r"^\w+_cache_expires_seconds$"), "opt_int", "Cache lifetime of anonymous GETs of a resource."),
+    (re.compile(r"^middleware\.\w+$"), "str",
+     "`off` to leave a middleware out of build_pipeline(), or `module:Class` to replace it."),
+    (re.compile(r"^multiauth\.policy\.\w+\..+$"), "str", "Option of an authentication policy."),
+]
+
+
+class Settings(dict):
+    """A plain dict of coerced settings; typed accessors for pattern names come from :func:`coerce`."""
+
+    def project_env_prefix(self) -> Optional[str]:
+        name = self.get("project_name") or ""
+        return env_name(name) if name else None
+
+
+def env_name(name: str) -> str:
+    return re.sub(r"[.\-]", "_", name).upper()
+
+
+def env_names(name: str, project_name: str = "") -> List[str]:
+    """Environment variables that override ``name``, weakest first."""
+    names = ["WSGICLIQUET_" + env_name(name)]
+    if project_name:
+        names.append(env_name(project_name) + "_" + env_name(name))
+    return names
+
+
+def _kind_of(name: str) -> Optional[str]:
+    declared = SETTINGS.get(name)
+    if declared is not None:
+        return declared.type
+    for pattern, kind, _doc in PATTERNS:
+        if pattern.match(name):
+            return kind
+    return None
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Coerce ``value`` to the type of setting ``name``; strings are parsed, typed values checked."""
+    kind = _kind_of(name)
+    if kind is None:
+        return value
+    if isinstance(value, str):
+        try:
+            return _PARSERS[kind](value)
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(f"Setting {name!r} has an invalid value {value!r}: {exc}") from None
+    if value is None and (kind.startswith("opt_") or kind in ("date", "str")):
+        return None if kind != "str" else ""
+    if kind == "bool" and not isinstance(value, bool):
+        raise ConfigurationError(f"Setting {name!r} has an invalid value {value!r}: not a boolean")
+    if kind in ("int", "opt_int") and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigurationError(f"Setting {name!r} has an invalid value {value!r}: not an integer")
+    if kind in ("float", "opt_float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigurationError(f"Setting {name!r} has an invalid value {value!r}: not a number")
+        return float(value)
+    if kind == "list":
+        if isinstance(value, (list, tuple, set)):
+            return [str(item) for item in value]
+        raise ConfigurationError(f"Setting {name!r} has an invalid value {value!r}: not a list")
+    if kind == "date" and not isinstance(value, datetime.date):
+        raise ConfigurationError(f"Setting {name!r} has an invalid value {value!r}: not a date")
+    return value
+
+
+_PREFIXES = ("wsgicliquet.", "cliquet.")
+
+
+def _normalize(raw: Mapping[str, Any], project_name: str) -> Dict[str, Any]:
+    """Strip the ``wsgicliquet.``, ``cliquet.`` and ``<project>.`` spellings; conflicting spellings are an error."""
+    prefixes = _PREFIXES + ((project_name + ".",) if project_name else ())
+    result: Dict[str, Any] = {}
+    origin: Dict[str, str] = {}
+    for key, value in raw.items():
+        if key in ("here", "__file__"):
+            continue
+        name = key
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                name = key[len(prefix):]
+                break
+        if name in result and result[name] != value:
+            raise ConfigurationError(f"Settings {origin[name]!r} and {key!r} are in conflict.")
+        result[name] = value
+        origin[name] = key
+    return result
+
+
+def load_settings(raw: Optional[Mapping[str, Any]] = None, *, environ: Optional[Mapping[str, str]] = None,
+                  **overrides: Any) -> Settings:
+    """Defaults, then ``raw`` (ini or Python values), then ``overrides``, then the environment; all coerced.
+
+    ``environ`` defaults to ``os.environ``; pass ``{}`` to ignore the process environment (tests).
+    """
+    if environ is None:
+        environ = os.environ
+    given: Dict[str, Any] = dict(raw or {})
+    given.update(overrides)
+    if isinstance(raw, Settings) and not overrides and environ is os.environ:
+        return raw  # already loaded: never coerce or read the environment twice
+    project_name = str(given.get("project_name") or "")
+    merged = _normalize(given, project_name)
+    project_name = environ.get("WSGICLIQUET_PROJECT_NAME", str(merged.get("project_name") or ""))
+
+    settings = Settings((name, setting.default) for name, setting in SETTINGS.items())
+    for name, value in merged.items():
+        settings[name] = coerce(name, value)
+
+    # Environment overrides: every declared setting, and every name given explicitly.
+    for name in set(SETTINGS) | set(merged):
+        for variable in env_names(name, project_name):
+            if variable in environ:
+                settings[name] = coerce(name, environ[variable])
+
+    if not settings["http_api_version"]:
+        parts = str(settings["project_version"]).split(".")
+        settings["http_api_version"] = ".".join(parts[:2]) if len(parts) > 1 else parts[0] + ".0"
+    major = str(settings["http_api_version"]).split(".")[0]
+    if not major.isdigit():
+        raise ConfigurationError(
+            f"Setting 'http_api_version' has an invalid value {settings['http_api_version']!r}: "
+            "expected MAJOR.MINOR")
+    if settings["batch_max_requests"] is not None and settings["batch_max_requests"] <= 0:
+        settings["batch_max_requests"] = None
+    for kind in ("storage", "cache", "permission"):
+        _check_backend_url(settings, kind)
+    return settings
+
+
+BACKEND_SCHEMES = {"memory": "memory", "redis": "redis", "postgresql": "postgresql", "postgres": "postgresql"}
+
+
+def _check_backend_url(settings: Settings, kind: str) -> None:
+    url = settings[f"{kind}_url"]
+    if settings[f"{kind}_backend"] or not url:
+        return
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in BACKEND_SCHEMES:
+        raise ConfigurationError(
+            f"Setting '{kind}_url' has an invalid value {url!r}: unknown backend "
+            f"(expected one of {', '.join(sorted(BACKEND_SCHEMES))}://...)")
+
+
+def api_prefix(settings: Mapping[str, Any]) -> str:
+    """The `/vN` prefix of the current API version."""
+    return "/v" + str(settings["http_api_version"]).split(".")[0]
+

@@ -1,0 +1,33 @@
+"""Exceptions of the backends; the HTTP layer maps them to responses (BackendError is a 503 errno 201)."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+__all__ = ["StorageError", "BackendError", "RecordNotFoundError", "UnicityError"]
+
+
+class StorageError(Exception):
+    """Base of the backend exceptions."""
+
+
+class BackendError(StorageError):
+    """The server behind a backend failed or is unreachable; wraps the original exception."""
+
+    def __init__(self, original: Optional[BaseException] = None, message: Optional[str] = None) -> None:
+        self.original = original
+        if message is None and original is not None:
+            message = f"{type(original).__name__}: {original}"
+        super().__init__(message or "Backend failure")
+
+
+class RecordNotFoundError(StorageError):
+    """No live record (or tombstone, when asked for) with that id."""
+
+
+class UnicityError(StorageError):
+    """A write would give two live records the same id or the same value of a unique field."""
+
+    def __init__(self, field: str, record: Dict[str, Any]) -> None:
+        self.field = field
+        self.record = record
+        super().__init__(f"Conflict of field {field} on record {record.get('id')}")
