@@ -74,3 +74,13 @@ def test_errno_recorded_in_environ():
     HTTPError(412)(environ, lambda status, headers: None)
     assert environ["wsgicliquet.errno"] == 114
     assert json.loads(b"".join(HTTPError(412)({}, lambda s, h: None)))["errno"] == 114
+
+
+def test_unauthorized_or_forbidden():
+    from wsgicliquet.errors import unauthorized_or_forbidden
+
+    anonymous = unauthorized_or_forbidden(["system.Everyone"])
+    assert (anonymous.code, anonymous.errno) == (401, 104)
+    assert ("WWW-Authenticate", 'Basic realm="Realm"') in anonymous.headers
+    user = unauthorized_or_forbidden(["system.Everyone", "system.Authenticated", "basicauth:x"])
+    assert (user.code, user.errno, user.headers) == (403, 121, [])

@@ -179,3 +179,10 @@ def retry_after_headers(code: int, seconds: Optional[int]) -> List[Tuple[str, st
     if code in (503, 429) and seconds is not None:
         return [("Retry-After", str(seconds))]
     return []
+
+
+def unauthorized_or_forbidden(principals: Iterable[str]) -> HTTPError:
+    """401 (with ``WWW-Authenticate``) for an anonymous request, 403 for an authenticated one (§11.4)."""
+    if "system.Authenticated" in principals:
+        return HTTPError(403, ERRORS.FORBIDDEN)
+    return HTTPError(401, ERRORS.MISSING_AUTH_TOKEN, headers=[("WWW-Authenticate", 'Basic realm="Realm"')])
