@@ -1,0 +1,173 @@
+"""build_pipeline: canonical order, switching off and replacing layers, the list form, PasteDeploy, the CLI."""
+import textwrap
+
+import pytest
+import webtest
+
+from wsgicliquet.pipeline import CANONICAL, OUTER, PER_VERSION, Use, build_pipeline, describe, mount
+from wsgicliquet.settings import ConfigurationError
+
+
+def hello_app(environ, start_response):
+    body = ("%s|%s" % (environ.get("SCRIPT_NAME", ""), environ["PATH_INFO"])).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class Tagger:
+    """A layer that appends its name to a response header, to observe the order of the stack."""
+
+    def __init__(self, app, *, tag):
+        self.app = app
+        self.tag = tag
+
+    @classmethod
+    def from_settings(cls, app, settings, **extra):
+        return cls(app, tag=settings.get("tagger_tag", "tagger"))
+
+    def __call__(self, environ, start_response):
+        environ.setdefault("order", []).append(self.tag)
+
+        def tagged(status, headers, exc_info=None):
+            return start_response(status, headers + [("X-Order", ",".join(environ["order"]))], exc_info)
+
+        return self.app(environ, tagged)
+
+
+def make_tagger(name):
+    return type("Tag_" + name, (Tagger,), {"from_settings": classmethod(lambda cls, app, settings, **extra: cls(app, tag=name))})
+
+
+# One tagging class per canonical layer, importable by dotted path from the settings.
+for _name, _path in CANONICAL:
+    globals()["Tag_" + _name] = make_tagger(_name)
+
+
+class Tag_version_prefix:  # noqa: N801 - named after the layer it stands for
+    """Routes every request to the first version; ``app`` is the fallback, as in the real one."""
+
+    def __init__(self, app, versions):
+        self.app = app
+        self.versions = versions
+        self.target = Tagger(next(iter(versions.values())), tag="version_prefix")
+
+    @classmethod
+    def from_settings(cls, app, settings, versions=None):
+        return cls(app, versions)
+
+    def __call__(self, environ, start_response):
+        return self.target(environ, start_response)
+
+
+def all_tagged(**extra):
+    settings = {f"middleware.{name}": f"{__name__}:Tag_{name}" for name, _ in CANONICAL}
+    settings.update(extra)
+    return settings
+
+
+def test_canonical_order_outermost_first():
+    app = webtest.TestApp(build_pipeline(hello_app, all_tagged()))
+    response = app.get("/")
+    assert response.headers["X-Order"].split(",") == [name for name, _ in CANONICAL]
+
+
+def test_a_switched_off_middleware_is_left_out():
+    app = webtest.TestApp(build_pipeline(hello_app, all_tagged(**{"middleware.cors": "off",
+                                                                    "middleware.batch": "off"})))
+    order = app.get("/").headers["X-Order"].split(",")
+    assert "cors" not in order and "batch" not in order
+    assert order == [name for name, _ in CANONICAL if name not in ("cors", "batch")]
+
+
+def test_a_middleware_is_replaced_from_the_settings():
+    settings = all_tagged(**{"middleware.backoff": f"{__name__}:Tag_cors"})
+    order = webtest.TestApp(build_pipeline(hello_app, settings)).get("/").headers["X-Order"].split(",")
+    assert order.count("cors") == 2 and "backoff" not in order
+
+
+def test_replacement_that_cannot_be_imported_stops_start_up():
+    with pytest.raises(ConfigurationError, match="nowhere.to.be:Found"):
+        build_pipeline(hello_app, all_tagged(**{"middleware.cors": "nowhere.to.be:Found"}))
+
+
+def test_several_versions_each_get_their_own_stack():
+    built = build_pipeline(hello_app, all_tagged(), versions={"/v1": hello_app, "v2": hello_app})
+    lines = describe(built)
+    assert any(line.strip() == "/v1:" for line in lines) and any(line.strip() == "/v2:" for line in lines)
+    # Each version's stack holds every per-version layer.
+    per_version = [name for name, _ in PER_VERSION]
+    labels = [line.strip().split(" ")[0] for line in lines]
+    for name in per_version:
+        assert labels.count(f"Tag_{name}") == 2
+    for name, _ in OUTER:
+        assert labels.count(f"Tag_{name}") == 1
+
+
+def test_list_form_applies_exactly_the_given_layers_in_order():
+    stack = [Use(Tagger, tag="first"), Use(f"{__name__}:Tagger", tag="second")]
+    app = webtest.TestApp(build_pipeline(hello_app, stack=stack))
+    assert app.get("/").headers["X-Order"] == "first,second"
+
+
+def test_mount_serves_apps_under_prefixes():
+    app = webtest.TestApp(mount({"/v1": hello_app}, default=hello_app))
+    assert app.get("/v1/records").text == "/v1|/records"
+    assert app.get("/about").text == "|/about"
+    assert webtest.TestApp(mount({"/v1": hello_app})).get("/other", status=404)
+
+
+def test_describe_lists_the_chain_outermost_first():
+    built = build_pipeline(hello_app, all_tagged())
+    lines = [line.strip() for line in describe(built)]
+    names = [line.split(" ")[0] for line in lines if line.startswith("Tag_")]
+    assert names == [f"Tag_{name}" for name, _ in CANONICAL]
+
+
+INI = textwrap.dedent("""
+    [DEFAULT]
+    project_name = demo
+    backoff = 7
+
+    [pipeline:main]
+    pipeline = tagger app
+
+    [filter:tagger]
+    use = call:tests.test_pipeline:tagger_filter_factory
+
+    [app:app]
+    use = call:tests.test_pipeline:app_factory
+""")
+
+
+def tagger_filter_factory(global_conf, **local_conf):
+    from wsgicliquet.pipeline import make_filter_factory
+
+    return make_filter_factory(Tag_cors)(global_conf, **local_conf)
+
+
+def app_factory(global_conf, **local_conf):
+    return hello_app
+
+
+def test_paste_deploy_pipeline_and_cli(tmp_path, capsys):
+    from paste.deploy import loadapp
+
+    from wsgicliquet.__main__ import main, settings_from_ini
+
+    ini = tmp_path / "app.ini"
+    ini.write_text(INI)
+    app = webtest.TestApp(loadapp(f"config:{ini}"))
+    assert app.get("/x").headers["X-Order"] == "cors"
+    assert settings_from_ini(str(ini))["backoff"] == "7"
+    assert main(["pipeline", "--ini", str(ini)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("Tag_cors")
+    assert "hello_app" in printed[1]
+
+
+def test_cli_requires_an_ini(monkeypatch, capsys):
+    from wsgicliquet.__main__ import main
+
+    monkeypatch.delenv("WSGICLIQUET_INI", raising=False)
+    assert main(["pipeline"]) == 2
+    assert "--ini" in capsys.readouterr().err
