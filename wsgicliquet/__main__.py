@@ -74,6 +74,21 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    from wsgicliquet.settings import PATTERNS, SETTINGS
+
+    print("| setting | default | meaning |")
+    print("| --- | --- | --- |")
+    for setting in SETTINGS.values():
+        default = setting.default
+        shown = " ".join(default) if isinstance(default, list) else ("" if default is None else default)
+        shown = f"`{shown}`" if shown != "" else "(empty)"
+        print(f"| `{setting.name}` | {shown} | {setting.doc} |")
+    for pattern, _kind, doc in PATTERNS:
+        print(f"| `{pattern.pattern}` | | {doc} |")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wsgicliquet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -90,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--reload", action="store_true", help="restart when code changes")
     serve.set_defaults(func=cmd_serve)
     add("pipeline", "print the middleware chain the ini builds, outermost first").set_defaults(func=cmd_pipeline)
+    commands.add_parser("settings", help="print every setting with its default (Markdown)").set_defaults(
+        func=cmd_settings, ini=None)
     migrate = add("migrate", "create backend tables and indexes (idempotent)")
     migrate.add_argument("--dry-run", action="store_true")
     migrate.set_defaults(func=cmd_migrate)
@@ -98,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if not args.ini:
+    if not args.ini and args.command != "settings":
         print("wsgicliquet: --ini FILE is required (or set WSGICLIQUET_INI)", file=sys.stderr)
         return 2
     return args.func(args)
