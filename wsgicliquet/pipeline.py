@@ -31,7 +31,7 @@ from wsgicliquet.backends import import_string
 from wsgicliquet.settings import ConfigurationError, Settings, api_prefix, load_settings
 
 __all__ = ["Use", "build_pipeline", "CANONICAL", "OUTER", "PER_VERSION", "make_filter_factory",
-           "mount", "mount_factory", "pipeline_filter_factory", "describe"]
+           "mount", "mount_factory", "versions_factory", "api_factory", "pipeline_filter_factory", "describe"]
 
 WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -160,16 +160,51 @@ def mount(apps: Mapping[str, WSGIApp], default: Optional[WSGIApp] = None) -> WSG
 
 
 def mount_factory(loader: Any, global_conf: Mapping[str, Any], **local_conf: str) -> WSGIApp:
-    """PasteDeploy composite: ``/v1 = resources`` lines mount apps, ``/ = flask`` is the default app."""
-    apps: Dict[str, WSGIApp] = {}
-    default = None
-    for path, name in local_conf.items():
-        app = loader.get_app(name.strip(), global_conf=global_conf)
-        if path.strip() in ("/", ""):
-            default = app
-        else:
-            apps[path.strip()] = app
+    """PasteDeploy composite ``egg:wsgicliquet#mount``: ``/v1 = resources`` mounts, ``/ = site`` the default."""
+    default, apps, _settings = _composite_apps(loader, global_conf, local_conf)
     return mount(apps, default)
+
+
+def _composite_apps(loader: Any, global_conf: Mapping[str, Any], local_conf: Mapping[str, str]
+                    ) -> Tuple[Optional[WSGIApp], Dict[str, WSGIApp], Dict[str, Any]]:
+    """Split a composite section into its default app (``/``), its prefixed apps (``/v1``) and settings."""
+    default: Optional[WSGIApp] = None
+    apps: Dict[str, WSGIApp] = {}
+    options: Dict[str, Any] = {}
+    for key, value in local_conf.items():
+        if not key.startswith("/"):
+            options[key] = value
+        elif key.strip() == "/":
+            default = loader.get_app(value.strip(), global_conf=global_conf)
+        else:
+            apps["/" + key.strip("/ ")] = loader.get_app(value.strip(), global_conf=global_conf)
+    return default, apps, {**global_conf, **options}
+
+
+def versions_factory(loader: Any, global_conf: Mapping[str, Any], **local_conf: str) -> WSGIApp:
+    """PasteDeploy composite ``egg:wsgicliquet#versions``: the version prefix router alone.
+
+    ``/v1 = v1stack`` lines name each version's app (usually a ``[pipeline:]`` of the per-version layers);
+    ``/ = site`` names the app serving every other path (without it, unprefixed paths redirect).
+    """
+    default, apps, raw = _composite_apps(loader, global_conf, local_conf)
+    settings = load_settings(raw)
+    return import_string(VERSION_PREFIX[1]).from_settings(default, settings, versions=apps)
+
+
+def api_factory(loader: Any, global_conf: Mapping[str, Any], **local_conf: str) -> WSGIApp:
+    """PasteDeploy composite ``egg:wsgicliquet#api``: :func:`build_pipeline` from an ini in one section.
+
+    ``/v1 = resources`` lines name the version apps, ``/ = site`` the wrapped framework app (optional: without it
+    the single version app is the whole service).
+    """
+    default, apps, raw = _composite_apps(loader, global_conf, local_conf)
+    settings = load_settings(raw)
+    if default is None and len(apps) == 1:
+        return build_pipeline(next(iter(apps.values())), settings)
+    if default is None:
+        raise ConfigurationError("egg:wsgicliquet#api needs '/ = <app>' when it mounts several versions")
+    return build_pipeline(default, settings, versions=apps)
 
 
 def describe(app: Any, indent: str = "") -> List[str]:
