@@ -1,0 +1,223 @@
+"""In-process storage: records in Python dicts, lost on restart.  For development, tests and single-process demos.
+
+Each partition keeps its live records and its tombstones in two dicts whose insertion order is ``last_modified``
+order: every write gets a timestamp above the partition counter and is (re-)inserted at the end.  Listing in the
+default order (``-last_modified``) therefore walks the dicts backwards and stops after ``limit`` records, and the
+total of an unfiltered listing is a ``len()``.  Other sorts filter the whole partition and sort it
+(:mod:`wsgicliquet.storage.query`).  Records handed out are copies: callers may mutate them.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+import uuid
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from . import COMPARISON, Filter, Record, RecordNotFoundError, Sort, Storage as StorageBase, UnicityError
+from .query import MISSING, apply, compile_filters, compile_rules, copy_record, json_equal, resolve
+
+__all__ = ["Storage"]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _last_modified(record: Record) -> int:
+    return record["last_modified"]
+
+
+def _is_live(record: Record) -> bool:
+    return not record.get("deleted")
+
+
+class _Partition:
+    """The records, tombstones and timestamp counter of one ``(collection_id, parent_id)``."""
+
+    __slots__ = ("records", "tombstones", "counter", "lock")
+
+    def __init__(self) -> None:
+        self.records: Dict[str, Record] = {}
+        self.tombstones: Dict[str, Record] = {}
+        self.counter = 0
+        self.lock = threading.Lock()
+
+    def next_timestamp(self, candidate: Optional[int] = None) -> int:
+        """D1: ``max(candidate, counter + 1)``; the caller holds the lock and writes before releasing it."""
+        if candidate is None:
+            candidate = _now_ms()
+        self.counter = max(candidate, self.counter + 1)
+        return self.counter
+
+    def ordered(self, descending: bool, include_deleted: bool) -> Iterator[Record]:
+        """Records (and tombstones) in ``last_modified`` order, lazily."""
+        records: Iterable[Record] = reversed(self.records.values()) if descending else self.records.values()
+        if not include_deleted or not self.tombstones:
+            return iter(records)
+        tombstones = reversed(self.tombstones.values()) if descending else self.tombstones.values()
+        return heapq.merge(records, tombstones, key=_last_modified, reverse=descending)
+
+    def check_unique(self, record: Record, unique_fields: Sequence[str], exclude: Optional[str] = None) -> None:
+        for field in unique_fields:
+            value = resolve(record, field)
+            if value is MISSING or value is None:
+                continue
+            for other_id, other in self.records.items():
+                if other_id != exclude and json_equal(resolve(other, field), value):
+                    raise UnicityError(field, copy_record(other))
+
+
+class Storage(StorageBase):
+    """Memory backend; see the module docstring.  Thread-safe: one lock per partition, one for the partition map."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._partitions: Dict[Tuple[str, str], _Partition] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Dict[str, Any], prefix: str = "storage") -> "Storage":
+        return cls()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._partitions = {}
+
+    def _partition(self, collection_id: str, parent_id: str, create: bool = True) -> Optional[_Partition]:
+        key = (collection_id, parent_id)
+        partition = self._partitions.get(key)
+        if partition is None and create:
+            with self._lock:
+                partition = self._partitions.setdefault(key, _Partition())
+        return partition
+
+    def collection_timestamp(self, collection_id: str, parent_id: str) -> int:
+        partition = self._partition(collection_id, parent_id, create=False)
+        return partition.counter if partition is not None else 0
+
+    def create(self, collection_id: str, parent_id: str, record: Record, *,
+               id_generator: Optional[Callable[[], str]] = None,
+               unique_fields: Sequence[str] = ()) -> Record:
+        record = copy_record(record)
+        object_id = record.get("id")
+        if object_id is None:
+            object_id = id_generator() if id_generator is not None else str(uuid.uuid4())
+        record["id"] = object_id
+        candidate = record.get("last_modified")
+        if isinstance(candidate, bool) or not isinstance(candidate, (int, float)):
+            candidate = None
+        partition = self._partition(collection_id, parent_id)
+        with partition.lock:
+            existing = partition.records.get(object_id)
+            if existing is not None:
+                raise UnicityError("id", copy_record(existing))
+            partition.check_unique(record, unique_fields)
+            record["last_modified"] = partition.next_timestamp(None if candidate is None else int(candidate))
+            partition.tombstones.pop(object_id, None)
+            partition.records[object_id] = record
+            return copy_record(record)
+
+    def get(self, collection_id: str, parent_id: str, object_id: str, *,
+            include_deleted: bool = False) -> Record:
+        partition = self._partition(collection_id, parent_id, create=False)
+        if partition is not None:
+            with partition.lock:
+                record = partition.records.get(object_id)
+                if record is None and include_deleted:
+                    record = partition.tombstones.get(object_id)
+                if record is not None:
+                    return copy_record(record)
+        raise RecordNotFoundError(f"Record {object_id!r} not found")
+
+    def update(self, collection_id: str, parent_id: str, object_id: str, record: Record, *,
+               unique_fields: Sequence[str] = ()) -> Record:
+        record = copy_record(record)
+        record["id"] = object_id
+        partition = self._partition(collection_id, parent_id)
+        with partition.lock:
+            partition.check_unique(record, unique_fields, exclude=object_id)
+            record["last_modified"] = partition.next_timestamp()
+            partition.tombstones.pop(object_id, None)
+            partition.records.pop(object_id, None)  # re-inserted at the end: dict order stays timestamp order
+            partition.records[object_id] = record
+            return copy_record(record)
+
+    def delete(self, collection_id: str, parent_id: str, object_id: str, *, with_deleted: bool = True,
+               last_modified: Optional[int] = None) -> Record:
+        partition = self._partition(collection_id, parent_id, create=False)
+        if partition is not None:
+            with partition.lock:
+                if object_id in partition.records:
+                    return dict(self._bury(partition, object_id, with_deleted, last_modified))
+        raise RecordNotFoundError(f"Record {object_id!r} not found")
+
+    @staticmethod
+    def _bury(partition: _Partition, object_id: str, with_deleted: bool,
+              last_modified: Optional[int] = None) -> Record:
+        del partition.records[object_id]
+        tombstone = {"id": object_id, "last_modified": partition.next_timestamp(last_modified), "deleted": True}
+        if with_deleted:
+            partition.tombstones[object_id] = tombstone
+        return tombstone
+
+    def delete_all(self, collection_id: str, parent_id: str, filters: Sequence[Filter] = (), *,
+                   with_deleted: bool = True) -> List[Record]:
+        partition = self._partition(collection_id, parent_id, create=False)
+        if partition is None:
+            return []
+        keep = compile_filters(filters)
+        with partition.lock:
+            doomed = [object_id for object_id, record in partition.records.items() if keep is None or keep(record)]
+            return [dict(self._bury(partition, object_id, with_deleted)) for object_id in doomed]
+
+    def purge_deleted(self, collection_id: str, parent_id: str, before: Optional[int] = None) -> int:
+        partition = self._partition(collection_id, parent_id, create=False)
+        if partition is None:
+            return 0
+        with partition.lock:
+            if before is None:
+                count = len(partition.tombstones)
+                partition.tombstones.clear()
+                return count
+            doomed = [key for key, tomb in partition.tombstones.items() if tomb["last_modified"] < before]
+            for key in doomed:
+                del partition.tombstones[key]
+            return len(doomed)
+
+    def get_all(self, collection_id: str, parent_id: str, *, filters: Sequence[Filter] = (),
+                sorting: Sequence[Sort] = (), pagination_rules: Sequence[Sequence[Filter]] = (),
+                limit: Optional[int] = None, include_deleted: bool = False) -> Tuple[List[Record], int]:
+        partition = self._partition(collection_id, parent_id, create=False)
+        if partition is None:
+            return [], 0
+        with partition.lock:
+            if not sorting or sorting[0].field == "last_modified":
+                # last_modified is unique within a partition: later sort keys cannot change the order.
+                descending = not sorting or sorting[0].direction < 0
+                page, total = self._walk(partition, filters, pagination_rules, limit, include_deleted, descending)
+            else:
+                candidates = partition.ordered(False, include_deleted)
+                page, total = apply(candidates, filters=filters, sorting=sorting, pagination_rules=pagination_rules,
+                                    limit=limit, count=_is_live if include_deleted else None)
+            return [copy_record(record) for record in page], total
+
+    @staticmethod
+    def _walk(partition: _Partition, filters: Sequence[Filter], pagination_rules: Sequence[Sequence[Filter]],
+              limit: Optional[int], include_deleted: bool, descending: bool) -> Tuple[List[Record], int]:
+        """Page in timestamp order: stops after ``limit`` matches; counts with ``len()`` when nothing filters."""
+        keep = compile_filters(filters)
+        page_filter = compile_rules(pagination_rules)
+        selected = partition.ordered(descending, include_deleted)
+        if keep is not None:
+            selected = filter(keep, selected)
+        if page_filter is not None:
+            selected = filter(page_filter, selected)
+        page = list(itertools.islice(selected, max(limit, 0)) if limit is not None else selected)
+        if keep is None:
+            total = len(partition.records)
+        else:
+            total = sum(1 for record in partition.records.values() if keep(record))
+        return page, total

@@ -1,0 +1,319 @@
+"""Filtering, sorting and keyset pagination of records in pure Python.
+
+Backends that cannot query on the server (memory, Redis) hand their records to these functions; the semantics are
+those of the storage contract (:mod:`wsgicliquet.storage`), so every backend answers a query the same way:
+
+* Fields may be dotted (``author.name``) to reach into nested objects.  A field that is absent (or whose path
+  crosses a non-object) is *missing*; a missing field never matches a comparison, except ``!=``, ``exclude`` and
+  ``has=False``.
+* Comparisons follow JSON semantics: ``==``/``!=``/``in``/``exclude`` use JSON equality (``true`` is not ``1``,
+  ``1`` equals ``1.0``); ``<``, ``<=``, ``>``, ``>=`` compare numbers with numbers, strings with strings (by code
+  point), booleans with booleans and null with null; values of different types (and arrays or objects) simply do
+  not match, they never raise.
+* ``like`` matches strings only, case-insensitively; ``*`` stands for any run of characters.  A pattern without
+  ``*`` matches anywhere in the value (``like=wiki`` is ``like=*wiki*``); a pattern with ``*`` must match the whole
+  value (``like=wiki*`` is "starts with wiki").
+* ``contains`` / ``contains_any``: the field is an array holding every / at least one item of the value (a list;
+  a scalar counts as a list of one item).
+* Sorting places missing and null values after every present value in ascending order (before them in
+  descending order), and orders values of different types by type: boolean < number < string < array < object.
+
+Typical use, over any iterable of records::
+
+    records, total = query.apply(partition.values(), filters=filters, sorting=sorting,
+                                 pagination_rules=rules, limit=limit)
+
+:func:`keyset_rules` builds the ``pagination_rules`` that select the records after a given one, missing values
+included, for a sort that ends with a unique tie-breaker (``last_modified`` then ``id``).
+"""
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from . import COMPARISON, Filter, Record, Sort
+
+__all__ = ["MISSING", "resolve", "json_equal", "sort_value", "compile_filter", "compile_filters", "matches",
+           "matches_rules", "sort_records", "apply", "keyset_rules", "copy_record"]
+
+Predicate = Callable[[Record], bool]
+
+
+class _Missing:
+    """Marker of an absent field (distinct from JSON null)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Any = _Missing()
+
+# JSON type ranks, in the sort order of the contract.
+_NULL, _BOOL, _NUMBER, _STRING, _ARRAY, _OBJECT = range(6)
+
+
+def resolve(record: Record, field: str) -> Any:
+    """The value of a (possibly dotted) field, or :data:`MISSING`."""
+    value = record.get(field, MISSING)
+    if value is not MISSING or "." not in field:
+        return value
+    value = record
+    for part in field.split("."):
+        if not isinstance(value, dict):
+            return MISSING
+        value = value.get(part, MISSING)
+        if value is MISSING:
+            return MISSING
+    return value
+
+
+def _rank(value: Any) -> int:
+    if value is None:
+        return _NULL
+    if isinstance(value, bool):
+        return _BOOL
+    if isinstance(value, (int, float)):
+        return _NUMBER
+    if isinstance(value, str):
+        return _STRING
+    if isinstance(value, (list, tuple)):
+        return _ARRAY
+    return _OBJECT
+
+
+def _canonical(value: Any) -> Any:
+    """A hashable form in which two values are equal exactly when they are equal JSON values."""
+    kind = _rank(value)
+    if kind == _ARRAY:
+        return (kind, tuple(_canonical(item) for item in value))
+    if kind == _OBJECT:
+        return (kind, frozenset((key, _canonical(item)) for key, item in value.items()))
+    return (kind, value)
+
+
+def json_equal(left: Any, right: Any) -> bool:
+    """JSON equality: no bool/number confusion, deep for arrays and objects."""
+    if type(left) is type(right) and type(left) in (str, int):
+        return left == right
+    return _canonical(left) == _canonical(right)
+
+
+def _order(value: Any) -> Tuple[Any, ...]:
+    """A total-order key of a present JSON value: by type first, then by value."""
+    kind = _rank(value)
+    if kind == _ARRAY:
+        return (kind, tuple(_order(item) for item in value))
+    if kind == _OBJECT:
+        return (kind, tuple(sorted((key, _order(item)) for key, item in value.items())))
+    if kind == _NULL:
+        return (kind, 0)
+    return (kind, value)
+
+
+def sort_value(value: Any) -> Tuple[Any, ...]:
+    """Ascending sort key of a field value: present values by type then value, then null and missing together."""
+    if value is MISSING or value is None:
+        return (1,)
+    return (0, _order(value))
+
+
+# Comparison operators: which ranks they apply to, and the test on two values of the same rank.
+_RANGE_RANKS = (_NULL, _BOOL, _NUMBER, _STRING)
+_RANGE_TESTS: Dict[COMPARISON, Callable[[Any, Any], bool]] = {
+    COMPARISON.LT: lambda left, right: left < right,
+    COMPARISON.MAX: lambda left, right: left <= right,
+    COMPARISON.GT: lambda left, right: left > right,
+    COMPARISON.MIN: lambda left, right: left >= right,
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _like_regex(pattern: str) -> "re.Pattern[str]":
+    if "*" not in pattern:
+        pattern = f"*{pattern}*"
+    body = ".*".join(re.escape(part) for part in pattern.split("*"))
+    return re.compile(f"{body}\\Z", re.IGNORECASE | re.DOTALL)
+
+
+def _as_list(value: Any) -> List[Any]:
+    return list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
+
+
+def compile_filter(filter_: Filter) -> Predicate:
+    """A predicate ``record -> bool`` for one filter (values are prepared once, not per record)."""
+    field, value, operator = filter_.field, filter_.value, COMPARISON(filter_.operator)
+    get = functools.partial(resolve, field=field)
+
+    if operator in _RANGE_TESTS:
+        test, kind = _RANGE_TESTS[operator], _rank(value)
+        if kind not in _RANGE_RANKS:
+            return lambda record: False
+        if kind == _NULL:
+            return lambda record: get(record) is None and operator in (COMPARISON.MAX, COMPARISON.MIN)
+
+        def compare(record: Record) -> bool:
+            left = get(record)
+            return left is not MISSING and _rank(left) == kind and test(left, value)
+        return compare
+
+    if operator in (COMPARISON.EQ, COMPARISON.NOT):
+        wanted = _canonical(value)
+        equal = operator == COMPARISON.EQ
+
+        def equality(record: Record) -> bool:
+            left = get(record)
+            if left is MISSING:
+                return not equal
+            return (_canonical(left) == wanted) == equal
+        return equality
+
+    if operator in (COMPARISON.IN, COMPARISON.EXCLUDE):
+        wanted_set = {_canonical(item) for item in _as_list(value)}
+        inside = operator == COMPARISON.IN
+
+        def membership(record: Record) -> bool:
+            left = get(record)
+            if left is MISSING:
+                return not inside
+            return (_canonical(left) in wanted_set) == inside
+        return membership
+
+    if operator == COMPARISON.HAS:
+        present = value not in (False, 0, None, "false", "0", "")
+        return lambda record: (get(record) not in (MISSING, None)) == present
+
+    if operator == COMPARISON.LIKE:
+        regex = _like_regex(value if isinstance(value, str) else _json_text(value))
+
+        def like(record: Record) -> bool:
+            left = get(record)
+            return isinstance(left, str) and regex.match(left) is not None
+        return like
+
+    # CONTAINS / CONTAINS_ANY
+    items = [_canonical(item) for item in _as_list(value)]
+    combine = all if operator == COMPARISON.CONTAINS else any
+
+    def contains(record: Record) -> bool:
+        left = get(record)
+        if not isinstance(left, list):
+            return False
+        present = {_canonical(item) for item in left}
+        return combine(item in present for item in items)
+    return contains
+
+
+def _json_text(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def compile_filters(filters: Sequence[Filter]) -> Optional[Predicate]:
+    """One predicate ANDing ``filters``; None when there is nothing to test."""
+    predicates = [compile_filter(filter_) for filter_ in filters]
+    if not predicates:
+        return None
+    if len(predicates) == 1:
+        return predicates[0]
+    return lambda record: all(predicate(record) for predicate in predicates)
+
+
+def compile_rules(pagination_rules: Sequence[Sequence[Filter]]) -> Optional[Predicate]:
+    """One predicate ORing the ANDed filter lists of ``pagination_rules``; None when there are no rules."""
+    predicates = [compile_filters(rule) or (lambda record: True) for rule in pagination_rules]
+    if not predicates:
+        return None
+    return lambda record: any(predicate(record) for predicate in predicates)
+
+
+def matches(record: Record, filters: Sequence[Filter]) -> bool:
+    """True when ``record`` matches every filter."""
+    predicate = compile_filters(filters)
+    return predicate is None or predicate(record)
+
+
+def matches_rules(record: Record, pagination_rules: Sequence[Sequence[Filter]]) -> bool:
+    """True when ``record`` matches every filter of at least one rule (or there are no rules)."""
+    predicate = compile_rules(pagination_rules)
+    return predicate is None or predicate(record)
+
+
+def sort_records(records: List[Record], sorting: Sequence[Sort]) -> List[Record]:
+    """Sort ``records`` in place by the keys of ``sorting`` (first key most significant) and return it."""
+    for sort in reversed(sorting):
+        field = sort.field
+        records.sort(key=lambda record: sort_value(resolve(record, field)), reverse=sort.direction < 0)
+    return records
+
+
+def apply(records: Iterable[Record], *, filters: Sequence[Filter] = (), sorting: Sequence[Sort] = (),
+          pagination_rules: Sequence[Sequence[Filter]] = (), limit: Optional[int] = None,
+          count: Optional[Callable[[Record], bool]] = None) -> Tuple[List[Record], int]:
+    """Filter, paginate, sort and limit ``records``; return ``(page, total)``.
+
+    ``total`` counts the records matching ``filters`` for which ``count`` (default: every record) is true: pass
+    ``lambda r: not r.get("deleted")`` to count live records only when tombstones are mixed in.  The page holds
+    the given objects themselves; copy them (:func:`copy_record`) before handing them out.
+    """
+    keep = compile_filters(filters)
+    page_filter = compile_rules(pagination_rules)
+    selected: List[Record] = []
+    total = 0
+    for record in records:
+        if keep is not None and not keep(record):
+            continue
+        if count is None or count(record):
+            total += 1
+        if page_filter is None or page_filter(record):
+            selected.append(record)
+    sort_records(selected, sorting)
+    if limit is not None:
+        del selected[max(limit, 0):]
+    return selected, total
+
+
+def keyset_rules(last_record: Record, sorting: Sequence[Sort]) -> List[List[Filter]]:
+    """The ``pagination_rules`` selecting the records that sort after ``last_record``.
+
+    For keys k1..kn the next records satisfy, for some i: k1..k(i-1) equal the last record's values and ki is
+    "after" its value.  Null and missing values are handled as the sort places them: after an ascending present
+    value come greater values *and* missing ones; after a missing value (ascending) nothing of that key comes, and
+    in descending order every present value comes after a missing one.  ``sorting`` should end with a unique key
+    (``last_modified``, then ``id``) so that each record is returned exactly once.
+    """
+    rules: List[List[Filter]] = []
+    equal_so_far: List[Filter] = []
+    for sort in sorting:
+        value = resolve(last_record, sort.field)
+        absent = value is MISSING or value is None
+        if absent:
+            if sort.direction < 0:
+                rules.append(equal_so_far + [Filter(sort.field, True, COMPARISON.HAS)])
+            equal_so_far = equal_so_far + [Filter(sort.field, False, COMPARISON.HAS)]
+        else:
+            if sort.direction < 0:
+                rules.append(equal_so_far + [Filter(sort.field, value, COMPARISON.LT)])
+            else:
+                rules.append(equal_so_far + [Filter(sort.field, value, COMPARISON.GT)])
+                rules.append(equal_so_far + [Filter(sort.field, False, COMPARISON.HAS)])
+            equal_so_far = equal_so_far + [Filter(sort.field, value, COMPARISON.EQ)]
+    return rules
+
+
+def copy_record(value: Any) -> Any:
+    """A deep copy of a JSON value (much faster than :func:`copy.deepcopy` for plain dicts and lists)."""
+    if isinstance(value, dict):
+        return {key: item if type(item) in _ATOMS else copy_record(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [item if type(item) in _ATOMS else copy_record(item) for item in value]
+    return value
+
+
+_ATOMS = frozenset({str, int, float, bool, type(None)})
