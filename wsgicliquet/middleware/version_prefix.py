@@ -1,0 +1,214 @@
+"""Serve API versions under ``/vN`` prefixes, and redirect everything else there (PROTOCOL.md §1.1-§1.3).
+
+Use it as the routing layer of an API: ``/v1/...`` goes to the app of version 1 with ``SCRIPT_NAME`` shifted (the
+app sees ``/bookmarks`` under ``SCRIPT_NAME`` ``/v1``), several versions can live side by side, unprefixed URLs get a
+``307`` to the current version, an unknown version is a ``404`` errno 116, and an unmatched URL ending with ``/``
+gets a ``307`` without the slash.  The Dockerflow endpoints (``/__heartbeat__``...) are also served at the root, by
+the current version's app.
+
+Give it a ``fallback`` app (a Flask or Bottle site) and unprefixed paths go to that app untouched instead of being
+redirected: the site keeps its pages and gains an API under ``/v1``.  Do not use it when your framework already
+routes the versions itself.
+
+Settings: ``version_prefix_redirect_enabled``, ``trailing_slash_redirect_enabled``, ``http_api_version`` (the
+current version), ``http_scheme``, ``http_host``.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from urllib.parse import quote
+
+from webob.exc import HTTPTemporaryRedirect
+
+from wsgicliquet import environ as keys
+from wsgicliquet.errors import ERRORS, HTTPError
+from wsgicliquet.pipeline import make_filter_factory
+from wsgicliquet.settings import ConfigurationError, api_prefix
+
+__all__ = ["VersionPrefix", "filter_factory", "absolute_url", "DOCKERFLOW_PATHS"]
+
+WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+DOCKERFLOW_PATHS = ("/__heartbeat__", "/__lbheartbeat__", "/__version__")
+
+_PREFIX = re.compile(r"^/v(\d+)$")
+_VERSIONED_PATH = re.compile(r"^(/v\d+)(/.*)?$", re.DOTALL)
+# Characters kept as they are when a (decoded) WSGI path is turned back into a URL path.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+def absolute_url(environ: Mapping[str, Any], path: str, query_string: str = "", *,
+                 http_scheme: Optional[str] = None, http_host: Optional[str] = None) -> str:
+    """The absolute URL of ``path`` (a decoded WSGI path) on the server of this request.
+
+    ``http_scheme`` and ``http_host`` (settings of the same names) override what the request says, for services
+    behind a proxy.
+    """
+    from werkzeug.wsgi import get_host
+
+    scheme = http_scheme or environ.get("wsgi.url_scheme", "http")
+    host = http_host or get_host(environ)  # type: ignore[arg-type]
+    url = f"{scheme}://{host}{quote(path.encode('latin-1'), safe=_PATH_SAFE)}"
+    return f"{url}?{query_string}" if query_string else url
+
+
+def _normalize_prefix(value: Union[str, int]) -> str:
+    """``"/v2"``, ``"v2"``, ``"2"``, ``"2.1"`` and ``2`` all name the prefix ``/v2``."""
+    text = str(value).strip().strip("/")
+    if text[:1] == "v":
+        text = text[1:]
+    major = text.split(".")[0]
+    if not major.isdigit():
+        raise ConfigurationError(f"Invalid API version {value!r}: expected a prefix such as '/v1'")
+    return f"/v{int(major)}"
+
+
+def _version_number(prefix: str) -> int:
+    match = _PREFIX.match(prefix)
+    assert match is not None
+    return int(match.group(1))
+
+
+class _Chained:
+    """An app iterable whose first chunk was already taken; ``close()`` still reaches the app's iterable."""
+
+    def __init__(self, first: List[bytes], iterator: Iterator[bytes], result: Iterable[bytes]) -> None:
+        self._first = first
+        self._iterator = iterator
+        self._result = result
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._first
+        yield from self._iterator
+
+    def close(self) -> None:
+        close = getattr(self._result, "close", None)
+        if close is not None:
+            close()
+
+
+class VersionPrefix:
+    """Route ``/vN/...`` to the app of version N; redirect or refuse the rest (§1.2, §1.3)."""
+
+    def __init__(self, app: Optional[WSGIApp], *, versions: Optional[Mapping[str, WSGIApp]] = None,
+                 current: Optional[Union[str, int]] = None, redirect: bool = True,
+                 trailing_slash_redirect: bool = True, http_scheme: Optional[str] = None,
+                 http_host: Optional[str] = None, root_paths: Sequence[str] = DOCKERFLOW_PATHS) -> None:
+        if versions is None:
+            # The wrapped app is the API itself, served under the current (default: first) version.
+            if app is None:
+                raise ConfigurationError("VersionPrefix needs an app or a mapping of versions")
+            versions, app = {_normalize_prefix(current if current is not None else 1): app}, None
+        if not versions:
+            raise ConfigurationError("VersionPrefix needs at least one version")
+        self.app = app  # the fallback of unprefixed paths; None: redirect or 404
+        self.versions: Dict[str, WSGIApp] = {}
+        for prefix, version_app in versions.items():
+            if not _PREFIX.match(prefix):
+                raise ConfigurationError(f"Invalid version prefix {prefix!r}: expected '/v<number>', e.g. '/v1'")
+            self.versions[prefix] = version_app
+        self.current = (_normalize_prefix(current) if current is not None
+                        else max(self.versions, key=_version_number))
+        if self.current not in self.versions:
+            raise ConfigurationError(
+                f"Current API version {self.current!r} is not one of the versions served "
+                f"({', '.join(sorted(self.versions))})")
+        self.redirect = redirect
+        self.trailing_slash_redirect = trailing_slash_redirect
+        self.http_scheme = http_scheme
+        self.http_host = http_host
+        self.root_paths = frozenset(root_paths)
+
+    @classmethod
+    def from_settings(cls, app: Optional[WSGIApp], settings: Mapping[str, Any],
+                      versions: Optional[Mapping[str, WSGIApp]] = None) -> "VersionPrefix":
+        """Without ``versions``, ``app`` is the API under ``http_api_version``; with them, ``app`` is the fallback.
+
+        The current version is the one of ``http_api_version`` when it is served, else the highest.
+        """
+        configured = api_prefix(settings)
+        if versions is None:
+            if app is None:
+                raise ConfigurationError("VersionPrefix needs an app or a mapping of versions")
+            versions, app = {configured: app}, None
+        return cls(app, versions=versions, current=configured if configured in versions else None,
+                   redirect=settings["version_prefix_redirect_enabled"],
+                   trailing_slash_redirect=settings["trailing_slash_redirect_enabled"],
+                   http_scheme=settings.get("http_scheme"), http_host=settings.get("http_host"))
+
+    def __call__(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "") or "/"
+        match = _VERSIONED_PATH.match(path)
+        if match is None:
+            return self._unprefixed(path, environ, start_response)
+        prefix, rest = match.group(1), match.group(2) or ""
+        version_app = self.versions.get(prefix)
+        if version_app is None:
+            return HTTPError(404, ERRORS.VERSION_NOT_AVAILABLE)(environ, start_response)
+        if not rest:  # "/v1" is the hello view without its slash
+            if not self.trailing_slash_redirect:
+                return HTTPError(404, ERRORS.MISSING_RESOURCE)(environ, start_response)
+            return self._redirect(environ, start_response, environ.get("SCRIPT_NAME", "") + prefix + "/")
+        environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
+        environ["PATH_INFO"] = rest
+        environ[keys.API_PREFIX] = prefix
+        if self.trailing_slash_redirect and rest.endswith("/") and rest != "/":
+            return self._strip_slash_on_404(version_app, environ, start_response)
+        return version_app(environ, start_response)
+
+    def _unprefixed(self, path: str, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if path in self.root_paths:
+            environ[keys.API_PREFIX] = self.current
+            return self.versions[self.current](environ, start_response)
+        if self.app is not None:
+            return self.app(environ, start_response)
+        if self.redirect:
+            return self._redirect(environ, start_response, environ.get("SCRIPT_NAME", "") + self.current + path)
+        return HTTPError(404, ERRORS.VERSION_NOT_AVAILABLE)(environ, start_response)
+
+    def _redirect(self, environ: Dict[str, Any], start_response: Callable[..., Any], path: str) -> Iterable[bytes]:
+        location = absolute_url(environ, path, environ.get("QUERY_STRING", ""),
+                                http_scheme=self.http_scheme, http_host=self.http_host)
+        return HTTPTemporaryRedirect(location=location)(environ, start_response)
+
+    def _strip_slash_on_404(self, app: WSGIApp, environ: Dict[str, Any],
+                            start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """Call ``app``; if it answers 404, answer a 307 to the path without trailing slashes instead (§1.3).
+
+        Only a 404 is held back (its body is dropped); any other response streams through untouched.
+        """
+        statuses: List[str] = []
+
+        def capture(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], Any]:
+            statuses.append(status)
+            if status[:3] == "404":
+                return lambda data: None
+            return start_response(status, headers, exc_info)
+
+        def redirect() -> Iterable[bytes]:
+            path = environ["SCRIPT_NAME"] + environ["PATH_INFO"].rstrip("/")
+            return self._redirect(environ, start_response, path)
+
+        try:
+            result = app(environ, capture)
+            first: List[bytes] = []
+            iterator = iter(result)
+            try:
+                while not statuses:  # start_response deferred to the first chunk (generators)
+                    first.append(next(iterator))
+            except StopIteration:
+                pass
+        except HTTPError as exc:
+            if exc.code == 404:
+                return redirect()
+            raise
+        if statuses and statuses[-1][:3] == "404":
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+            return redirect()
+        return _Chained(first, iterator, result) if first else result
+
+
+filter_factory = make_filter_factory(VersionPrefix)
