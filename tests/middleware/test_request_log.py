@@ -1,0 +1,331 @@
+"""The request log: real logging handlers, lines parsed as JSON, every field checked."""
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import logging
+import logging.config
+import os
+import time
+import uuid
+from typing import Any, Dict, Iterator, List
+
+import pytest
+import webtest
+
+from wsgicliquet import environ as keys
+from wsgicliquet.errors import ERRORS, HTTPError
+from wsgicliquet.logs import ClassicFormatter, MozlogFormatter
+from wsgicliquet.middleware.request_log import RequestLog, filter_factory
+from wsgicliquet.settings import ConfigurationError, load_settings
+
+USERID = "basicauth:" + "c2c5" * 16
+
+
+def api(environ: Dict[str, Any], start_response: Any) -> List[bytes]:
+    """A resource-like app: authenticated, with resource extras and an errno on error paths."""
+    environ[keys.USERID] = USERID
+    environ[keys.AUTHN_TYPE] = "basicauth"
+    if environ["PATH_INFO"].endswith("/missing"):
+        return HTTPError(404, ERRORS.INVALID_RESOURCE_ID)(environ, start_response)
+    if environ["PATH_INFO"].endswith("/broken"):
+        return HTTPError(500)(environ, start_response)
+    if environ["PATH_INFO"].endswith("/raise"):
+        raise RuntimeError("boom")
+    environ[keys.LOG_CONTEXT] = {"collection_id": "bookmark", "collection_timestamp": 1795879918522,
+                                 "nb_records": 0, "limit": 2, "code": 999}
+    start_response("200 OK", [("Content-Type", "application/json"), ("X-Request-Id", "from-the-app")])
+    return [b'{"data": []}']
+
+
+def version_prefix(app: Any) -> Any:
+    """Shifts /v1 to SCRIPT_NAME and clears it afterwards, like a router that does not restore the environ."""
+    def shifted(environ: Dict[str, Any], start_response: Any) -> Any:
+        environ["SCRIPT_NAME"], environ["PATH_INFO"] = "/v1", environ["PATH_INFO"][3:]
+        try:
+            return app(environ, start_response)
+        finally:
+            environ["SCRIPT_NAME"], environ["PATH_INFO"] = "", "/elsewhere"
+    return shifted
+
+
+def mini_batch(environ: Dict[str, Any], start_response: Any) -> List[bytes]:
+    """Batch-like: runs two sub-requests through ``api`` and records them as the batch middleware does."""
+    statuses = []
+    for method, path in (("GET", "/v1/bookmarks"), ("DELETE", "/v1/bookmarks/missing")):
+        sub_environ = {"REQUEST_METHOD": method, "SCRIPT_NAME": "/v1", "PATH_INFO": path[3:],
+                       "QUERY_STRING": "_limit=2", "HTTP_USER_AGENT": "UA/sub", "wsgi.input": io.BytesIO()}
+        started = time.perf_counter()
+        captured: List[str] = []
+        b"".join(api(sub_environ, lambda status, headers, exc_info=None: captured.append(status)))
+        environ[keys.SUBREQUESTS].append({"environ": sub_environ, "status": int(captured[0][:3]),
+                                          "duration": time.perf_counter() - started})
+        statuses.append(captured[0])
+    environ[keys.LOG_CONTEXT] = {"batch_size": 2}
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(statuses).encode()]
+
+
+class Capture(logging.Handler):
+    """A real handler with the ini's ``format = %(message)s``: what a console handler would print."""
+
+    def __init__(self, formatter: logging.Formatter = logging.Formatter("%(message)s")) -> None:
+        super().__init__(logging.INFO)
+        self.setFormatter(formatter)
+        self.lines: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    def events(self) -> List[Dict[str, Any]]:
+        return [json.loads(line) for line in self.lines]
+
+
+@pytest.fixture
+def capture() -> Iterator[Capture]:
+    handler = Capture()
+    logger = logging.getLogger("request.summary")
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(previous)
+
+
+def client(app: Any, **settings: Any) -> webtest.TestApp:
+    return webtest.TestApp(RequestLog.from_settings(app, load_settings(settings, environ={})), lint=True)
+
+
+def assert_recent_iso(value: str) -> None:
+    moment = datetime.datetime.fromisoformat(value)
+    assert abs((datetime.datetime.now() - moment).total_seconds()) < 60
+    assert len(value) == len("2026-11-28T15:31:58.524000")
+
+
+def test_json_summary_has_every_field(capture: Capture) -> None:
+    app = client(version_prefix(api), project_name="myapp")
+    response = app.get("/v1/bookmarks?_limit=2&_sort=-title", headers={
+        "User-Agent": "UA/1", "Accept-Language": "fr", "X-Request-Id": "abc-123"})
+    assert response.headers.getall("X-Request-Id") == ["abc-123"]  # the app's own value is replaced
+    [line] = capture.events()
+    assert list(line) == ["Timestamp", "Logger", "Type", "Hostname", "Severity", "Pid", "EnvVersion", "Fields"]
+    assert line["Logger"] == "myapp"
+    assert line["Type"] == "request.summary"
+    assert line["Hostname"] == (os.environ.get("HOSTNAME") or __import__("platform").node())
+    assert (line["Severity"], line["Pid"], line["EnvVersion"]) == (6, os.getpid(), "2.0")
+    assert line["Timestamp"] % 1_000_000 == 0 and abs(line["Timestamp"] / 1e9 - time.time()) < 60
+    fields = line["Fields"]
+    assert_recent_iso(fields.pop("time"))
+    assert isinstance(fields.pop("t"), int)
+    assert fields == {
+        "agent": "UA/1", "path": "/v1/bookmarks", "method": "GET",
+        "querystring": json.dumps({"_limit": "2", "_sort": "-title"}, separators=(",", ":")),
+        "lang": "fr", "uid": "c2c5" * 16, "authn_type": "basicauth", "errno": None, "code": 200, "rid": "abc-123",
+        "collection_id": "bookmark", "collection_timestamp": 1795879918522, "nb_records": 0, "limit": 2,
+    }
+
+
+@pytest.mark.parametrize("path, code, errno", [
+    pytest.param("/v1/bookmarks/missing", 404, 110, id="404-errno-110"),
+    pytest.param("/v1/bookmarks/broken", 500, 999, id="500-errno-999"),
+])
+def test_error_responses_are_logged_with_their_errno(capture: Capture, path: str, code: int, errno: int) -> None:
+    client(version_prefix(api)).get(path, status=code)
+    [line] = capture.events()
+    fields = line["Fields"]
+    assert (fields["path"], fields["code"], fields["errno"], fields["uid"]) == (path, code, errno, "c2c5" * 16)
+    assert (fields["agent"], fields["lang"], fields["querystring"]) == (None, None, "{}")
+    assert line["Logger"] == "request.summary"  # no project_name: the logger name
+    uuid.UUID(fields["rid"])
+
+
+def test_an_exception_is_logged_as_500_and_propagates(capture: Capture) -> None:
+    app = RequestLog(api)
+    with pytest.raises(RuntimeError):
+        app({"REQUEST_METHOD": "POST", "SCRIPT_NAME": "", "PATH_INFO": "/v1/raise", "QUERY_STRING": ""},
+            lambda status, headers, exc_info=None: None)
+    [line] = capture.events()
+    assert (line["Fields"]["code"], line["Fields"]["method"], line["Fields"]["path"]) == (500, "POST", "/v1/raise")
+
+
+def test_request_id_generated_when_absent_or_unsafe(capture: Capture) -> None:
+    seen: List[str] = []
+
+    def probe(environ: Dict[str, Any], start_response: Any) -> List[bytes]:
+        seen.append(environ[keys.REQUEST_ID])
+        start_response("204 No Content", [])
+        return []
+
+    app = client(probe)
+    first = app.get("/", status=204).headers["X-Request-Id"]
+    second = app.get("/", headers={"X-Request-Id": "bad id\twith spaces"}, status=204).headers["X-Request-Id"]
+    assert seen == [first, second] and first != second
+    assert [event["Fields"]["rid"] for event in capture.events()] == [str(uuid.UUID(first)), str(uuid.UUID(second))]
+
+
+def test_logged_after_the_body_is_sent(capture: Capture) -> None:
+    def slow_body(environ: Dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"first"
+        assert capture.lines == []  # nothing logged while the body is being produced
+        time.sleep(0.05)
+        yield b"second"
+
+    body = client(slow_body).get("/").body
+    assert body == b"firstsecond"
+    [line] = capture.events()
+    assert line["Fields"]["t"] >= 50
+
+
+def test_batch_logs_each_subrequest_then_the_request(capture: Capture) -> None:
+    client(mini_batch, project_name="myapp").post("/v1/batch", headers={"X-Request-Id": "batch-1"})
+    events = capture.events()
+    assert [event["Type"] for event in events] == ["subrequest.summary", "subrequest.summary", "request.summary"]
+    first, second, summary = (event["Fields"] for event in events)
+    for fields in (first, second):
+        assert (fields["agent"], fields["uid"], fields["authn_type"], fields["rid"]) == (
+            "UA/sub", "c2c5" * 16, "basicauth", "batch-1")
+        assert fields["querystring"] == '{"_limit":"2"}'
+        assert isinstance(fields["t"], int)
+        assert_recent_iso(fields["time"])
+    assert (first["method"], first["path"], first["code"], first["errno"]) == ("GET", "/v1/bookmarks", 200, None)
+    assert (first["collection_id"], first["nb_records"]) == ("bookmark", 0)
+    assert (second["method"], second["path"], second["code"], second["errno"]) == (
+        "DELETE", "/v1/bookmarks/missing", 404, 110)
+    assert (summary["path"], summary["method"], summary["code"], summary["batch_size"]) == (
+        "/v1/batch", "POST", 200, 2)
+    assert summary["uid"] is None
+
+
+def test_classic_renderer_one_readable_line(capture: Capture) -> None:
+    client(version_prefix(api), logging_renderer="classic").get(
+        "/v1/bookmarks?_limit=2", headers={"X-Request-Id": "r1", "User-Agent": "UA/1"})
+    [line] = capture.lines
+    head, rest = line.split(" request.summary ")
+    assert head.startswith('"GET   /v1/bookmarks?_limit=2" 200 (') and head.endswith(" ms)")
+    pairs = rest.split(" ")
+    assert [pair.split("=", 1)[0] for pair in pairs] == sorted(pair.split("=", 1)[0] for pair in pairs)
+    assert {"agent=UA/1", "authn_type=basicauth", "collection_id=bookmark", "rid=r1", "limit=2",
+            "uid=" + "c2c5" * 16} <= set(pairs)
+
+
+def test_fields_that_do_not_serialize_are_logged_as_strings(capture: Capture) -> None:
+    class Odd:
+        def __str__(self) -> str:
+            return "odd-value"
+
+    def odd(environ: Dict[str, Any], start_response: Any) -> List[bytes]:
+        environ[keys.LOG_CONTEXT] = {"thing": Odd(), "nested": {"inner": Odd(), (1, 2): "tuple key"},
+                                     "tags": ["a", "b"], "mixed": ["a", 1]}
+        start_response("200 OK", [])
+        return [b""]
+
+    client(odd).get("/")
+    fields = capture.events()[0]["Fields"]
+    assert fields["thing"] == "odd-value"
+    assert json.loads(fields["nested"]) == {"inner": "odd-value", "(1, 2)": "tuple key"}
+    assert fields["tags"] == ["a", "b"]
+    assert fields["mixed"] == '["a",1]'
+
+
+def test_a_broken_handler_never_breaks_the_request(capture: Capture) -> None:
+    class Broken(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            raise RuntimeError("disk full")
+
+        def handleError(self, record: logging.LogRecord) -> None:
+            pass
+
+    logger = logging.getLogger("request.summary")
+    broken = Broken()
+    logger.addHandler(broken)
+    try:
+        assert client(api).get("/v1/bookmarks").status_int == 200
+    finally:
+        logger.removeHandler(broken)
+    assert len(capture.lines) == 1
+
+
+def test_handler_formatters_render_from_fields(capture: Capture) -> None:
+    """An ini that puts the formatters on the handler gets the same shapes (no JSON inside JSON)."""
+    capture.setFormatter(MozlogFormatter())
+    client(api, project_name="myapp", logging_renderer="classic").get("/v1/bookmarks")
+    capture.setFormatter(ClassicFormatter())
+    client(api).get("/v1/bookmarks")
+    json_line = json.loads(capture.lines[0])
+    assert (json_line["Type"], json_line["Logger"], json_line["Fields"]["code"]) == ("request.summary", "myapp", 200)
+    assert capture.lines[1].startswith('"GET   /v1/bookmarks" 200 (')
+
+
+INI_LOGGING = """
+[loggers]
+keys = root, summary
+
+[handlers]
+keys = console
+
+[formatters]
+keys = json
+
+[logger_root]
+level = WARNING
+handlers = console
+
+[logger_summary]
+level = INFO
+handlers = console
+qualname = request.summary
+propagate = 0
+
+[handler_console]
+class = StreamHandler
+args = (sys.stdout,)
+formatter = json
+
+[formatter_json]
+class = wsgicliquet.logs.MozlogFormatter
+"""
+
+INI_SCRIPT = """
+import logging, logging.config, sys, webtest
+from wsgicliquet.middleware.request_log import RequestLog
+logging.config.fileConfig(sys.argv[1])
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [b""]
+webtest.TestApp(RequestLog(app, project_name="myapp")).get("/v1/x", headers={"X-Request-Id": "ini"})
+logging.getLogger("other").warning("plain message", extra={"detail": {"a": 1}})
+"""
+
+
+def test_ini_logging_config(tmp_path: Any) -> None:
+    """The logging section documented in docs/observability.md, loaded by fileConfig in a fresh process."""
+    import subprocess
+    import sys
+
+    ini = tmp_path / "app.ini"
+    ini.write_text(INI_LOGGING)
+    output = subprocess.run([sys.executable, "-c", INI_SCRIPT, str(ini)], capture_output=True, text=True,
+                            check=True, timeout=60).stdout
+    summary, plain = (json.loads(line) for line in output.splitlines())
+    assert (summary["Type"], summary["Logger"], summary["Fields"]["rid"]) == ("request.summary", "myapp", "ini")
+    assert (plain["Type"], plain["Logger"], plain["Severity"], plain["Fields"]) == (
+        "plain message", "other", 4, {"detail": '{"a":1}'})
+
+
+@pytest.mark.parametrize("renderer", [
+    pytest.param("yaml", id="unknown-name"),
+    pytest.param("logging:Logger", id="not-a-formatter"),
+    pytest.param("nowhere.module:Formatter", id="not-importable"),
+])
+def test_bad_renderer_fails_at_construction(renderer: str) -> None:
+    with pytest.raises(ConfigurationError, match="logging_renderer|Cannot import"):
+        RequestLog(api, renderer=renderer)
+
+
+def test_paste_filter_factory(capture: Capture) -> None:
+    wrapped = filter_factory({"project_name": "pasted"}, logging_renderer="json")(api)
+    webtest.TestApp(wrapped).get("/v1/bookmarks")
+    assert capture.events()[0]["Logger"] == "pasted"

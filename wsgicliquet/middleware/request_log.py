@@ -1,0 +1,227 @@
+"""One ``request.summary`` log event per request, and one ``subrequest.summary`` per batch sub-request.
+
+Use it outermost (above CORS, JSON errors and the version prefix) so that it sees the final status and the whole
+duration, errors and redirects included.  The event is emitted when the server closes the response iterable, after
+the body has been sent, so ``t`` is the real duration.  It also gives every request an id: ``X-Request-Id`` when
+the client (or a proxy) sent a sensible one, else a new UUID; the id is echoed in the response and stored in
+``environ["wsgicliquet.request_id"]`` for the layers below.
+
+Fields (PROTOCOL.md §13.2): ``agent path method querystring lang uid authn_type errno code t time rid``, plus what
+any layer put in ``environ["wsgicliquet.log"]`` (``collection_id``, ``nb_records``...).  The line is rendered by
+the ``logging_renderer`` setting (``json``: mozlog, ``classic``: one readable line) and goes through the standard
+logger ``request.summary``; destination and level come from the logging configuration.  Logging never breaks a
+request.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import re
+import time
+import uuid
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+
+from wsgicliquet import environ as keys
+from wsgicliquet.backends import import_string
+from wsgicliquet.logs import EVENT_ATTR, FIELDS_ATTR, LOGGER_ATTR, RENDERERS
+from wsgicliquet.pipeline import make_filter_factory
+from wsgicliquet.settings import ConfigurationError
+
+__all__ = ["RequestLog", "summary_fields", "filter_factory"]
+
+StartResponse = Callable[..., Any]
+_logger = logging.getLogger(__name__)
+
+# A client-supplied request id is kept only when it cannot forge log content.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+# Fields of the event that extra context from the environ never overrides.
+_CORE = ("agent", "path", "method", "querystring", "lang", "uid", "authn_type", "errno", "code", "t", "time", "rid")
+
+
+def _querystring(raw: str) -> Dict[str, Any]:
+    """``{name: value}``; a repeated parameter keeps all its values as a list."""
+    from urllib.parse import parse_qsl
+
+    result: Dict[str, Any] = {}
+    for name, value in parse_qsl(raw, keep_blank_values=True):
+        if name in result:
+            previous = result[name]
+            result[name] = previous + [value] if isinstance(previous, list) else [previous, value]
+        else:
+            result[name] = value
+    return result
+
+
+def _text(value: Any) -> Optional[str]:
+    return None if value is None else str(value)
+
+
+def summary_fields(environ: Mapping[str, Any], *, code: int, duration: float, path: Optional[str] = None,
+                   request_id: Optional[str] = None) -> Dict[str, Any]:
+    """The fields of a ``request.summary`` or ``subrequest.summary`` event (PROTOCOL.md §13.2).
+
+    ``path`` is the full path as the request arrived (SCRIPT_NAME + PATH_INFO when omitted); ``duration`` is in
+    seconds.  Extra context in ``environ["wsgicliquet.log"]`` is added without overriding these fields.
+    """
+    userid = environ.get(keys.USERID)
+    uid = str(userid).split(":", 1)[-1] if userid else None
+    fields: Dict[str, Any] = {
+        "agent": environ.get("HTTP_USER_AGENT"),
+        "path": path if path is not None else environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
+        "method": str(environ.get("REQUEST_METHOD", "")).upper(),
+        "querystring": _querystring(environ.get("QUERY_STRING", "")),
+        "lang": environ.get("HTTP_ACCEPT_LANGUAGE"),
+        "uid": uid,
+        "authn_type": _text(environ.get(keys.AUTHN_TYPE)),
+        "errno": environ.get(keys.ERRNO),
+        "code": code,
+        "t": int(duration * 1000),
+        "time": datetime.datetime.now().isoformat(timespec="microseconds"),
+        "rid": request_id if request_id is not None else environ.get(keys.REQUEST_ID),
+    }
+    extra = environ.get(keys.LOG_CONTEXT)
+    if isinstance(extra, Mapping):
+        for key, value in extra.items():
+            if key not in _CORE:
+                fields[str(key)] = value
+    return fields
+
+
+class RequestLog:
+    """Log a summary of every request and batch sub-request, and give each request an id."""
+
+    def __init__(self, app: Callable, *, renderer: str = "json", project_name: str = "",
+                 logger: str = "request.summary") -> None:
+        self.app = app
+        self.logger = logging.getLogger(logger)
+        self.project_name = project_name or None
+        self.formatter = _renderer(renderer, project_name)
+
+    @classmethod
+    def from_settings(cls, app: Callable, settings: Mapping[str, Any]) -> "RequestLog":
+        return cls(app, renderer=str(settings.get("logging_renderer") or "json"),
+                   project_name=str(settings.get("project_name") or ""))
+
+    def __call__(self, environ: Dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        request_id = environ.get(keys.REQUEST_ID) or _request_id(environ.get("HTTP_X_REQUEST_ID"))
+        environ[keys.REQUEST_ID] = request_id
+        environ.setdefault(keys.SUBREQUESTS, [])
+        status: List[int] = []
+
+        def log_start_response(status_line: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Any:
+            status[:] = [_code(status_line)]
+            headers = [(name, value) for name, value in headers if name.lower() != "x-request-id"]
+            headers.append(("X-Request-Id", request_id))
+            return start_response(status_line, headers, exc_info)
+
+        def done(failed: bool) -> None:
+            code = 500 if failed or not status else status[0]
+            self._emit(environ, path, request_id, code, time.perf_counter() - started)
+
+        try:
+            result = self.app(environ, log_start_response)
+        except BaseException:
+            done(failed=True)
+            raise
+        return _LoggedResponse(result, done)
+
+    def _emit(self, environ: Dict[str, Any], path: str, request_id: str, code: int, duration: float) -> None:
+        """Sub-request events first (in order), then the request's own; failures are reported, never raised."""
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
+        try:
+            for entry in list(environ.get(keys.SUBREQUESTS) or ()):
+                sub_environ = entry.get("environ") or {}
+                self._log("subrequest.summary", summary_fields(
+                    sub_environ, code=int(entry.get("status") or 0), duration=float(entry.get("duration") or 0),
+                    request_id=sub_environ.get(keys.REQUEST_ID) or request_id))
+            self._log("request.summary", summary_fields(environ, code=code, duration=duration, path=path,
+                                                        request_id=request_id))
+        except Exception:
+            try:
+                _logger.exception("Could not log the summary of %s", path)
+            except Exception:  # a handler that raises (logging's own handlers never do)
+                pass
+
+    def _log(self, event: str, fields: Dict[str, Any]) -> None:
+        record = self.logger.makeRecord(self.logger.name, logging.INFO, __file__, 0, event, (), None, extra={
+            EVENT_ATTR: event, FIELDS_ATTR: fields, LOGGER_ATTR: self.project_name})
+        try:
+            record.msg = self.formatter.format(record)
+        except Exception:
+            record.msg = f"{event} {fields!r}"
+        self.logger.handle(record)
+
+
+def _renderer(renderer: str, project_name: str) -> logging.Formatter:
+    """The formatter that renders the message of each event, from the ``logging_renderer`` setting."""
+    choice = RENDERERS.get(renderer)
+    if choice is None:
+        if ":" not in renderer and "." not in renderer:
+            raise ConfigurationError(f"Setting 'logging_renderer' has an invalid value {renderer!r}: "
+                                     f"expected one of {', '.join(RENDERERS)} or a module:Formatter path")
+        choice = import_string(renderer)
+    if not (isinstance(choice, type) and issubclass(choice, logging.Formatter)):
+        raise ConfigurationError(f"Setting 'logging_renderer' has an invalid value {renderer!r}: "
+                                 "not a logging.Formatter class")
+    if issubclass(choice, RENDERERS["json"]):
+        return choice(logger_name=project_name or None)
+    return choice()
+
+
+def _request_id(header: Optional[str]) -> str:
+    if header and _REQUEST_ID.match(header):
+        return header
+    return str(uuid.uuid4())
+
+
+def _code(status_line: str) -> int:
+    try:
+        return int(status_line.split(" ", 1)[0])
+    except ValueError:
+        return 500
+
+
+class _LoggedResponse:
+    """The app's response iterable; its ``close()`` (called by the server once the body is sent) logs."""
+
+    __slots__ = ("_result", "_iterator", "_done", "_failed", "_closed")
+
+    def __init__(self, result: Iterable[bytes], done: Callable[[bool], None]) -> None:
+        self._result = result
+        self._iterator: Optional[Iterator[bytes]] = None
+        self._done = done
+        self._failed = False
+        self._closed = False
+
+    def __iter__(self) -> "_LoggedResponse":
+        self._iterator = iter(self._result)
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._iterator)  # type: ignore[arg-type]
+        except StopIteration:
+            raise
+        except BaseException:
+            self._failed = True
+            raise
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        except BaseException:
+            self._failed = True
+            raise
+        finally:
+            self._done(self._failed)
+
+
+filter_factory = make_filter_factory(RequestLog)
