@@ -1,0 +1,215 @@
+"""Give every error of an API the uniform JSON body of PROTOCOL.md §7, whatever produced it.
+
+Use it around any WSGI app that serves an API (the resource app, a Flask or Bottle app, a bare callable):
+
+- an exception escaping the app becomes ``500`` errno 999 with ``info`` (the traceback goes to the log at error
+  level, never to the client); a :class:`~wsgicliquet.storage.exceptions.BackendError` becomes ``503`` errno 201
+  (logged at critical); a raised :class:`~wsgicliquet.errors.HTTPError` becomes its own response;
+- the app's own non-JSON 4xx/5xx (Flask's and Bottle's HTML 404, 405, 500...) are rewritten into the uniform body,
+  with the errno of the status, keeping ``Allow``, ``WWW-Authenticate`` and the other non-entity headers; error
+  bodies already in the uniform format pass untouched;
+- every 503 and 429 it lets out carries ``Retry-After``.
+
+Only error responses are held back and read (they are small); 2xx and 3xx bodies stream through, and only their
+first chunk is read ahead, so that an exception raised when the body starts still becomes a clean 500.
+
+Which paths: the prefixes in ``paths`` (``from_settings``: setting ``json_errors_paths``, by default the API prefix
+``/vN`` and the Dockerflow root endpoints), plus any request routed by the version prefix middleware (so ``/v1``
+and ``/v2`` side by side are both governed).  Outside them the middleware is transparent: an existing web app keeps
+its HTML error pages, and an exception propagates to the server (or to a debugger wrapped around the pipeline)
+exactly as without the middleware.  A raised ``HTTPError`` is a response on every path.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from http import HTTPStatus
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+from wsgicliquet import environ as keys
+from wsgicliquet.errors import ERRNO_OF_STATUS, ERRORS, HTTPError, is_error_body, retry_after_headers
+from wsgicliquet.pipeline import make_filter_factory
+from wsgicliquet.settings import SETTINGS, ConfigurationError, api_prefix
+from wsgicliquet.storage.exceptions import BackendError
+
+__all__ = ["JsonErrors", "filter_factory", "DOCKERFLOW_PATHS"]
+
+logger = logging.getLogger(__name__)
+
+DOCKERFLOW_PATHS = ("/__heartbeat__", "/__lbheartbeat__", "/__version__")
+"""Root endpoints governed by default besides the API prefix."""
+
+Headers = List[Tuple[str, str]]
+
+# Headers that describe the replaced body; every other header of a rewritten error is kept.
+_ENTITY_HEADERS = frozenset({"content-type", "content-length", "content-encoding", "content-language",
+                             "content-md5", "content-range", "content-disposition", "transfer-encoding"})
+
+
+class JsonErrors:
+    def __init__(self, app: Callable, *, paths: Optional[Sequence[str]] = None, retry_after_seconds: Optional[int] = 30,
+                 error_info_link: str = SETTINGS["error_info_link"].default, enabled: bool = True) -> None:
+        """``paths=None`` governs every path (a standalone API); a list governs those prefixes only."""
+        self.app = app
+        self.enabled = enabled
+        self.prefixes = None if paths is None else tuple(_prefix(path) for path in paths)
+        self.retry_after_seconds = retry_after_seconds
+        self.error_info_link = error_info_link
+
+    @classmethod
+    def from_settings(cls, app: Callable, settings: Mapping[str, Any]) -> "JsonErrors":
+        paths = list(settings["json_errors_paths"]) or [api_prefix(settings), *DOCKERFLOW_PATHS]
+        return cls(app, paths=paths, retry_after_seconds=settings["retry_after_seconds"],
+                   error_info_link=settings["error_info_link"])
+
+    def governs(self, environ: Mapping[str, Any]) -> bool:
+        """True when errors of this request get the JSON format."""
+        if self.prefixes is None or keys.API_PREFIX in environ:
+            return True
+        path = environ.get("PATH_INFO") or "/"
+        return any(prefix == "" or path == prefix or path.startswith(prefix + "/") for prefix in self.prefixes)
+
+    def __call__(self, environ: Dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        if not self.enabled:
+            return self.app(environ, start_response)
+        # Decided now: the app below may rewrite PATH_INFO (Werkzeug's dispatcher, the version prefix).
+        governed = self.governs(environ)
+        held: List[Any] = []  # [status, headers, exc_info] of an error response held back for inspection
+        written: List[bytes] = []  # what the app wrote through write() while held
+        started: List[bool] = []  # the real start_response was called
+
+        def hold_errors(status: str, headers: Headers, exc_info: Any = None) -> Callable[[bytes], Any]:
+            if _code(status) >= 400 and (governed or keys.API_PREFIX in environ):
+                held[:] = [status, list(headers), exc_info]
+                return written.append
+            del held[:]
+            started.append(True)
+            return start_response(status, headers, exc_info)
+
+        try:
+            result = self.app(environ, hold_errors)
+            if not held and isinstance(result, (list, tuple)):
+                return result
+            first, rest = _read_first(result)
+            if not held:
+                return _Prefetched(first, rest, result)
+            body = b"".join(itertools.chain(written, first, _drained(rest, result)))
+        except Exception as exc:
+            if not isinstance(exc, HTTPError) and not (governed or keys.API_PREFIX in environ):
+                raise
+            exc_info = (type(exc), exc, exc.__traceback__) if started else None
+            return self._respond(self._from_exception(exc), environ, start_response, exc_info)
+        status, headers, exc_info = held
+        return self._rewrite(status, headers, body, environ, start_response, exc_info if started else None)
+
+    def _from_exception(self, exc: Exception) -> HTTPError:
+        if isinstance(exc, HTTPError):
+            return exc
+        if isinstance(exc, BackendError):
+            logger.critical("Backend failure: %s", exc, exc_info=exc)
+            return HTTPError(503, ERRORS.BACKEND)
+        logger.error("Unexpected error: %s", exc, exc_info=exc)
+        return HTTPError(500, ERRORS.UNDEFINED, info=self.error_info_link)
+
+    def _rewrite(self, status: str, headers: Headers, body: bytes, environ: Dict[str, Any],
+                 start_response: Callable, exc_info: Any) -> Iterable[bytes]:
+        """Pass a uniform JSON error through; turn anything else into one, keeping the non-entity headers."""
+        code = _code(status)
+        payload = _json(headers, body)
+        if is_error_body(payload):
+            environ[keys.ERRNO] = payload["errno"]
+            start_response(status, self._retry_after(code, headers), exc_info)
+            return [body]
+        message = payload.get("message") if isinstance(payload, dict) else None
+        if not isinstance(message, str) and code not in ERRNO_OF_STATUS:
+            message = _phrase(code)  # not the 500 message: a 418 or 422 is no programming error
+        kept = [(name, value) for name, value in headers if name.lower() not in _ENTITY_HEADERS]
+        error = HTTPError(code, ERRNO_OF_STATUS.get(code, ERRORS.UNDEFINED),
+                          message=message if isinstance(message, str) else None,
+                          info=self.error_info_link if code == 500 else None, headers=kept)
+        return self._respond(error, environ, start_response, exc_info)
+
+    def _respond(self, error: HTTPError, environ: Dict[str, Any], start_response: Callable,
+                 exc_info: Any) -> Iterable[bytes]:
+        def finish(status: str, headers: Headers) -> Callable[[bytes], Any]:
+            return start_response(status, self._retry_after(error.code, headers), exc_info)
+
+        return error(environ, finish)
+
+    def _retry_after(self, code: int, headers: Headers) -> Headers:
+        if code in (503, 429) and not any(name.lower() == "retry-after" for name, _ in headers):
+            return list(headers) + retry_after_headers(code, self.retry_after_seconds)
+        return headers
+
+
+class _Prefetched:
+    """The app's body with its first chunk already read; ``close()`` reaches the app's iterable."""
+
+    def __init__(self, first: Sequence[bytes], rest: Iterator[bytes], result: Iterable[bytes]) -> None:
+        self._first = first
+        self._rest = rest
+        self._result = result
+
+    def __iter__(self) -> Iterator[bytes]:
+        return itertools.chain(self._first, self._rest)
+
+    def close(self) -> None:
+        _close(self._result)
+
+
+def _read_first(result: Iterable[bytes]) -> Tuple[Sequence[bytes], Iterator[bytes]]:
+    """Read the first chunk, when start_response has surely been called; close the body if that fails."""
+    iterator = iter(result)
+    try:
+        return (next(iterator),), iterator
+    except StopIteration:
+        return (), iterator
+    except BaseException:
+        _close(result)
+        raise
+
+
+def _drained(rest: Iterator[bytes], result: Iterable[bytes]) -> Iterator[bytes]:
+    try:
+        yield from rest
+    finally:
+        _close(result)
+
+
+def _close(result: Iterable[bytes]) -> None:
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
+
+
+def _json(headers: Headers, body: bytes) -> Any:
+    """The parsed body when the response says it is JSON, else None."""
+    content_type = next((value for name, value in headers if name.lower() == "content-type"), "")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:  # includes UnicodeDecodeError
+        return None
+
+
+def _code(status: str) -> int:
+    return int(status[:3])
+
+
+def _phrase(code: int) -> str:
+    try:
+        return HTTPStatus(code).phrase
+    except ValueError:
+        return "Error"
+
+
+def _prefix(path: str) -> str:
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ConfigurationError(f"Setting 'json_errors_paths' has an invalid value {path!r}: paths start with '/'")
+    return path.rstrip("/")
+
+
+filter_factory = make_filter_factory(JsonErrors)
