@@ -1,0 +1,213 @@
+"""StatsD metrics, received on a real UDP socket and checked by name and type."""
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any, Dict, Iterator, List, Tuple
+
+import pytest
+import webtest
+
+from wsgicliquet import environ as keys
+from wsgicliquet.backends import load_backend
+from wsgicliquet.errors import HTTPError
+from wsgicliquet.middleware.statsd import StatsdMetrics, filter_factory
+from wsgicliquet.settings import ConfigurationError, load_settings
+
+USERID = "basicauth:" + "ab12" * 16
+
+
+class Collector:
+    """A StatsD server: a UDP socket on 127.0.0.1 that parses ``name:value|type`` lines."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = "udp://127.0.0.1:%d" % self.sock.getsockname()[1]
+
+    def metrics(self, wait: float = 2.0) -> List[Tuple[str, str, str]]:
+        """Every metric received until the socket stays quiet for a moment."""
+        received: List[Tuple[str, str, str]] = []
+        self.sock.settimeout(wait)
+        try:
+            while True:
+                packet = self.sock.recv(65535).decode("ascii")
+                for line in packet.split("\n"):
+                    name, _, rest = line.partition(":")
+                    value, _, kind = rest.partition("|")
+                    received.append((name, value, kind))
+                self.sock.settimeout(0.2)
+        except socket.timeout:
+            return received
+
+    def names(self, wait: float = 2.0) -> List[Tuple[str, str]]:
+        return [(name, kind) for name, _, kind in self.metrics(wait)]
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    server = Collector()
+    yield server
+    server.sock.close()
+
+
+def view_app(environ: Dict[str, Any], start_response: Any) -> List[bytes]:
+    """Authenticates everyone and names its view; /redirect and /nowhere match no view."""
+    path = environ["PATH_INFO"]
+    if path == "/nowhere":
+        return HTTPError(404)(environ, start_response)
+    if path == "/redirect/":
+        start_response("307 Temporary Redirect", [("Location", "/redirect")])
+        return [b""]
+    environ[keys.USERID] = USERID
+    environ[keys.AUTHN_TYPE] = "basicauth"
+    environ[keys.VIEW] = "bookmark-collection"
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [b"{}"]
+
+
+def make(app: Any, **settings: Any) -> webtest.TestApp:
+    """Without backends unless asked: the process-wide default instances stay uninstrumented."""
+    for kind in ("storage", "cache", "permission"):
+        settings.setdefault(f"{kind}_url", "" if f"{kind}_pool_size" not in settings else "memory://")
+    return webtest.TestApp(StatsdMetrics.from_settings(app, load_settings(settings, environ={})), lint=True)
+
+
+def test_request_metrics_by_name_and_type(collector: Collector) -> None:
+    make(view_app, statsd_url=collector.url, project_name="myapp").get("/bookmarks")
+    metrics = collector.metrics()
+    assert sorted((name, kind) for name, _, kind in metrics) == [
+        ("myapp.authn_type.basicauth", "c"), ("myapp.request", "ms"), ("myapp.users", "s"),
+        ("myapp.view.bookmark-collection.GET", "c")]
+    values = {name: value for name, value, _ in metrics}
+    assert values["myapp.users"] == "basicauth_" + "ab12" * 16  # ':' is reserved by the line format
+    assert values["myapp.view.bookmark-collection.GET"] == "1"
+    assert float(values["myapp.request"]) >= 0
+
+
+@pytest.mark.parametrize("path, status", [
+    pytest.param("/nowhere", 404, id="unknown-url"),
+    pytest.param("/redirect/", 307, id="trailing-slash-redirect"),
+])
+def test_unmatched_urls_are_counted_and_answered_unchanged(collector: Collector, path: str, status: int) -> None:
+    response = make(view_app, statsd_url=collector.url).get(path, status=status)
+    if status == 404:
+        assert response.json["errno"] == 111
+    assert sorted(collector.names()) == [("wsgicliquet.request", "ms"), ("wsgicliquet.view.unmatched.GET", "c")]
+
+
+def test_prefix_falls_back_to_statsd_prefix(collector: Collector) -> None:
+    make(view_app, statsd_url=collector.url, statsd_prefix="svc").post("/bookmarks")
+    assert ("svc.view.bookmark-collection.POST", "c") in collector.names()
+
+
+def test_unsafe_names_cannot_forge_metrics(collector: Collector) -> None:
+    def odd(environ: Dict[str, Any], start_response: Any) -> List[bytes]:
+        environ[keys.VIEW] = "x|c\nevil:1"
+        environ[keys.USERID] = "remoteuser:été|s"
+        start_response("200 OK", [])
+        return [b""]
+
+    make(odd, statsd_url=collector.url).get("/")
+    assert sorted(collector.names()) == [("wsgicliquet.request", "ms"), ("wsgicliquet.users", "s"),
+                                         ("wsgicliquet.view.x_c_evil_1.GET", "c")]
+
+
+def test_batch_subrequests_are_counted(collector: Collector) -> None:
+    def mini_batch(environ: Dict[str, Any], start_response: Any) -> List[bytes]:
+        environ[keys.VIEW] = "batch"
+        for method, path in (("GET", "/bookmarks"), ("PUT", "/nowhere")):
+            sub_environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": ""}
+            view_app(sub_environ, lambda status, headers, exc_info=None: None)
+            environ[keys.SUBREQUESTS].append({"environ": sub_environ, "status": 200, "duration": 0.001})
+        start_response("200 OK", [])
+        return [b""]
+
+    make(mini_batch, statsd_url=collector.url).post("/batch")
+    assert sorted(collector.names()) == [
+        ("wsgicliquet.authn_type.basicauth", "c"), ("wsgicliquet.request", "ms"), ("wsgicliquet.users", "s"),
+        ("wsgicliquet.view.batch.POST", "c"), ("wsgicliquet.view.bookmark-collection.GET", "c"),
+        ("wsgicliquet.view.unmatched.PUT", "c")]
+
+
+def test_backend_methods_are_timed_once(collector: Collector) -> None:
+    # Private instances: a pool size nobody else uses gives this test its own shared backends.
+    settings = dict(statsd_url=collector.url, project_name="myapp", storage_pool_size=7771, cache_pool_size=7772,
+                    permission_pool_size=7773)
+
+    def uses_backends(environ: Dict[str, Any], start_response: Any) -> List[bytes]:
+        loaded = load_settings(settings, environ={})
+        load_backend("storage", loaded).create("bookmark", "alice", {"title": "x"})
+        load_backend("cache", loaded).set("key", "value", 10)
+        load_backend("permission", loaded).user_principals("alice")
+        start_response("200 OK", [])
+        return [b""]
+
+    make(uses_backends, **settings)
+    app = make(uses_backends, **settings)  # built twice (two pipelines): the methods are wrapped once
+    app.get("/")
+    timers = [name for name, kind in collector.names() if kind == "ms"]
+    assert sorted(timers) == ["myapp.cache.cache.set", "myapp.permission.permission.user_principals",
+                              "myapp.request", "myapp.storage.storage.create"]
+    storage = load_backend("storage", load_settings(settings, environ={}))
+    assert storage.create.__name__ == "create" and storage.create.__wrapped__.__name__ == "create"
+
+
+def test_unreachable_server_never_fails_a_request() -> None:
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there any more
+    app = make(view_app, statsd_url=f"udp://127.0.0.1:{port}")
+    for _ in range(3):  # a refused datagram may surface as an error on the next send
+        assert app.get("/bookmarks").json == {}
+
+
+def test_concurrent_requests_share_one_client(collector: Collector) -> None:
+    app = make(view_app, statsd_url=collector.url)
+    errors: List[BaseException] = []
+
+    def hammer() -> None:
+        try:
+            for _ in range(20):
+                app.get("/bookmarks")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    names = [name for name, _ in collector.names()]
+    assert names.count("wsgicliquet.view.bookmark-collection.GET") == 160
+    assert names.count("wsgicliquet.request") == 160
+
+
+def test_disabled_is_a_pass_through() -> None:
+    body = [b"untouched"]
+
+    def app(environ: Dict[str, Any], start_response: Any) -> List[bytes]:
+        start_response("200 OK", [])
+        return body
+
+    middleware = StatsdMetrics.from_settings(app, load_settings({}, environ={}))
+    assert middleware.client is None
+    assert middleware({"REQUEST_METHOD": "GET"}, lambda *args: None) is body
+
+
+@pytest.mark.parametrize("url", [
+    pytest.param("tcp://127.0.0.1:8125", id="not-udp"),
+    pytest.param("udp://127.0.0.1:port", id="bad-port"),
+    pytest.param("udp://:8125", id="no-host"),
+])
+def test_bad_url_fails_at_construction(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="statsd_url"):
+        StatsdMetrics(view_app, url=url)
+
+
+def test_paste_filter_factory(collector: Collector) -> None:
+    wrapped = filter_factory({"project_name": "pasted"}, statsd_url=collector.url)(view_app)
+    webtest.TestApp(wrapped).get("/bookmarks")
+    assert ("pasted.view.bookmark-collection.GET", "c") in collector.names()
