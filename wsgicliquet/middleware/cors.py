@@ -1,0 +1,195 @@
+"""CORS headers on every response, errors included, and the answer to preflight requests (PROTOCOL.md §12).
+
+Use it outside everything that can produce a response (the canonical pipeline puts it outside the JSON error
+converter), so that a browser can read a 401, a 404 or a 500 as well as a success.  It only adds headers: bodies
+stream through untouched.
+
+- ``Access-Control-Allow-Origin``: ``*`` when ``origins`` holds ``*``, else the request's ``Origin`` when it matches
+  one of ``origins`` (shell wildcards: ``https://*.example.com``), else nothing.
+- ``Access-Control-Expose-Headers``: ``expose_headers`` (always), plus each header of :data:`EXPOSED_IF_PRESENT`
+  the response carries, so that ``ETag`` and ``Last-Modified`` are readable wherever they appear (D5).
+- ``Vary``: ``vary`` (``Authorization``) merged into the response's own ``Vary``, on every response; ``Origin``
+  too when the allowed origin depends on the request (an explicit list).
+- Preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``): answered here with 200.  The
+  middleware cannot know each endpoint's methods, so it asks the app: the same path is sent down as a plain
+  ``OPTIONS`` request and its ``Allow`` header (Flask's automatic OPTIONS, Bottle's or the resource app's 405)
+  gives the endpoint's methods; an app that announces nothing gets ``methods`` (the standard ones).  A 404 or 5xx
+  answer is returned as is (no such endpoint); a method outside the list is a 400 errno 107.
+
+Not for: cookie-credentialed CORS (no ``Access-Control-Allow-Credentials``); the protocol authenticates with the
+``Authorization`` header.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from wsgicliquet.errors import JSON_CONTENT_TYPE, invalid
+from wsgicliquet.pipeline import make_filter_factory
+
+__all__ = ["Cors", "filter_factory", "ALWAYS_EXPOSED", "EXPOSED_IF_PRESENT", "DEFAULT_ALLOW_HEADERS",
+           "STANDARD_METHODS"]
+
+ALWAYS_EXPOSED = ("Backoff", "Retry-After", "Alert", "Content-Length", "Content-Type", "Vary")
+"""Exposed on every response (Cliquet's list plus kinto.core's ``Content-Type``)."""
+
+EXPOSED_IF_PRESENT = ("ETag", "Last-Modified", "Next-Page", "Total-Records", "Total-Objects", "Cache-Control",
+                      "Expires", "Pragma", "Deprecation", "Sunset")
+"""Exposed on the responses that carry them."""
+
+DEFAULT_ALLOW_HEADERS = ("Authorization", "Content-Type", "If-Match", "If-None-Match")
+"""Request headers a preflight always allows (plus those the client asks for)."""
+
+STANDARD_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+"""Methods allowed by a preflight when the app does not announce an ``Allow`` list."""
+
+Headers = List[Tuple[str, str]]
+
+_ORDER = {method: index for index, method in enumerate(STANDARD_METHODS)}
+
+_OWN_HEADERS = frozenset({"access-control-allow-origin", "access-control-expose-headers", "vary"})
+_PREFLIGHT_KEYS = ("HTTP_ORIGIN", "HTTP_ACCESS_CONTROL_REQUEST_METHOD", "HTTP_ACCESS_CONTROL_REQUEST_HEADERS")
+
+
+class Cors:
+    def __init__(self, app: Callable, *, origins: Sequence[str] = ("*",), max_age: Optional[int] = 3600,
+                 allow_headers: Sequence[str] = DEFAULT_ALLOW_HEADERS, expose_headers: Sequence[str] = ALWAYS_EXPOSED,
+                 vary: Sequence[str] = ("Authorization",), methods: Sequence[str] = STANDARD_METHODS) -> None:
+        """Empty ``origins`` and ``vary`` switch the middleware off."""
+        self.app = app
+        self.any_origin = "*" in origins
+        patterns = [fnmatch.translate(origin) for origin in origins]
+        self._origin = re.compile("|".join(f"(?:{pattern})" for pattern in patterns)) if patterns else None
+        self.max_age = max_age or None
+        self.allow_headers = list(allow_headers)
+        self.expose_headers = list(expose_headers)
+        self.methods = [method.upper() for method in methods]
+        self.vary = list(vary) + (["Origin"] if origins and not self.any_origin else [])
+        self.enabled = bool(origins or vary)
+
+    @classmethod
+    def from_settings(cls, app: Callable, settings: Mapping[str, Any]) -> "Cors":
+        return cls(app, origins=settings["cors_origins"], max_age=settings["cors_max_age_seconds"],
+                   vary=settings["vary"])
+
+    def allowed_origin(self, origin: Optional[str]) -> Optional[str]:
+        """The ``Access-Control-Allow-Origin`` value for a request ``Origin``, or None."""
+        if not origin or self._origin is None:
+            return None
+        if self.any_origin:
+            return "*"
+        return origin if self._origin.match(origin) else None
+
+    def __call__(self, environ: Dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        if not self.enabled:
+            return self.app(environ, start_response)
+        origin = environ.get("HTTP_ORIGIN")
+        allowed = self.allowed_origin(origin)
+
+        def add_cors(status: str, headers: Headers, exc_info: Any = None) -> Callable[[bytes], Any]:
+            return start_response(status, self._decorate(headers, allowed), exc_info)
+
+        if origin and environ.get("REQUEST_METHOD") == "OPTIONS" and \
+                "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
+            return self._preflight(environ, add_cors, origin, allowed)
+        return self.app(environ, add_cors)
+
+    def _decorate(self, headers: Headers, allowed: Optional[str]) -> Headers:
+        """The response headers with ``Vary`` merged and, for an allowed origin, the CORS headers."""
+        result: Headers = []
+        vary: List[str] = []
+        exposed: List[str] = list(self.expose_headers) if allowed else []
+        present = set()
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered not in _OWN_HEADERS:
+                result.append((name, value))
+                present.add(lowered)
+            elif lowered == "vary":
+                vary.extend(item.strip() for item in value.split(",") if item.strip())
+            elif lowered == "access-control-expose-headers" and allowed:
+                exposed.extend(item.strip() for item in value.split(",") if item.strip())
+        if allowed:
+            exposed.extend(name for name in EXPOSED_IF_PRESENT if name.lower() in present)
+            result.append(("Access-Control-Allow-Origin", allowed))
+            result.append(("Access-Control-Expose-Headers", ", ".join(_unique(exposed))))
+        if "*" not in vary:
+            vary.extend(self.vary)
+        if vary:
+            result.append(("Vary", ", ".join(_unique(vary))))
+        return result
+
+    def _preflight(self, environ: Dict[str, Any], start_response: Callable, origin: str,
+                   allowed: Optional[str]) -> Iterable[bytes]:
+        if allowed is None:
+            return invalid("header", "Origin", f"{origin} not allowed")(environ, start_response)
+        status, headers, body = _probe(self.app, environ)
+        code = int(status[:3])
+        if code == 404 or code >= 500:
+            start_response(status, headers)
+            return [body]
+        methods = _methods(_allow(headers) or self.methods)
+        requested = environ["HTTP_ACCESS_CONTROL_REQUEST_METHOD"].strip().upper()
+        if requested not in methods:
+            return invalid("header", "Access-Control-Request-Method", "Method not allowed")(environ, start_response)
+        asked = environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "")
+        allow_headers = _unique(self.allow_headers + [item.strip() for item in asked.split(",") if item.strip()])
+        payload = b"{}"
+        answer = [("Content-Type", JSON_CONTENT_TYPE), ("Content-Length", str(len(payload))),
+                  ("Access-Control-Allow-Methods", ",".join(methods)),
+                  ("Access-Control-Allow-Headers", ", ".join(allow_headers))]
+        if self.max_age:
+            answer.append(("Access-Control-Max-Age", str(self.max_age)))
+        start_response("200 OK", answer)
+        return [payload]
+
+
+def _probe(app: Callable, environ: Dict[str, Any]) -> Tuple[str, Headers, bytes]:
+    """Send the preflight's path down as a plain OPTIONS request; its status, headers and (small) body."""
+    probe = {key: value for key, value in environ.items() if key not in _PREFLIGHT_KEYS}
+    captured: List[Any] = []
+    written: List[bytes] = []
+
+    def capture(status: str, headers: Headers, exc_info: Any = None) -> Callable[[bytes], Any]:
+        captured[:] = [status, list(headers)]
+        return written.append
+
+    result = app(probe, capture)
+    try:
+        written.extend(result)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    return captured[0], captured[1], b"".join(written)
+
+
+def _allow(headers: Headers) -> List[str]:
+    for name, value in headers:
+        if name.lower() == "allow":
+            return [item.strip() for item in value.split(",") if item.strip()]
+    return []
+
+
+def _methods(methods: Iterable[str]) -> List[str]:
+    """In the standard order; a GET endpoint also answers HEAD, and the preflight itself proves OPTIONS."""
+    found = {method.upper() for method in methods} | {"OPTIONS"}
+    if "GET" in found:
+        found.add("HEAD")
+    return sorted(found, key=lambda method: (_ORDER.get(method, len(_ORDER)), method))
+
+
+def _unique(items: Iterable[str]) -> List[str]:
+    """Items in order, without case-insensitive duplicates."""
+    seen = set()
+    result = []
+    for item in items:
+        if item.lower() not in seen:
+            seen.add(item.lower())
+            result.append(item)
+    return result
+
+
+filter_factory = make_filter_factory(Cors)
