@@ -1,0 +1,85 @@
+"""PostgreSQL cache (PROTOCOL.md §17.3): table ``cache(key TEXT PRIMARY KEY, value TEXT, expires_at TIMESTAMPTZ)``.
+
+Values are stored as JSON text (so any JSON value fits, NUL characters included).  Expiry uses the database clock,
+so every process sees the same TTLs; expired rows are never returned and are purged on writes, not on reads (a GET
+that only reads the cache stays a read).  Shares the connection pool (and the thread's transaction) of the other
+backends configured with the same URL.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Optional
+
+from wsgicliquet.cache import Cache as CacheBase
+from wsgicliquet.postgresql import Client, Migration, get_client, migrate, settings_options
+
+__all__ = ["Cache", "MIGRATIONS", "SCHEMA_VERSION"]
+
+MIGRATIONS: List[Migration] = [
+    (1, """
+    CREATE TABLE IF NOT EXISTS cache (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        expires_at TIMESTAMPTZ
+    );
+    CREATE INDEX IF NOT EXISTS cache_expires_at_idx ON cache (expires_at);
+    """),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+_LIVE = "(expires_at IS NULL OR expires_at > clock_timestamp())"
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class Cache(CacheBase):
+    """Settings: ``cache_url``, ``cache_pool_size``, ``cache_prefix`` (and optionally ``cache_pool_timeout``)."""
+
+    def __init__(self, client: Client, prefix: str = "") -> None:
+        super().__init__(prefix=prefix)
+        self.client = client
+
+    @classmethod
+    def from_settings(cls, settings: Dict[str, Any], prefix: str = "cache") -> "Cache":
+        return cls(get_client(**settings_options(settings, prefix)), prefix=settings.get("cache_prefix") or "")
+
+    def initialize_schema(self, dry_run: bool = False) -> None:
+        migrate(self.client, "cache", MIGRATIONS, dry_run=dry_run)
+
+    def _run(self, query: str, params: Any = None, fetch: Optional[str] = None) -> Any:
+        with self.client.transaction():
+            self.client.check_schema("cache", SCHEMA_VERSION)
+            return self.client.execute(query, params, fetch)
+
+    def flush(self) -> None:
+        self._run("DELETE FROM cache WHERE key LIKE %s ESCAPE '\\'", (_escape_like(self.prefix) + "%",))
+
+    def ttl(self, key: str) -> float:
+        row = self._run(f"SELECT extract(epoch FROM expires_at - clock_timestamp()) FROM cache "
+                        f"WHERE key = %s AND expires_at IS NOT NULL AND {_LIVE}", (self.prefix + key,), fetch="one")
+        return float(row[0]) if row else -1.0
+
+    def expire(self, key: str, ttl: float) -> None:
+        self._run(f"UPDATE cache SET expires_at = clock_timestamp() + %s * interval '1 second' "
+                  f"WHERE key = %s AND {_LIVE}", (float(ttl), self.prefix + key))
+
+    def set(self, key: str, value: Any, ttl: Optional[float] = None) -> None:
+        with self.client.transaction():
+            self._run("DELETE FROM cache WHERE expires_at <= clock_timestamp()")
+            self._run("""
+            INSERT INTO cache (key, value, expires_at)
+            VALUES (%(key)s, %(value)s, clock_timestamp() + %(ttl)s * interval '1 second')
+            ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at
+            """, {"key": self.prefix + key, "value": json.dumps(value),
+                  "ttl": None if ttl is None else float(ttl)})
+
+    def get(self, key: str) -> Any:
+        row = self._run(f"SELECT value FROM cache WHERE key = %s AND {_LIVE}", (self.prefix + key,), fetch="one")
+        return json.loads(row[0]) if row else None
+
+    def delete(self, key: str) -> Any:
+        row = self._run(f"DELETE FROM cache WHERE key = %s RETURNING value, {_LIVE}", (self.prefix + key,),
+                        fetch="one")
+        return json.loads(row[0]) if row and row[1] else None

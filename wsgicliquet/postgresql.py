@@ -1,0 +1,314 @@
+"""The PostgreSQL client shared by the storage, cache and permission backends.
+
+One :class:`Client` per database URL and process (:func:`get_client`), so that backends configured with the same URL
+share one connection pool and one transaction per thread: a request's record writes and ACL changes commit together.
+
+* **Pool**: a ``psycopg2.pool.ThreadedConnectionPool`` behind a semaphore, so a thread waits for a free connection
+  (up to ``pool_timeout`` seconds) instead of failing at once.  A connection that broke is closed and dropped, never
+  returned to the pool; the first statement of a transaction is retried once on a fresh connection when the pooled
+  one turns out to be dead (nothing was done in that transaction yet), so the pool heals itself after a server
+  restart.  A pool inherited through ``fork()`` is left alone (its sockets belong to the parent).
+* **Transactions**: :meth:`Client.transaction` is re-entrant per thread; a connection is taken at the first
+  statement, and the outermost block commits (or rolls back on an exception).  A transaction in which a statement
+  failed is never committed: its commit raises :class:`BackendError`.
+* **Errors**: every ``psycopg2.Error`` (and a pool timeout) becomes a :class:`BackendError`.
+* **Schema versions**: :func:`migrate` applies ordered migration steps per component and records the version in the
+  ``metadata`` table; :meth:`Client.check_schema` tells a never-migrated database apart with the command to run.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from wsgicliquet.backends import missing_extra
+from wsgicliquet.storage.exceptions import BackendError
+
+try:
+    import psycopg2
+    import psycopg2.extensions
+    import psycopg2.pool
+except ImportError:  # pragma: no cover - depends on the installation
+    raise missing_extra("postgresql", "psycopg2") from None
+
+__all__ = ["Client", "get_client", "migrate", "SchemaError", "Migration", "METADATA_TABLE", "DEFAULT_POOL_TIMEOUT"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_POOL_TIMEOUT = 30.0
+DEFAULT_CONNECT_TIMEOUT = 10
+METADATA_TABLE = "metadata"
+MIGRATE_COMMAND = "wsgicliquet migrate --ini <your .ini file>"
+
+# One migration step: (version it brings the component to, SQL statements).
+Migration = Tuple[int, str]
+
+
+class SchemaError(BackendError):
+    """The database schema is missing or at another version than this release expects."""
+
+
+class _ThreadState(threading.local):
+    def __init__(self) -> None:
+        self.depth = 0
+        self.conn: Optional[Any] = None
+        self.statements = 0   # statements that succeeded in the current transaction
+        self.failed = False   # a statement failed: the transaction must not commit
+
+
+class Client:
+    """A connection pool with per-thread, re-entrant transactions; every method raises only BackendError."""
+
+    def __init__(self, url: str, pool_size: int = 25, pool_timeout: float = DEFAULT_POOL_TIMEOUT) -> None:
+        self.url = url
+        self.pool_size = max(1, int(pool_size))
+        self.pool_timeout = float(pool_timeout)
+        self._lock = threading.Lock()
+        self._state = _ThreadState()
+        self._schema_ok: Dict[str, bool] = {}
+        self._orphans: List[Any] = []   # pools inherited from a parent process: never touched, never closed
+        self._new_pool()
+
+    def _new_pool(self) -> None:
+        kwargs = {} if "connect_timeout" in self.url else {"connect_timeout": DEFAULT_CONNECT_TIMEOUT}
+        self._pid = os.getpid()
+        self._pool = psycopg2.pool.ThreadedConnectionPool(0, self.pool_size, self.url, **kwargs)
+        self._free = threading.Condition()
+        self._in_use = 0
+
+    def grow(self, pool_size: int) -> None:
+        """Let the pool hold ``pool_size`` connections when a backend sharing it asks for more."""
+        with self._free:
+            if int(pool_size) > self.pool_size:
+                self.pool_size = self._pool.maxconn = int(pool_size)
+                self._free.notify_all()
+
+    # Connections ------------------------------------------------------------------------------------------------
+
+    def _checkout(self) -> Any:
+        if os.getpid() != self._pid:  # forked: the parent's connections must not be used nor closed here
+            with self._lock:
+                if os.getpid() != self._pid:
+                    self._orphans.append(self._pool)
+                    self._state = _ThreadState()
+                    self._new_pool()
+        with self._free:
+            if not self._free.wait_for(lambda: self._in_use < self.pool_size, timeout=self.pool_timeout):
+                raise BackendError(message=f"No PostgreSQL connection free after {self.pool_timeout} s "
+                                           f"(pool size {self.pool_size})")
+            self._in_use += 1
+        try:
+            conn = self._pool.getconn()
+            while conn.closed:
+                self._pool.putconn(conn, close=True)
+                conn = self._pool.getconn()
+        except (psycopg2.Error, psycopg2.pool.PoolError) as exc:
+            self._give_back_slot()
+            raise BackendError(exc) from exc
+        return conn
+
+    def _give_back_slot(self) -> None:
+        with self._free:
+            self._in_use -= 1
+            self._free.notify()
+
+    def _release(self, conn: Any, broken: bool = False) -> None:
+        try:
+            broken = broken or bool(conn.closed) or (
+                conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE)
+            self._pool.putconn(conn, close=broken)
+        except (psycopg2.Error, psycopg2.pool.PoolError):  # pragma: no cover - pool replaced by fork
+            pass
+        finally:
+            self._give_back_slot()
+
+    # Transactions -----------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Join the thread's transaction, or run one that commits on exit and rolls back on an exception."""
+        state = self._state
+        if state.depth:
+            state.depth += 1
+            try:
+                yield
+            finally:
+                state.depth -= 1
+            return
+        state.depth, state.statements, state.failed = 1, 0, False
+        try:
+            yield
+        except BaseException:
+            self._finish(commit=False)
+            raise
+        else:
+            self._finish(commit=True)
+        finally:
+            state.depth = 0
+
+    def in_transaction(self) -> bool:
+        return bool(self._state.depth)
+
+    def _finish(self, commit: bool) -> None:
+        state = self._state
+        conn, state.conn = state.conn, None
+        if conn is None:
+            return
+        broken = False
+        try:
+            if commit and (state.failed or conn.info.transaction_status
+                           == psycopg2.extensions.TRANSACTION_STATUS_INERROR):
+                conn.rollback()
+                raise BackendError(message="A statement of this transaction failed; it was rolled back")
+            if commit:
+                conn.commit()
+            else:
+                conn.rollback()
+        except psycopg2.Error as exc:
+            broken = True
+            if commit:
+                raise BackendError(exc) from exc
+            logger.warning("Rollback failed: %s", exc)
+        finally:
+            self._release(conn, broken=broken)
+
+    def execute(self, query: Any, params: Any = None, fetch: Optional[str] = None) -> Any:
+        """Run one statement in the thread's transaction; ``fetch`` is ``"one"``, ``"all"``, ``"rowcount"`` or None."""
+        with self.transaction():
+            state = self._state
+            for attempt in (1, 2):
+                if state.conn is None:
+                    state.conn = self._checkout()
+                conn = state.conn
+                try:
+                    with conn.cursor() as cursor:
+                        cursor.execute(query, params)
+                        result = (cursor.fetchone() if fetch == "one" else cursor.fetchall() if fetch == "all"
+                                  else cursor.rowcount if fetch == "rowcount" else None)
+                    state.statements += 1
+                    return result
+                except psycopg2.Error as exc:
+                    if conn.closed and state.statements == 0 and attempt == 1:
+                        # A pooled connection died while idle (server restart, terminated backend): nothing was
+                        # done in this transaction yet, so run it again on a fresh connection.
+                        state.conn = None
+                        self._release(conn, broken=True)
+                        continue
+                    state.failed = True
+                    raise BackendError(exc) from exc
+            raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        """Close every idle connection (tests, shutdown)."""
+        with self._lock:
+            try:
+                self._pool.closeall()
+            except psycopg2.pool.PoolError:
+                pass
+            self._new_pool()
+            self._schema_ok.clear()
+
+    # Schema -----------------------------------------------------------------------------------------------------
+
+    def schema_version(self, component: str) -> Optional[int]:
+        """The recorded version of ``component``'s tables, None when it was never migrated."""
+        row = self.execute(f"SELECT to_regclass('{METADATA_TABLE}') IS NOT NULL", fetch="one")
+        if not row[0]:
+            return None
+        row = self.execute(f"SELECT value FROM {METADATA_TABLE} WHERE name = %s",
+                           (_version_key(component),), fetch="one")
+        return int(row[0]) if row else None
+
+    def check_schema(self, component: str, expected: int) -> None:
+        """Raise :class:`SchemaError` naming the migrate command unless ``component`` is at ``expected``.
+
+        Checked once per component while it succeeds, so that a migration run later is picked up without restart.
+        """
+        if self._schema_ok.get(component):
+            return
+        version = self.schema_version(component)
+        if version is None:
+            raise SchemaError(message=f"The PostgreSQL {component} tables of wsgicliquet do not exist: "
+                                      f"run `{MIGRATE_COMMAND}`")
+        if version < expected:
+            raise SchemaError(message=f"The PostgreSQL {component} schema is at version {version}, this release "
+                                      f"needs {expected}: run `{MIGRATE_COMMAND}`")
+        if version > expected:
+            raise SchemaError(message=f"The PostgreSQL {component} schema is at version {version}, newer than "
+                                      f"this release supports ({expected}): upgrade wsgicliquet")
+        self._schema_ok[component] = True
+
+
+def _version_key(component: str) -> str:
+    return f"wsgicliquet.{component}.schema_version"
+
+
+def migrate(client: Client, component: str, migrations: Sequence[Migration], dry_run: bool = False) -> List[str]:
+    """Bring ``component``'s tables to the last version of ``migrations``; idempotent; returns the steps applied.
+
+    Runs in one transaction under an advisory lock, so that concurrent ``migrate`` runs do not race.  With
+    ``dry_run`` the steps are logged and rolled back.
+    """
+    applied: List[str] = []
+    try:
+        with client.transaction():
+            client.execute("SELECT pg_advisory_xact_lock(hashtext('wsgicliquet.migrate'))")
+            client.execute(f"CREATE TABLE IF NOT EXISTS {METADATA_TABLE} "
+                           "(name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            current = client.schema_version(component) or 0
+            for version, statements in migrations:
+                if version <= current:
+                    continue
+                logger.info("Migrating the PostgreSQL %s schema to version %s", component, version)
+                client.execute(statements)
+                applied.append(f"{component} {version}")
+                current = version
+            client.execute(f"INSERT INTO {METADATA_TABLE} (name, value) VALUES (%s, %s) "
+                           "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                           (_version_key(component), str(current)))
+            if dry_run:
+                raise _DryRun()
+    except _DryRun:
+        logger.info("Dry run: %s rolled back", ", ".join(applied) or "nothing to do")
+    client._schema_ok.pop(component, None)
+    return applied
+
+
+class _DryRun(Exception):
+    pass
+
+
+_clients: Dict[str, Client] = {}
+_clients_lock = threading.Lock()
+
+
+def get_client(url: str, pool_size: int = 25, pool_timeout: float = DEFAULT_POOL_TIMEOUT) -> Client:
+    """The process-wide client of ``url`` (a larger ``pool_size`` grows the shared pool)."""
+    with _clients_lock:
+        client = _clients.get(url)
+        if client is None:
+            client = _clients[url] = Client(url, pool_size=pool_size, pool_timeout=pool_timeout)
+        else:
+            client.grow(pool_size)
+        return client
+
+
+def settings_options(settings: Dict[str, Any], prefix: str) -> Dict[str, Any]:
+    """``url``, ``pool_size`` and ``pool_timeout`` of a backend from ``<prefix>_url``, ``<prefix>_pool_size``..."""
+    from wsgicliquet.settings import ConfigurationError
+
+    url = settings.get(f"{prefix}_url") or ""
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigurationError(f"Setting '{prefix}_url' has an invalid value {url!r}: expected postgresql://...")
+    options: Dict[str, Any] = {"url": url}
+    for name, kind in (("pool_size", int), ("pool_timeout", float)):
+        value = settings.get(f"{prefix}_{name}")
+        if value in (None, ""):
+            continue
+        try:
+            options[name] = kind(value)
+        except (TypeError, ValueError):
+            raise ConfigurationError(f"Setting '{prefix}_{name}' has an invalid value {value!r}") from None
+    return options

@@ -1,0 +1,514 @@
+"""PostgreSQL storage: records and tombstones as JSONB rows, a per-partition timestamp counter, queries in SQL.
+
+Tables (created by ``wsgicliquet migrate``; see docs/postgresql.md):
+
+* ``records(collection_id, parent_id, id, last_modified BIGINT, deleted BOOLEAN, data JSONB)``: live records and
+  tombstones (``deleted`` true, ``data = {"deleted": true}``) in one table, so a ``_since`` listing is one index scan.
+* ``timestamps(collection_id, parent_id, last_modified BIGINT)``: the partition counter (PROTOCOL.md D1).
+
+Timestamps: every write first locks the partition's counter row (an upsert that changes nothing), then checks
+unicity, then bumps the counter to ``GREATEST(counter + 1, candidate)`` and writes the row in one statement.  The row
+lock is held until the transaction commits, so writers of one partition are serialized and commit order equals
+timestamp order; no two writes can ever get the same value (PROTOCOL.md §21.2-21.4).  Reads never write (§21.6).
+
+Queries: filters, sorting and keyset pagination are SQL on ``data #> path`` with JSON semantics (numbers compare
+with numbers, strings with strings in code point order, other types never match); the page and the total come back
+in one round trip; nothing is ever truncated (§21.12).  Every value and field name from a request reaches SQL as a
+``psycopg2.sql.Literal``, never by string formatting.
+"""
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from psycopg2 import sql
+from psycopg2.extras import Json
+
+from wsgicliquet.postgresql import Client, Migration, get_client, migrate, settings_options
+from wsgicliquet.storage import COMPARISON, Filter, Record, Sort, Storage as StorageBase
+from wsgicliquet.storage.exceptions import RecordNotFoundError, UnicityError
+
+__all__ = ["Storage", "MIGRATIONS", "SCHEMA_VERSION"]
+
+MIGRATIONS: List[Migration] = [
+    (1, """
+    CREATE TABLE IF NOT EXISTS records (
+        collection_id TEXT NOT NULL,
+        parent_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        last_modified BIGINT NOT NULL,
+        deleted BOOLEAN NOT NULL DEFAULT FALSE,
+        data JSONB NOT NULL DEFAULT '{}',
+        PRIMARY KEY (collection_id, parent_id, id)
+    );
+    CREATE INDEX IF NOT EXISTS records_partition_last_modified_idx
+        ON records (collection_id, parent_id, last_modified DESC, id);
+    CREATE TABLE IF NOT EXISTS timestamps (
+        collection_id TEXT NOT NULL,
+        parent_id TEXT NOT NULL,
+        last_modified BIGINT NOT NULL,
+        PRIMARY KEY (collection_id, parent_id)
+    );
+    """),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+_NOW_MS = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+_TOMBSTONE_DATA = '{"deleted": true}'
+
+# Takes the partition lock (held until commit) without changing the counter.
+_LOCK = """
+INSERT INTO timestamps (collection_id, parent_id, last_modified) VALUES (%(cid)s, %(pid)s, 0)
+ON CONFLICT (collection_id, parent_id) DO UPDATE SET last_modified = timestamps.last_modified
+"""
+# Bumps the counter by ``count`` values; returns the last one.  Only ever run after _LOCK.
+_BUMP = f"""
+UPDATE timestamps SET last_modified = GREATEST(last_modified + %(count)s,
+                                               COALESCE(%(candidate)s::bigint, {_NOW_MS}) + %(count)s - 1)
+WHERE collection_id = %(cid)s AND parent_id = %(pid)s
+RETURNING last_modified
+"""
+_WRITE = f"""
+WITH ts AS ({_BUMP})
+INSERT INTO records (collection_id, parent_id, id, last_modified, deleted, data)
+SELECT %(cid)s, %(pid)s, %(id)s, ts.last_modified, FALSE, %(data)s FROM ts
+ON CONFLICT (collection_id, parent_id, id) DO UPDATE
+SET last_modified = EXCLUDED.last_modified, deleted = FALSE, data = EXCLUDED.data
+RETURNING last_modified
+"""
+_TOMBSTONE = f"""
+WITH ts AS ({_BUMP})
+UPDATE records SET last_modified = ts.last_modified, deleted = TRUE, data = '{_TOMBSTONE_DATA}'
+FROM ts WHERE collection_id = %(cid)s AND parent_id = %(pid)s AND id = %(id)s
+RETURNING records.last_modified
+"""
+_REMOVE = f"""
+WITH ts AS ({_BUMP})
+DELETE FROM records WHERE collection_id = %(cid)s AND parent_id = %(pid)s AND id = %(id)s
+RETURNING (SELECT last_modified FROM ts)
+"""
+_GET = """
+SELECT id, last_modified, deleted, data FROM records
+WHERE collection_id = %(cid)s AND parent_id = %(pid)s AND id = %(id)s
+"""
+
+_TYPE_RANK = ("CASE jsonb_typeof({e}) WHEN 'boolean' THEN 1 WHEN 'number' THEN 2 WHEN 'string' THEN 3 "
+              "WHEN 'array' THEN 4 WHEN 'object' THEN 5 ELSE 6 END")
+_COMPARATORS = {COMPARISON.LT: "<", COMPARISON.MAX: "<=", COMPARISON.GT: ">", COMPARISON.MIN: ">="}
+_TRUE, _FALSE = sql.SQL("TRUE"), sql.SQL("FALSE")
+_Literal = sql.Literal
+
+
+def _uuid4() -> str:
+    return str(uuid.uuid4())
+
+
+def _as_ms(value: Any) -> Optional[int]:
+    """A client-supplied timestamp as integer ms, or None when it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return int(value)
+
+
+def _storable(value: Any) -> bool:
+    """False for values PostgreSQL cannot hold (NUL characters, lone surrogates, NaN): no stored value equals them."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return "\x00" not in value
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_storable(item) for item in value)
+    if isinstance(value, dict):
+        return all(_storable(key) and _storable(item) for key, item in value.items())
+    return True
+
+
+def _json(value: Any) -> sql.Composable:
+    return sql.SQL("{}::jsonb").format(_Literal(Json(value)))
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, (list, tuple)) else "object"
+
+
+def _like_pattern(value: Any) -> str:
+    """``*`` globs to a LIKE pattern (escaping ``\\ % _``); without ``*`` the value matches anywhere."""
+    text = value if isinstance(value, str) else Json(value).dumps(value)
+    text = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return text.replace("*", "%") if "*" in text else f"%{text}%"
+
+
+def _field(name: str) -> Tuple[sql.Composable, Optional[str]]:
+    """The JSONB expression of a (dotted) field, and the column name when it is ``id`` or ``last_modified``."""
+    if name in ("id", "last_modified"):
+        return sql.SQL("to_jsonb({})").format(sql.Identifier(name)), name
+    path = name.split(".")
+    if not _storable(path):
+        return sql.SQL("NULL::jsonb"), None  # no stored key can be spelled like that
+    return sql.SQL("(data #> {})").format(_Literal(path)), None
+
+
+def _items(value: Any) -> List[Any]:
+    return list(value) if isinstance(value, (list, tuple, set)) else [value]
+
+
+def _condition(filter_: Filter) -> sql.Composable:
+    """One filter as a SQL boolean; follows the contract's JSON semantics (see the module docstring)."""
+    operator, value = COMPARISON(filter_.operator), filter_.value
+    e, column = _field(filter_.field)
+    fmt = sql.SQL
+
+    if operator in (COMPARISON.EQ, COMPARISON.NOT):
+        if not _storable(value):
+            return _FALSE if operator is COMPARISON.EQ else _TRUE
+        if _fits_column(column, value):
+            test = fmt("{} = {}").format(sql.Identifier(column), _Literal(value))
+        else:
+            test = fmt("{} = {}").format(e, _json(value))
+        return test if operator is COMPARISON.EQ else fmt("({} IS NOT TRUE)").format(test)
+
+    if operator in (COMPARISON.IN, COMPARISON.EXCLUDE):
+        values = [item for item in _items(value) if _storable(item)]
+        if not values:
+            return _FALSE if operator is COMPARISON.IN else _TRUE
+        if all(_fits_column(column, item) for item in values):
+            test = fmt("{} = ANY({})").format(sql.Identifier(column), _Literal(values))
+        else:
+            test = fmt("{} IN (SELECT jsonb_array_elements({}))").format(e, _json(values))
+        return test if operator is COMPARISON.IN else fmt("({} IS NOT TRUE)").format(test)
+
+    if operator in _COMPARATORS:
+        return _comparison(e, column, _COMPARATORS[operator], value)
+
+    if operator is COMPARISON.HAS:
+        if column:
+            return _TRUE if value else _FALSE
+        present = fmt("({0} IS NOT NULL AND {0} <> 'null'::jsonb)").format(e)
+        return present if value else fmt("NOT {}").format(present)
+
+    if operator is COMPARISON.LIKE:
+        if not _storable(value):
+            return _FALSE
+        pattern = _Literal(_like_pattern(value))
+        if column == "id":
+            return fmt("id ILIKE {} ESCAPE '\\'").format(pattern)
+        return fmt("(jsonb_typeof({0}) = 'string' AND ({0} #>> '{{}}') ILIKE {1} ESCAPE '\\')").format(e, pattern)
+
+    if operator in (COMPARISON.CONTAINS, COMPARISON.CONTAINS_ANY):
+        values = _items(value)
+        is_array = fmt("jsonb_typeof({}) = 'array'").format(e)
+        if operator is COMPARISON.CONTAINS:
+            if not _storable(values):
+                return _FALSE
+            return fmt("({0} AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements({1}) AS wanted(value) "
+                       "WHERE wanted.value NOT IN (SELECT jsonb_array_elements({2}))))").format(is_array, _json(values), e)
+        values = [item for item in values if _storable(item)]
+        if not values:
+            return _FALSE
+        return fmt("({0} AND EXISTS (SELECT 1 FROM jsonb_array_elements({1}) AS item(value) "
+                   "WHERE item.value IN (SELECT jsonb_array_elements({2}))))").format(is_array, e, _json(values))
+
+    raise ValueError(f"Unknown filter operator {operator!r}")
+
+
+def _fits_column(column: Optional[str], value: Any) -> bool:
+    """True when ``value`` can be compared with the column directly (and its index used)."""
+    if column == "id":
+        return isinstance(value, str)
+    if column == "last_modified":
+        return isinstance(value, int) and not isinstance(value, bool)
+    return False
+
+
+def _comparison(e: sql.Composable, column: Optional[str], op: str, value: Any) -> sql.Composable:
+    """``<``, ``<=``, ``>``, ``>=``: only values of the same JSON type compare; strings in code point order."""
+    fmt, kind = sql.SQL, _json_type(value)
+    if kind == "string" and not _storable(value):
+        prefix, nul, _rest = value.partition("\x00")
+        if not nul or not _storable(prefix):
+            return _FALSE
+        # Stored strings hold no NUL: s < prefix+NUL+... exactly when s <= prefix.
+        op, value = ("<=" if op in ("<", "<=") else ">"), prefix
+    elif not _storable(value) or kind == "null":
+        return _FALSE
+    if column == "id":
+        if kind != "string":
+            return _FALSE
+        return fmt("id COLLATE \"C\" " + op + " {}").format(_Literal(value))
+    if column == "last_modified":
+        if kind != "number":
+            return _FALSE
+        return fmt("last_modified " + op + " {}").format(_Literal(value))
+    if kind == "number":
+        # CASE, not AND: SQL does not promise to evaluate AND left to right, and the cast fails on other types.
+        return fmt("(CASE WHEN jsonb_typeof({0}) = 'number' THEN ({0})::numeric END " + op + " {1}::numeric)").format(
+            e, _Literal(value))
+    if kind == "string":
+        return fmt("(jsonb_typeof({0}) = 'string' AND ({0} #>> '{{}}') COLLATE \"C\" " + op + " {1})").format(
+            e, _Literal(value))
+    if kind == "boolean":
+        return fmt("(CASE WHEN jsonb_typeof({0}) = 'boolean' THEN ({0})::boolean END " + op + " {1})").format(
+            e, _Literal(value))
+    return fmt("(jsonb_typeof({0}) = {1} AND {0} " + op + " {2})").format(e, _Literal(kind), _json(value))
+
+
+def _conjunction(filters: Sequence[Filter]) -> sql.Composable:
+    if not filters:
+        return _TRUE
+    return sql.SQL("({})").format(sql.SQL(" AND ").join(_condition(f) for f in filters))
+
+
+def _pagination(rules: Sequence[Sequence[Filter]]) -> sql.Composable:
+    if not rules:
+        return _TRUE
+    return sql.SQL("({})").format(sql.SQL(" OR ").join(_conjunction(rule) for rule in rules))
+
+
+def _order_by(sorting: Sequence[Sort]) -> sql.Composable:
+    """ORDER BY keys; data fields order by JSON type first, missing and null last (first when descending).
+
+    ``last_modified`` is unique in a partition, so it ends the keys (and is appended, descending, when absent).
+    """
+    keys: List[sql.Composable] = []
+    for sort in sorting:
+        direction = sql.SQL("DESC" if sort.direction < 0 else "ASC")
+        if sort.field == "last_modified":
+            keys.append(sql.SQL("last_modified {}").format(direction))
+            break
+        if sort.field == "id":
+            keys.append(sql.SQL("id COLLATE \"C\" {}").format(direction))
+            continue
+        e, _column = _field(sort.field)
+        keys.extend(sql.SQL(template + " {d}").format(e=e, d=direction) for template in (
+            _TYPE_RANK,
+            "CASE WHEN jsonb_typeof({e}) = 'number' THEN ({e})::numeric END",
+            "CASE WHEN jsonb_typeof({e}) = 'string' THEN ({e} #>> '{{}}') END COLLATE \"C\"",
+            "{e}",
+        ))
+    else:
+        keys.append(sql.SQL("last_modified DESC"))
+    return sql.SQL(", ").join(keys)
+
+
+def _record(object_id: str, last_modified: int, deleted: bool, data: Dict[str, Any]) -> Record:
+    if deleted:
+        return {"id": object_id, "last_modified": last_modified, "deleted": True}
+    record = dict(data)
+    record["id"] = object_id
+    record["last_modified"] = last_modified
+    return record
+
+
+def _dig(record: Record, path: str) -> Any:
+    value: Any = record
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+class Storage(StorageBase):
+    """Storage on PostgreSQL ≥ 11; settings ``storage_url`` (``postgresql://user@host:5432/db``),
+    ``storage_pool_size`` and optionally ``storage_pool_timeout`` (seconds to wait for a free connection)."""
+
+    name = "postgresql"
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    @classmethod
+    def from_settings(cls, settings: Dict[str, Any], prefix: str = "storage") -> "Storage":
+        return cls(get_client(**settings_options(settings, prefix)))
+
+    def initialize_schema(self, dry_run: bool = False) -> None:
+        migrate(self.client, "storage", MIGRATIONS, dry_run=dry_run)
+
+    def transaction(self) -> Any:
+        return self.client.transaction()
+
+    def _ready(self) -> None:
+        self.client.check_schema("storage", SCHEMA_VERSION)
+
+    def _execute(self, query: Any, params: Any = None, fetch: Optional[str] = None) -> Any:
+        return self.client.execute(query, params, fetch)
+
+    def flush(self) -> None:
+        with self.client.transaction():
+            self._ready()
+            self._execute("DELETE FROM records; DELETE FROM timestamps;")
+
+    def collection_timestamp(self, collection_id: str, parent_id: str) -> int:
+        with self.client.transaction():
+            self._ready()
+            row = self._execute("SELECT last_modified FROM timestamps WHERE collection_id = %s AND parent_id = %s",
+                                (collection_id, parent_id), fetch="one")
+        return row[0] if row else 0
+
+    # Writes -------------------------------------------------------------------------------------------------------
+
+    def _lock(self, collection_id: str, parent_id: str) -> None:
+        self._execute(_LOCK, {"cid": collection_id, "pid": parent_id})
+
+    def _live(self, collection_id: str, parent_id: str, object_id: str) -> Optional[Record]:
+        row = self._execute(_GET, {"cid": collection_id, "pid": parent_id, "id": object_id}, fetch="one")
+        if row is None or row[2]:
+            return None
+        return _record(*row)
+
+    def _check_unique(self, collection_id: str, parent_id: str, object_id: str, record: Record,
+                      unique_fields: Sequence[str]) -> None:
+        for field in unique_fields:
+            value = _dig(record, field)
+            if field in ("id", "last_modified") or value is None:
+                continue
+            query = sql.SQL("SELECT id, last_modified, deleted, data FROM records "
+                            "WHERE collection_id = {} AND parent_id = {} AND NOT deleted AND id <> {} "
+                            "AND {} LIMIT 1").format(_Literal(collection_id), _Literal(parent_id),
+                                                     _Literal(object_id),
+                                                     _condition(Filter(field, value, COMPARISON.EQ)))
+            row = self._execute(query, fetch="one")
+            if row is not None:
+                raise UnicityError(field, _record(*row))
+
+    def _write(self, collection_id: str, parent_id: str, object_id: str, data: Record,
+               candidate: Optional[int]) -> int:
+        params = {"cid": collection_id, "pid": parent_id, "id": object_id, "data": Json(data),
+                  "candidate": candidate, "count": 1}
+        return self._execute(_WRITE, params, fetch="one")[0]
+
+    def create(self, collection_id: str, parent_id: str, record: Record, *,
+               id_generator: Optional[Callable[[], str]] = None,
+               unique_fields: Sequence[str] = ()) -> Record:
+        data = dict(record)
+        object_id = data.pop("id", None)
+        if object_id is None:
+            object_id = (id_generator or _uuid4)()
+        candidate = _as_ms(data.pop("last_modified", None))
+        with self.client.transaction():
+            self._ready()
+            self._lock(collection_id, parent_id)
+            existing = self._live(collection_id, parent_id, object_id)
+            if existing is not None:
+                raise UnicityError("id", existing)
+            self._check_unique(collection_id, parent_id, object_id, data, unique_fields)
+            timestamp = self._write(collection_id, parent_id, object_id, data, candidate)
+        return _record(object_id, timestamp, False, data)
+
+    def get(self, collection_id: str, parent_id: str, object_id: str, *,
+            include_deleted: bool = False) -> Record:
+        with self.client.transaction():
+            self._ready()
+            row = self._execute(_GET, {"cid": collection_id, "pid": parent_id, "id": object_id}, fetch="one")
+        if row is None or (row[2] and not include_deleted):
+            raise RecordNotFoundError(object_id)
+        return _record(*row)
+
+    def update(self, collection_id: str, parent_id: str, object_id: str, record: Record, *,
+               unique_fields: Sequence[str] = ()) -> Record:
+        data = dict(record)
+        data.pop("id", None)
+        data.pop("last_modified", None)
+        with self.client.transaction():
+            self._ready()
+            self._lock(collection_id, parent_id)
+            self._check_unique(collection_id, parent_id, object_id, data, unique_fields)
+            timestamp = self._write(collection_id, parent_id, object_id, data, None)
+        return _record(object_id, timestamp, False, data)
+
+    def delete(self, collection_id: str, parent_id: str, object_id: str, *, with_deleted: bool = True,
+               last_modified: Optional[int] = None) -> Record:
+        params = {"cid": collection_id, "pid": parent_id, "id": object_id, "candidate": _as_ms(last_modified),
+                  "count": 1}
+        with self.client.transaction():
+            self._ready()
+            self._lock(collection_id, parent_id)
+            if self._live(collection_id, parent_id, object_id) is None:
+                raise RecordNotFoundError(object_id)
+            timestamp = self._execute(_TOMBSTONE if with_deleted else _REMOVE, params, fetch="one")[0]
+        return _record(object_id, timestamp, True, {})
+
+    def delete_all(self, collection_id: str, parent_id: str, filters: Sequence[Filter] = (), *,
+                   with_deleted: bool = True) -> List[Record]:
+        partition = {"cid": collection_id, "pid": parent_id}
+        with self.client.transaction():
+            self._ready()
+            self._lock(collection_id, parent_id)
+            query = sql.SQL("SELECT id FROM records WHERE collection_id = {} AND parent_id = {} AND NOT deleted "
+                            "AND {} ORDER BY last_modified, id").format(
+                _Literal(collection_id), _Literal(parent_id), _conjunction(filters))
+            ids = [row[0] for row in self._execute(query, fetch="all")]
+            if not ids:
+                return []
+            last = self._execute(_BUMP, dict(partition, candidate=None, count=len(ids)), fetch="one")[0]
+            timestamps = list(range(last - len(ids) + 1, last + 1))
+            if with_deleted:
+                self._execute(f"""
+                UPDATE records SET deleted = TRUE, data = '{_TOMBSTONE_DATA}', last_modified = v.ts
+                FROM unnest(%(ids)s::text[], %(ts)s::bigint[]) AS v(id, ts)
+                WHERE collection_id = %(cid)s AND parent_id = %(pid)s AND records.id = v.id
+                """, dict(partition, ids=ids, ts=timestamps))
+            else:
+                self._execute("DELETE FROM records WHERE collection_id = %(cid)s AND parent_id = %(pid)s "
+                              "AND id = ANY(%(ids)s)", dict(partition, ids=ids))
+        return [_record(object_id, ts, True, {}) for object_id, ts in zip(ids, timestamps)]
+
+    def purge_deleted(self, collection_id: str, parent_id: str, before: Optional[int] = None) -> int:
+        query = "DELETE FROM records WHERE collection_id = %s AND parent_id = %s AND deleted"
+        params: List[Any] = [collection_id, parent_id]
+        if before is not None:
+            query += " AND last_modified < %s"
+            params.append(before)
+        with self.client.transaction():
+            self._ready()
+            return self._execute(query, params, fetch="rowcount")
+
+    # Reads --------------------------------------------------------------------------------------------------------
+
+    def list_query(self, collection_id: str, parent_id: str, *, filters: Sequence[Filter] = (),
+                   sorting: Sequence[Sort] = (), pagination_rules: Sequence[Sequence[Filter]] = (),
+                   limit: Optional[int] = None, include_deleted: bool = False) -> sql.Composable:
+        """The one query behind :meth:`get_all` (public so that it can be EXPLAINed)."""
+        partition = sql.SQL("collection_id = {} AND parent_id = {}").format(_Literal(collection_id),
+                                                                           _Literal(parent_id))
+        where = _conjunction(filters)
+        order = _order_by(sorting)
+        return sql.SQL("""
+        WITH total AS (
+            SELECT count(*) AS n FROM records WHERE {partition} AND NOT deleted AND {where}
+        )
+        SELECT total.n, page.id, page.last_modified, page.deleted, page.data
+        FROM total LEFT JOIN LATERAL (
+            SELECT id, last_modified, deleted, data, row_number() OVER (ORDER BY {order}) AS position
+            FROM records
+            WHERE {partition} {live} AND {where} AND {pagination}
+            ORDER BY {order} {limit}
+        ) AS page ON TRUE
+        ORDER BY page.position
+        """).format(partition=partition, where=where, order=order, pagination=_pagination(pagination_rules),
+                    live=sql.SQL("" if include_deleted else "AND NOT deleted"),
+                    limit=sql.SQL("LIMIT {}").format(_Literal(int(limit))) if limit is not None else sql.SQL(""))
+
+    def get_all(self, collection_id: str, parent_id: str, *, filters: Sequence[Filter] = (),
+                sorting: Sequence[Sort] = (), pagination_rules: Sequence[Sequence[Filter]] = (),
+                limit: Optional[int] = None, include_deleted: bool = False) -> Tuple[List[Record], int]:
+        query = self.list_query(collection_id, parent_id, filters=filters, sorting=sorting,
+                                pagination_rules=pagination_rules, limit=limit, include_deleted=include_deleted)
+        with self.client.transaction():
+            self._ready()
+            rows = self._execute(query, fetch="all")
+        total = rows[0][0] if rows else 0
+        return [_record(*row[1:]) for row in rows if row[1] is not None], total
