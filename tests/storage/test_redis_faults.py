@@ -1,0 +1,223 @@
+"""Redis outages: a private redis-server is killed (or frozen) under load, then brought back on the same port.
+
+During the outage every backend method raises BackendError and the probes answer False; afterwards the same
+backend objects work again, without a restart.  The shared server on 6379 is never touched.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from typing import Any, Callable, List, Optional, Tuple
+
+import pytest
+import redis
+
+from wsgicliquet.cache.redis import Cache
+from wsgicliquet.permission.redis import Permission
+from wsgicliquet.storage import COMPARISON, BackendError, Filter, Sort
+from wsgicliquet.storage.redis import Storage
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """A throw-away redis-server without persistence, on a port of its own."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.process: Optional[subprocess.Popen] = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--daemonize", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        probe = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.time() + 10
+        while True:
+            try:
+                probe.ping()
+                break
+            except redis.ConnectionError:
+                if time.time() > deadline or self.process.poll() is not None:
+                    raise RuntimeError(f"redis-server did not start on port {self.port}")
+                time.sleep(0.02)
+            finally:
+                probe.close()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+        if self.process is not None:
+            self.process.wait()
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signum)
+
+
+@pytest.fixture
+def server():
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed")
+        pytest.skip("redis-server is not installed")
+    instance = RedisServer()
+    instance.start()
+    yield instance
+    if instance.process is not None and instance.process.poll() is None:
+        instance.signal(signal.SIGCONT)
+    instance.kill()
+
+
+def _backends(url: str) -> Tuple[Storage, Cache, Permission]:
+    settings = {"storage_url": url, "cache_url": url, "permission_url": url, "cache_prefix": "c_"}
+    return (Storage.from_settings(settings), Cache.from_settings(settings),
+            Permission.from_settings(settings))
+
+
+def _every_method(storage: Storage, cache: Cache, permission: Permission) -> List[Tuple[str, Callable[[], Any]]]:
+    since = [Filter("last_modified", 0, COMPARISON.GT)]
+    return [
+        ("storage.flush", storage.flush),
+        ("storage.collection_timestamp", lambda: storage.collection_timestamp("c", "p")),
+        ("storage.create", lambda: storage.create("c", "p", {"x": 1})),
+        ("storage.get", lambda: storage.get("c", "p", "x", include_deleted=True)),
+        ("storage.update", lambda: storage.update("c", "p", "x", {})),
+        ("storage.delete", lambda: storage.delete("c", "p", "x")),
+        ("storage.delete_all", lambda: storage.delete_all("c", "p")),
+        ("storage.purge_deleted", lambda: storage.purge_deleted("c", "p")),
+        ("storage.get_all-range", lambda: storage.get_all("c", "p", filters=since, include_deleted=True)),
+        ("storage.get_all-scan", lambda: storage.get_all("c", "p", sorting=[Sort("x", 1)])),
+        ("cache.flush", cache.flush),
+        ("cache.set", lambda: cache.set("k", 1, 10)),
+        ("cache.get", lambda: cache.get("k")),
+        ("cache.ttl", lambda: cache.ttl("k")),
+        ("cache.expire", lambda: cache.expire("k", 1)),
+        ("cache.delete", lambda: cache.delete("k")),
+        ("permission.flush", permission.flush),
+        ("permission.add_user_principal", lambda: permission.add_user_principal("u", "g")),
+        ("permission.remove_user_principal", lambda: permission.remove_user_principal("u", "g")),
+        ("permission.remove_principal", lambda: permission.remove_principal("g")),
+        ("permission.user_principals", lambda: permission.user_principals("u")),
+        ("permission.add_principal_to_ace", lambda: permission.add_principal_to_ace("/o", "read", "u")),
+        ("permission.remove_principal_from_ace", lambda: permission.remove_principal_from_ace("/o", "read", "u")),
+        ("permission.object_permission_principals", lambda: permission.object_permission_principals("/o", "read")),
+        ("permission.check_permission", lambda: permission.check_permission("/o", "read", ["u"])),
+        ("permission.principals_accessible_objects",
+         lambda: permission.principals_accessible_objects(["u"], "read", "/*")),
+        ("permission.object_permissions", lambda: permission.object_permissions("/o")),
+        ("permission.replace_object_permissions",
+         lambda: permission.replace_object_permissions("/o", {"read": ["u"]})),
+        ("permission.delete_object_permissions", lambda: permission.delete_object_permissions("/o")),
+    ]
+
+
+def test_every_method_raises_backend_error_while_down_and_works_after(server):
+    backends = _backends(f"redis://127.0.0.1:{server.port}/0")
+    assert all(backend.ping() for backend in backends)
+    server.kill()
+    failures = []
+    for name, call in _every_method(*backends):
+        try:
+            call()
+            failures.append(f"{name} did not fail")
+        except BackendError:
+            pass
+        except Exception as exc:  # pragma: no cover - what the test exists to catch
+            failures.append(f"{name} raised {exc!r}")
+    assert failures == []
+    assert not any(backend.ping() for backend in backends)
+    assert not any(backend.ping(readonly=True) for backend in backends)
+
+    server.start()  # same port, empty database, no script loaded
+    assert all(backend.ping() for backend in backends)
+    storage, cache, permission = backends
+    record = storage.create("c", "p", {"after": True})
+    assert storage.get_all("c", "p")[0] == [record]
+    cache.set("k", "v", 10)
+    assert cache.get("k") == "v"
+    permission.add_principal_to_ace("/o", "read", "u")
+    assert permission.principals_accessible_objects(["u"], "read") == {"/o"}
+
+
+class Load:
+    """Threads writing and listing without pause; every outcome is logged with its start time."""
+
+    def __init__(self, storage: Storage, threads: int = 4) -> None:
+        self.storage = storage
+        self.outcomes: List[Tuple[float, Optional[BaseException]]] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run) for _ in range(threads)]
+
+    def run(self) -> None:
+        step = 0
+        while not self.stop.is_set():
+            step += 1
+            started = time.time()
+            try:
+                if step % 2:
+                    self.storage.create("c", "p", {"step": step})
+                else:
+                    self.storage.get_all("c", "p", limit=5, include_deleted=True)
+                error: Optional[BaseException] = None
+            except BaseException as exc:
+                error = exc
+                time.sleep(0.005)  # a client backing off; keeps the log small
+            self.outcomes.append((started, error))
+
+    def __enter__(self) -> "Load":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+    def between(self, start: float, end: float = float("inf")) -> List[Optional[BaseException]]:
+        return [error for started, error in list(self.outcomes) if start <= started < end]
+
+
+@pytest.mark.parametrize("outage", [
+    pytest.param("kill", id="server-killed-and-restarted"),
+    pytest.param("freeze", id="server-frozen-then-resumed"),
+])
+def test_outage_under_load_gives_only_backend_errors_then_recovers(server, outage):
+    # A short socket timeout, so that a frozen server fails requests quickly instead of hanging them.
+    storage = Storage.from_settings(
+        {"storage_url": f"redis://127.0.0.1:{server.port}/0?socket_timeout=0.3&socket_connect_timeout=0.3"})
+    with Load(storage) as load:
+        time.sleep(0.4)
+        outage_start = time.time()
+        server.kill() if outage == "kill" else server.signal(signal.SIGSTOP)
+        time.sleep(1.0)
+        outage_end = time.time()
+        server.start() if outage == "kill" else server.signal(signal.SIGCONT)
+        deadline = time.time() + 10
+        while not storage.ping():
+            assert time.time() < deadline, "no recovery"
+            time.sleep(0.05)
+        recovered = time.time()
+        time.sleep(0.4)
+
+    # Requests started near a transition may land on either side of it (a frozen server answers a request
+    # waiting less than the socket timeout once it resumes): only the clear-cut windows are checked.
+    before, during = load.between(0, outage_start - 0.05), load.between(outage_start + 0.05, outage_end - 0.4)
+    after = load.between(recovered + 0.05)
+    assert before and [error for error in before if error is not None] == []
+    assert during and all(isinstance(error, BackendError) for error in during)
+    unexpected = [error for error in load.between(0) if error is not None and not isinstance(error, BackendError)]
+    assert unexpected == []
+    assert after and all(error is None for error in after)
