@@ -13,6 +13,7 @@ or with :func:`logging.config.dictConfig` to give a fixed ``Logger`` value:
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -88,6 +89,7 @@ class MozlogFormatter(JsonFormatter):
     def __init__(self, *args: Any, logger_name: Optional[str] = None, hostname: Optional[str] = None,
                  **kwargs: Any) -> None:
         kwargs.setdefault("json_default", str)
+        kwargs.setdefault("json_serializer", functools.partial(json.dumps, separators=(",", ":")))
         kwargs.setdefault("json_ensure_ascii", False)
         super().__init__(*args, **kwargs)
         self.logger_name = logger_name

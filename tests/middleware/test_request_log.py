@@ -329,3 +329,26 @@ def test_paste_filter_factory(capture: Capture) -> None:
     wrapped = filter_factory({"project_name": "pasted"}, logging_renderer="json")(api)
     webtest.TestApp(wrapped).get("/v1/bookmarks")
     assert capture.events()[0]["Logger"] == "pasted"
+
+
+def test_with_the_batch_middleware(capture: Capture) -> None:
+    """The real batch middleware fills the sub-request list the request log reads."""
+    from wsgicliquet.middleware.batch import Batch
+
+    app = client(version_prefix(Batch(api)), project_name="myapp")
+    response = app.post_json("/v1/batch", {"requests": [
+        {"method": "GET", "path": "/v1/bookmarks?_limit=2"},
+        {"method": "DELETE", "path": "/v1/bookmarks/missing"},
+    ]}, headers={"X-Request-Id": "batch-2", "User-Agent": "UA/2"})
+    assert [item["status"] for item in response.json["responses"]] == [200, 404]
+    events = capture.events()
+    assert [event["Type"] for event in events] == ["subrequest.summary", "subrequest.summary", "request.summary"]
+    first, second, summary = (event["Fields"] for event in events)
+    assert (first["method"], first["path"], first["code"], first["querystring"], first["rid"]) == (
+        "GET", "/v1/bookmarks", 200, '{"_limit":"2"}', "batch-2")
+    assert (first["uid"], first["authn_type"], first["agent"], first["collection_id"]) == (
+        "c2c5" * 16, "basicauth", "UA/2", "bookmark")
+    assert (second["method"], second["path"], second["code"], second["errno"]) == (
+        "DELETE", "/v1/bookmarks/missing", 404, 110)
+    assert (summary["path"], summary["code"], summary["batch_size"], summary["rid"]) == (
+        "/v1/batch", 200, 2, "batch-2")

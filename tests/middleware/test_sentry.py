@@ -146,3 +146,27 @@ def test_settings_and_paste_factory(transport: CaptureTransport, monkeypatch: py
     wrapped = filter_factory({"project_version": "2.0.1"}, sentry_dsn=DSN, sentry_env="prod")(bare_app)
     assert seen == {"dsn": DSN, "environment": "prod", "release": "2.0.1"}
     assert wrapped.app is bare_app
+
+
+def test_canonical_pipeline_reports_flask_errors_answered_as_json(transport: CaptureTransport,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """In build_pipeline's order: the JSON error converter answers, Sentry has the event with the real user id."""
+    import base64
+
+    from wsgicliquet import build_pipeline
+    from wsgicliquet.middleware import sentry as sentry_module
+
+    real_init = sentry_module.init_sentry
+    monkeypatch.setattr(sentry_module, "init_sentry",
+                        lambda dsn, **options: real_init(dsn, transport=transport, **options))
+    app = webtest.TestApp(build_pipeline(flask_app(), load_settings(dict(
+        sentry_dsn=DSN, project_version="1.5.0", storage_url="", cache_url="", permission_url="",
+        userid_hmac_secret="secret"), environ={})))
+    credentials = base64.b64encode(b"alice:secret").decode()
+    response = app.get("/v1/scores", headers={"Authorization": f"Basic {credentials}", "X-Request-Id": "r-9"},
+                       status=500)
+    assert (response.json["errno"], response.headers["X-Request-Id"]) == (999, "r-9")
+    [event] = transport.events
+    assert event["exception"]["values"][0]["type"] == "ZeroDivisionError"
+    assert event["user"]["id"].startswith("basicauth:") and event["tags"]["request_id"] == "r-9"
+    assert event["release"] == "1.5.0"

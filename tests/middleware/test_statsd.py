@@ -211,3 +211,26 @@ def test_paste_filter_factory(collector: Collector) -> None:
     wrapped = filter_factory({"project_name": "pasted"}, statsd_url=collector.url)(view_app)
     webtest.TestApp(wrapped).get("/bookmarks")
     assert ("pasted.view.bookmark-collection.GET", "c") in collector.names()
+
+
+def test_canonical_pipeline_counts_redirects_and_unknown_urls(collector: Collector) -> None:
+    """§21.16: with the real version prefix, redirects and unknown URLs keep their answers and are counted."""
+    from wsgicliquet import build_pipeline
+
+    def api(environ: Dict[str, Any], start_response: Any) -> List[bytes]:
+        if environ["PATH_INFO"] != "/scores":
+            return HTTPError(404)(environ, start_response)
+        environ[keys.VIEW] = "scores"
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b"{}"]
+
+    app = webtest.TestApp(build_pipeline(api, load_settings(dict(
+        statsd_url=collector.url, project_name="myapp", project_version="1.0.0", storage_url="", cache_url="",
+        permission_url="", userid_hmac_secret="secret"), environ={})))
+    assert app.get("/scores", status=307).headers["Location"].endswith("/v1/scores")
+    assert app.get("/v1/nowhere", status=404).json["errno"] == 111
+    assert app.get("/v1/scores").json == {}
+    names = collector.names()
+    assert names.count(("myapp.view.unmatched.GET", "c")) == 2
+    assert names.count(("myapp.view.scores.GET", "c")) == 1
+    assert names.count(("myapp.request", "ms")) == 3
