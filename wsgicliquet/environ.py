@@ -36,7 +36,8 @@ PARENT_REQUEST = "wsgicliquet.parent"
 """On a batch sub-request: the environ of the batch request that runs it."""
 
 SUBREQUESTS = "wsgicliquet.subrequests"
-"""On a batch request: the list of ``subrequest.summary`` field dicts, one per sub-request."""
+"""On a batch request: a list with one ``{"environ": sub_environ, "status": int, "duration": seconds}`` per
+sub-request, appended by the batch middleware, read by the request log and StatsD when the response closes."""
 
 API_PREFIX = "wsgicliquet.api_prefix"
 """The version prefix (``/v1``) under which the request is served, set by the version prefix middleware."""
