@@ -50,8 +50,10 @@ class Cache(BaseCache):
         data = json.dumps(value)
         if ttl is None:
             self.client.set(self._key(key), data)
-        else:
+        elif _milliseconds(ttl) > 0:
             self.client.psetex(self._key(key), _milliseconds(ttl), data)
+        else:  # already expired
+            self.client.delete(self._key(key))
 
     @wrap_errors
     def get(self, key: str) -> Any:
@@ -68,5 +70,5 @@ class Cache(BaseCache):
 
 
 def _milliseconds(seconds: float) -> int:
-    """Redis refuses a zero or negative lifetime; the smallest one (1 ms) expires the key at once."""
-    return max(1, int(round(float(seconds) * 1000)))
+    """Redis lifetimes are in milliseconds; PEXPIRE with zero or less removes the key at once."""
+    return int(round(float(seconds) * 1000))
