@@ -1,0 +1,174 @@
+"""The resource WSGI app: routing to the handlers of the resources an application declares.
+
+::
+
+    app = ResourceApp([Bookmark], settings)                      # serves /bookmarks and /bookmarks/{id}
+    app = ResourceApp([Bookmark], settings, fallback=flask_app)  # other paths go to Flask, unchanged
+
+Mount it under the version prefix (the ``version_prefix`` middleware sets ``SCRIPT_NAME=/v1``).  It is framework
+neutral: it reads the user id and principals the authentication middleware put in the environ
+(``wsgicliquet.userid``, ``wsgicliquet.principals``), and puts its storage backend in the environ
+(``wsgicliquet.storage``) of every request, so that a view of the fallback app reaches the same records.
+
+Everything is computed once, at construction: the Werkzeug routing map, the compiled schemas, the settings of
+each endpoint.  Per request: one route match, the checks in this order (404 unknown URL, 405 method, 406 Accept,
+415 Content-Type, 400 URL values, 401 anonymous), then the handler of :mod:`wsgicliquet.resource.handlers`.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Dict, FrozenSet, Iterable, Mapping, NamedTuple, Optional, Sequence, Union
+
+from webob import Request
+from webob.acceptparse import create_accept_header
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
+from werkzeug.routing.exceptions import RoutingException
+
+from wsgicliquet.backends import import_string, load_backend
+from wsgicliquet.environ import LOG_CONTEXT, STORAGE, VIEW
+from wsgicliquet.errors import ERRORS, HTTPError, invalid, retry_after_headers, validation_error
+from wsgicliquet.resource.body import empty_response
+from wsgicliquet.resource.handlers import HANDLERS, Call, Options
+from wsgicliquet.resource.resource import Resource, ResourceSpec
+from wsgicliquet.settings import ConfigurationError, load_settings
+from wsgicliquet.storage import BackendError, Storage
+
+__all__ = ["ResourceApp", "app_factory"]
+
+WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+_WRITES = frozenset({"POST", "PUT", "PATCH"})
+_JSON = "application/json"
+_ACCEPT_ERROR = "Accept header should be one of ['application/json']"
+_CONTENT_TYPE_ERROR = "Content-Type header should be one of ['application/json']"
+
+
+class _Route(NamedTuple):
+    spec: ResourceSpec
+    kind: str  # "collection" or "record"
+    methods: FrozenSet[str]
+    allow: str
+
+
+class ResourceApp:
+    """Serve ``resources`` (Resource subclasses, or dotted paths ``module:Class``).
+
+    ``storage`` defaults to the backend of the settings (``storage_url``), shared per process; ``fallback`` is
+    a WSGI app that receives every request whose path matches no resource (else 404 errno 111).
+    """
+
+    def __init__(self, resources: Sequence[Union[type, str]], settings: Optional[Mapping[str, Any]] = None, *,
+                 storage: Optional[Storage] = None, fallback: Optional[WSGIApp] = None) -> None:
+        self.settings = load_settings(settings or {})
+        if storage is None:
+            storage = load_backend("storage", self.settings)
+            if storage is None:
+                raise ConfigurationError("Setting 'storage_url' is empty: the resource app needs a storage backend")
+        self.storage = storage
+        self.fallback = fallback
+        self.options = Options(
+            storage=storage, max_request_size=self.settings["storage_max_request_size"],
+            last_modified_margin_ms=self.settings["last_modified_margin_ms"],
+            paginate_by=self.settings["paginate_by"], http_scheme=self.settings["http_scheme"],
+            http_host=self.settings["http_host"])
+        self.routes: Dict[str, _Route] = {}
+        rules = []
+        paths: Dict[str, str] = {}
+        for resource in resources:
+            spec = _resource_class(resource).compile(self.settings)
+            for kind, rule, methods in (("collection", spec.collection_rule, spec.collection_methods),
+                                        ("record", spec.record_rule, spec.record_methods)):
+                endpoint = f"{spec.name}-{kind}"
+                if endpoint in self.routes or rule in paths:
+                    raise ConfigurationError(
+                        f"Resource {spec.name!r}: {endpoint!r} or {rule!r} is already used by {paths.get(rule)!r}")
+                paths[rule] = endpoint
+                allow = ", ".join([method for method in _METHOD_ORDER if method in methods] + ["OPTIONS"])
+                self.routes[endpoint] = _Route(spec, kind, methods, allow)
+                rules.append(Rule(rule, endpoint=endpoint))
+        self.url_map = Map(rules, merge_slashes=False)
+        self._match = self.url_map.bind("localhost").match
+
+    @property
+    def specs(self) -> Dict[str, ResourceSpec]:
+        """The compiled resources, by name."""
+        return {route.spec.name: route.spec for route in self.routes.values()}
+
+    def __call__(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        environ[STORAGE] = self.storage
+        try:
+            path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
+            endpoint, args = self._match(path or "/")
+        except (UnicodeError, HTTPException, RoutingException):
+            if self.fallback is not None:
+                return self.fallback(environ, start_response)
+            return HTTPError(404, ERRORS.MISSING_RESOURCE)(environ, start_response)
+        environ[VIEW] = endpoint
+        try:
+            response = self._dispatch(environ, self.routes[endpoint], args)
+        except HTTPError as error:
+            return error(environ, start_response)
+        except BackendError:
+            seconds = self.settings["retry_after_seconds"]
+            error = HTTPError(503, ERRORS.BACKEND, headers=retry_after_headers(503, seconds))
+            return error(environ, start_response)
+        return response(environ, start_response)
+
+    def _dispatch(self, environ: Dict[str, Any], route: _Route, args: Dict[str, str]) -> Any:
+        method = environ["REQUEST_METHOD"]
+        if method not in route.methods:
+            if method == "OPTIONS":
+                return empty_response(200, [("Allow", route.allow)])
+            raise HTTPError(405, ERRORS.METHOD_NOT_ALLOWED, headers=[("Allow", route.allow)])
+        _negotiate(environ, method)
+        log = environ.get(LOG_CONTEXT)
+        if log is None:
+            log = environ[LOG_CONTEXT] = {}
+        spec = route.spec
+        log["collection_id"] = spec.collection_id
+        spec.check_placeholders(args)
+        object_id = args.get("id")
+        if route.kind == "record" and not spec.generator.match(object_id):
+            raise invalid("path", None, "Invalid record id")
+        request = Request(environ)
+        request.matchdict = args
+        resource = spec.cls(request, spec, args)
+        parent_id = resource.get_parent_id(request)
+        call = Call(environ, request, resource, spec, self.options, parent_id, object_id, log)
+        return HANDLERS[(route.kind, method)](call)
+
+
+def _resource_class(resource: Union[type, str]) -> type:
+    if isinstance(resource, str):
+        resource = import_string(resource)
+    if not (isinstance(resource, type) and issubclass(resource, Resource)):
+        raise ConfigurationError(f"Setting 'resources': {resource!r} is not a Resource subclass")
+    return resource
+
+
+@functools.lru_cache(maxsize=256)
+def _accepts_json(accept: str) -> bool:
+    return bool(create_accept_header(accept).acceptable_offers([_JSON]))
+
+
+def _negotiate(environ: Dict[str, Any], method: str) -> None:
+    """406 when ``Accept`` excludes JSON; 415 when a write body is not declared as JSON (§3.1)."""
+    accept = environ.get("HTTP_ACCEPT")
+    if accept and not _accepts_json(accept):
+        raise validation_error([{"location": "header", "name": "Accept", "description": _ACCEPT_ERROR}], code=406)
+    if method in _WRITES:
+        content_type = environ.get("CONTENT_TYPE") or ""
+        media = content_type.split(";", 1)[0].strip().lower()
+        if (media and media != _JSON) or (not media and environ.get("CONTENT_LENGTH") not in (None, "", "0")):
+            raise validation_error([{"location": "header", "name": "Content-Type",
+                                     "description": _CONTENT_TYPE_ERROR}], code=415)
+
+
+def app_factory(global_conf: Mapping[str, Any], **local_conf: Any) -> ResourceApp:
+    """PasteDeploy ``egg:wsgicliquet#resources``: resources named by dotted paths in the setting ``resources``."""
+    settings = load_settings({**global_conf, **local_conf})
+    if not settings["resources"]:
+        raise ConfigurationError("Setting 'resources' is empty: name at least one Resource (module:Class)")
+    return ResourceApp(settings["resources"], settings)

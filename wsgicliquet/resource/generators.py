@@ -1,0 +1,37 @@
+"""Record id generators: make new ids, and say which ids a resource accepts (PROTOCOL.md §1.10).
+
+The setting ``id_generator`` names the default class; a resource may set its own ``id_generator`` attribute.
+A generator is a callable returning a new id, with a ``regexp`` that every id of the resource must match (ids in
+URLs and in POST bodies are checked against it).
+"""
+from __future__ import annotations
+
+import re
+import uuid
+
+__all__ = ["Generator", "UUID4"]
+
+
+class Generator:
+    """Base generator: accepts any id made of ASCII letters, digits, ``_`` and ``-`` (not starting with those two)."""
+
+    regexp = r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$"
+
+    def __init__(self) -> None:
+        self._fullmatch = re.compile(self.regexp.lstrip("^").rstrip("$")).fullmatch
+
+    def match(self, object_id: object) -> bool:
+        """True when ``object_id`` is an acceptable id (a string of the expected shape)."""
+        return isinstance(object_id, str) and self._fullmatch(object_id) is not None
+
+    def __call__(self) -> str:
+        raise NotImplementedError("Generators must implement __call__")
+
+
+class UUID4(Generator):
+    """Lower-case UUID4 strings, the default of Cliquet."""
+
+    regexp = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+    def __call__(self) -> str:
+        return str(uuid.uuid4())

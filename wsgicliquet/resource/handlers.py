@@ -1,0 +1,348 @@
+"""One function per endpoint and verb (PROTOCOL.md §3), each taking a :class:`Call` and returning a response.
+
+The router (:mod:`wsgicliquet.resource.app`) has already checked the method, content negotiation, the URL
+placeholders and the record id, and computed the partition (``parent_id``, which authenticates the request).
+Storage round trips are kept to what each verb needs: a record GET is one ``get``; a list is
+``collection_timestamp`` plus one ``get_all`` (page and ``Total-Records`` together); writes look the target up
+first only when a precondition or PUT semantics need it.
+"""
+from __future__ import annotations
+
+import json
+import time
+from email.utils import formatdate
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
+
+from webob import Request, Response
+
+from wsgicliquet.environ import USERID
+from wsgicliquet.errors import ERRORS, HTTPError, invalid
+from wsgicliquet.resource import pagination, preconditions, querystring
+from wsgicliquet.resource.body import empty_response, json_response, parse_envelope, read_body
+from wsgicliquet.resource.preconditions import etag_headers
+from wsgicliquet.resource.resource import Record, Resource, ResourceSpec
+from wsgicliquet.resource.schema import META_FIELDS
+from wsgicliquet.storage import RecordNotFoundError, Storage, UnicityError
+from wsgicliquet.storage.query import json_equal
+
+__all__ = ["Options", "Call", "HANDLERS"]
+
+#: ``Alert`` of the deprecated ``_to`` parameter (§4.4).
+TO_ALERT = json.dumps({"code": "soft-eol", "message": "_to is now deprecated, you should use _before instead",
+                       "url": "http://cliquet.rtfd.org/en/2.4.0/api/resource.html"
+                              "#list-of-available-url-parameters"})
+
+
+class Options(NamedTuple):
+    """Settings of the app, read once at start-up."""
+
+    storage: Storage
+    max_request_size: int
+    last_modified_margin_ms: int
+    paginate_by: Optional[int]
+    http_scheme: Optional[str]
+    http_host: Optional[str]
+
+
+class Call:
+    """Everything a handler needs about one request."""
+
+    __slots__ = ("environ", "request", "resource", "spec", "options", "storage", "parent_id", "object_id", "log")
+
+    def __init__(self, environ: Dict[str, Any], request: Request, resource: Resource, spec: ResourceSpec,
+                 options: Options, parent_id: str, object_id: Optional[str], log: Dict[str, Any]) -> None:
+        self.environ = environ
+        self.request = request
+        self.resource = resource
+        self.spec = spec
+        self.options = options
+        self.storage = options.storage
+        self.parent_id = parent_id
+        self.object_id = object_id
+        self.log = log
+
+    def params(self) -> List[Tuple[str, str]]:
+        return querystring.parse_query_string(self.environ.get("QUERY_STRING", ""))
+
+    def body(self) -> bytes:
+        return read_body(self.environ, self.options.max_request_size)
+
+
+# -- helpers ------------------------------------------------------------------------------------------------------
+
+def not_found(call: Call, object_id: Optional[str]) -> HTTPError:
+    return HTTPError(404, ERRORS.INVALID_RESOURCE_ID, details={"id": object_id, "resource_name": call.spec.name})
+
+
+def conflict(error: UnicityError) -> HTTPError:
+    existing = error.record
+    return HTTPError(409, ERRORS.CONSTRAINT_VIOLATED,
+                     message=f"Conflict of field {error.field} on record {existing.get('id')}",
+                     details={"field": error.field, "existing": existing})
+
+
+def _get(call: Call, object_id: str, *, include_deleted: bool = False) -> Optional[Record]:
+    try:
+        return call.storage.get(call.spec.collection_id, call.parent_id, object_id, include_deleted=include_deleted)
+    except RecordNotFoundError:
+        return None
+
+
+def _get_live(call: Call) -> Record:
+    record = _get(call, call.object_id)  # type: ignore[arg-type]
+    if record is None:
+        raise not_found(call, call.object_id)
+    return record
+
+
+def _cache_headers(call: Call) -> List[Tuple[str, str]]:
+    expires = call.spec.cache_expires
+    if expires and not call.environ.get(USERID):
+        return [("Cache-Control", f"max-age={expires}"), ("Expires", formatdate(time.time() + expires, usegmt=True))]
+    return [("Cache-Control", "no-cache")]
+
+
+def _record_response(call: Call, status: int, record: Record, data: Any = None,
+                     written: bool = True) -> Response:
+    timestamp = record["last_modified"]
+    if written:
+        call.log["collection_timestamp"] = timestamp
+    return json_response(status, {"data": record if data is None else data}, etag_headers(timestamp))
+
+
+def _forced_timestamp(call: Call, value: Any) -> int:
+    """A client ``last_modified`` on creation (Part A D2): an integer, not beyond now + the clock margin."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise invalid("body", "data.last_modified", "last_modified should be a positive integer")
+    margin = call.options.last_modified_margin_ms
+    if value > time.time() * 1000 + margin:
+        raise invalid("body", "data.last_modified",
+                      f"last_modified cannot be more than {margin} ms in the future")
+    return value
+
+
+def _new_record(call: Call, data: Mapping[str, Any], *, forced: bool) -> Record:
+    """Validated record of a creation; ``last_modified`` kept (checked) when ``forced``."""
+    record = call.spec.schema.validate(data)
+    if forced and data.get("last_modified") is not None:
+        record["last_modified"] = _forced_timestamp(call, data["last_modified"])
+    return record
+
+
+def _check_body_id(call: Call, data: Mapping[str, Any]) -> None:
+    """Part A D6: a body ``id`` must be the URL id, whatever the schema."""
+    if "id" in data and data["id"] != call.object_id:
+        raise invalid("body", "id", "Record id does not match existing record")
+
+
+def _without_timestamp(record: Record) -> Record:
+    return {key: value for key, value in record.items() if key != "last_modified"}
+
+
+# -- collection ---------------------------------------------------------------------------------------------------
+
+def collection_get(call: Call) -> Response:
+    """List (and HEAD: count) the records; ETag is the collection timestamp (§3.3)."""
+    params = call.params()
+    query = querystring.parse_list(params, call.resource.is_known_field, paginate_by=call.options.paginate_by)
+    pre = preconditions.parse(call.environ)
+    call.resource.authorize("read")
+    spec = call.spec
+    timestamp = call.storage.collection_timestamp(spec.collection_id, call.parent_id)
+    call.log["collection_timestamp"] = timestamp
+    headers = etag_headers(timestamp)
+    if pre.not_modified(timestamp):
+        return empty_response(304, headers)
+    pre.check(timestamp)
+    rules: List[Any] = []
+    offset = 0
+    if query.token is not None:
+        values, offset = pagination.decode_token(query.token, query.sorting)
+        rules = pagination.pagination_rules(values, query.sorting)
+    limit = query.limit
+    records, total = call.storage.get_all(
+        spec.collection_id, call.parent_id, filters=query.filters + call.resource.listing_filters("read"),
+        sorting=query.sorting, pagination_rules=rules, limit=None if limit is None else limit + 1,
+        include_deleted=query.include_deleted)
+    if limit is not None and len(records) > limit:
+        del records[limit:]
+        token = pagination.encode_token(records[-1], query.sorting, offset + len(records))
+        host = pagination.base_url(call.environ, call.options.http_scheme, call.options.http_host)
+        path = call.environ.get("SCRIPT_NAME", "") + call.environ.get("PATH_INFO", "")
+        headers.append(("Next-Page", pagination.next_page_url(host, path, params, limit, token)))
+    headers.append(("Total-Records", str(total)))
+    headers.extend(_cache_headers(call))
+    if query.deprecated_to:
+        headers.append(("Alert", TO_ALERT))
+    if query.fields is not None:
+        records = [querystring.project(record, query.fields) for record in records]
+    call.log["nb_records"] = len(records)
+    call.log["limit"] = limit
+    return json_response(200, {"data": records}, headers)
+
+
+def collection_post(call: Call) -> Response:
+    """Create; an existing id or a unique-field conflict answers 200 with the existing record (§3.4)."""
+    pre = preconditions.parse(call.environ)
+    spec = call.spec
+    data = parse_envelope(call.body(), data_required=not spec.schema.accepts_empty) or {}
+    object_id = data.get("id")
+    if object_id is not None and not spec.generator.match(object_id):
+        raise invalid("path", None, "Invalid record id")
+    record = _new_record(call, data, forced=True)
+    if object_id is not None:
+        record["id"] = object_id
+    call.resource.authorize("create")
+    if pre.needs_target:
+        existing = _get(call, object_id) if object_id is not None else None
+        if existing is not None:
+            timestamp = existing["last_modified"]
+        elif pre.if_match is not None:
+            timestamp = call.storage.collection_timestamp(spec.collection_id, call.parent_id)
+        else:
+            timestamp = None
+        pre.check(timestamp, existing, exists=existing is not None)
+    record = call.resource.process_record(record, None)
+    try:
+        stored = call.storage.create(spec.collection_id, call.parent_id, record, id_generator=spec.generator,
+                                     unique_fields=spec.unique_fields)
+    except UnicityError as error:
+        return _record_response(call, 200, error.record, written=False)
+    return _record_response(call, 201, stored)
+
+
+def collection_delete(call: Call) -> Response:
+    """Delete every matching record; the answer lists their tombstones (§3.5)."""
+    filters, _, _ = querystring.parse_filters(call.params(), call.resource.is_known_field)
+    pre = preconditions.parse(call.environ)
+    call.resource.authorize("write")
+    spec = call.spec
+    if pre.if_match is not None:
+        pre.check(call.storage.collection_timestamp(spec.collection_id, call.parent_id))
+    tombstones = call.storage.delete_all(spec.collection_id, call.parent_id,
+                                         filters + call.resource.listing_filters("write"))
+    if tombstones:
+        call.log["collection_timestamp"] = tombstones[-1]["last_modified"]
+    return json_response(200, {"data": tombstones})
+
+
+# -- record -------------------------------------------------------------------------------------------------------
+
+def record_get(call: Call) -> Response:
+    """One record; ETag is its ``last_modified`` (§3.6)."""
+    raw_fields = None
+    for name, value in call.params():
+        if name == "_fields":
+            raw_fields = value
+    fields = querystring.parse_fields(raw_fields, call.resource.is_known_field)
+    pre = preconditions.parse(call.environ)
+    call.resource.authorize("read", call.object_id)
+    record = _get_live(call)
+    timestamp = record["last_modified"]
+    headers = etag_headers(timestamp)
+    if pre.not_modified(timestamp):
+        return empty_response(304, headers)
+    pre.check(timestamp, record, exists=True)
+    headers.extend(_cache_headers(call))
+    if fields is not None:
+        record = querystring.project(record, fields)
+    return json_response(200, {"data": record}, headers)
+
+
+def record_put(call: Call) -> Response:
+    """Create (201) or replace (200) the record of the URL (§3.7, Part A D4, D6)."""
+    pre = preconditions.parse(call.environ)
+    spec = call.spec
+    data = parse_envelope(call.body(), data_required=not spec.schema.accepts_empty) or {}
+    _check_body_id(call, data)
+    record = spec.schema.validate(data)
+    record["id"] = call.object_id
+    call.resource.authorize("write", call.object_id)
+    existing = _get(call, call.object_id, include_deleted=True)  # type: ignore[arg-type]
+    live = existing if existing is not None and not existing.get("deleted") else None
+    pre.check(None if existing is None else existing["last_modified"], existing, exists=live is not None)
+    if live is None and data.get("last_modified") is not None:
+        record["last_modified"] = _forced_timestamp(call, data["last_modified"])
+    record = call.resource.process_record(record, live)
+    try:
+        if live is None:
+            try:
+                stored = call.storage.create(spec.collection_id, call.parent_id, record,
+                                             unique_fields=spec.unique_fields)
+            except UnicityError as error:
+                if error.field != "id" or not pre.none:
+                    raise
+                live = error.record  # created concurrently: replace it, as if it had been there
+                stored = call.storage.update(spec.collection_id, call.parent_id, call.object_id,
+                                             _without_timestamp(record), unique_fields=spec.unique_fields)
+        else:
+            stored = call.storage.update(spec.collection_id, call.parent_id, call.object_id,
+                                         _without_timestamp(record), unique_fields=spec.unique_fields)
+    except UnicityError as error:
+        if error.field == "id":
+            raise preconditions.modified_meanwhile(error.record, error.record.get("last_modified")) from None
+        raise conflict(error) from None
+    return _record_response(call, 200 if live is not None else 201, stored)
+
+
+def record_patch(call: Call) -> Response:
+    """Shallow merge of ``data`` into the record; no write when nothing changes (§3.8)."""
+    pre = preconditions.parse(call.environ)
+    changes = parse_envelope(call.body(), data_required=True)
+    assert changes is not None
+    _check_body_id(call, changes)
+    changes = {key: value for key, value in changes.items() if key not in META_FIELDS}
+    call.resource.authorize("write", call.object_id)
+    existing = _get_live(call)
+    pre.check(existing["last_modified"], existing, exists=True)
+    merged = call.resource.apply_changes(existing, changes)
+    merged = call.resource.process_record(merged, existing)
+    if _same_content(merged, existing):
+        stored, written = existing, False
+    else:
+        try:
+            stored = call.storage.update(call.spec.collection_id, call.parent_id, call.object_id,
+                                         _without_timestamp(merged), unique_fields=call.spec.unique_fields)
+        except UnicityError as error:
+            raise conflict(error) from None
+        written = True
+    behavior = (call.environ.get("HTTP_RESPONSE_BEHAVIOR") or "full").lower()
+    data: Any = None
+    if behavior == "light":
+        data = {key: stored[key] for key in changes if key in stored}
+    elif behavior == "diff":
+        data = {key: stored[key] for key in changes if key in stored and not json_equal(stored[key], changes[key])}
+    return _record_response(call, 200, stored, data, written=written)
+
+
+def _same_content(left: Record, right: Record) -> bool:
+    return json_equal(_without_timestamp(left), _without_timestamp(right))
+
+
+def record_delete(call: Call) -> Response:
+    """Delete; the answer is the tombstone, with its timestamp as ETag (§3.9, Part A D5)."""
+    pre = preconditions.parse(call.environ)
+    call.resource.authorize("write", call.object_id)
+    if pre.needs_target:
+        existing = _get_live(call)
+        pre.check(existing["last_modified"], existing, exists=True)
+    try:
+        tombstone = call.storage.delete(call.spec.collection_id, call.parent_id, call.object_id)  # type: ignore
+    except RecordNotFoundError:
+        raise not_found(call, call.object_id) from None
+    return _record_response(call, 200, tombstone)
+
+
+Handler = Callable[[Call], Response]
+
+HANDLERS: Dict[Tuple[str, str], Handler] = {
+    ("collection", "GET"): collection_get,
+    ("collection", "HEAD"): collection_get,
+    ("collection", "POST"): collection_post,
+    ("collection", "DELETE"): collection_delete,
+    ("record", "GET"): record_get,
+    ("record", "HEAD"): record_get,
+    ("record", "PUT"): record_put,
+    ("record", "PATCH"): record_patch,
+    ("record", "DELETE"): record_delete,
+}

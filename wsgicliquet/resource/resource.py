@@ -1,0 +1,225 @@
+"""The user-facing :class:`Resource`: declare a record type with a JSON schema and hooks.
+
+Example::
+
+    class Bookmark(Resource):
+        schema = {"type": "object",
+                  "properties": {"url": {"type": "string", "format": "uri"}, "device": {"type": "string",
+                                                                                    "default": ""}},
+                  "required": ["url"]}
+        readonly_fields = ("device",)
+        unique_fields = ("url",)
+
+        def process_record(self, new, old=None):
+            new = super().process_record(new, old)
+            if old is None or new.get("device") != old.get("device"):
+                new["device"] = self.request.user_agent or ""
+            return new
+
+Class attributes configure the resource and are compiled once, when the app starts (:meth:`Resource.compile`);
+an instance lives for one request (``self.request`` is the WebOb request, ``self.matchdict`` the URL
+placeholders), so hooks may look at the request.  Records are private per user by default (PROTOCOL.md §11.5): the
+partition (``parent_id``) is the authenticated user id, and other users' records simply do not exist.
+
+Authorization seam: every handler calls :meth:`Resource.authorize` with the permission the request needs
+(:data:`PERMISSIONS`) before touching the storage, and adds :meth:`Resource.listing_filters` to collection reads
+and bulk deletes.  A private resource allows everything to the owner of the partition; a shareable resource
+(per-record permissions) overrides these two methods.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
+
+from webob import Request
+
+from wsgicliquet.backends import import_string
+from wsgicliquet.environ import PRINCIPALS, USERID
+from wsgicliquet.errors import invalid, unauthorized_or_forbidden
+from wsgicliquet.resource.generators import Generator
+from wsgicliquet.resource.schema import RecordSchema, check_readonly
+from wsgicliquet.settings import ConfigurationError
+from wsgicliquet.storage import Filter
+
+__all__ = ["Resource", "ResourceSpec", "PERMISSIONS", "Record"]
+
+Record = Dict[str, Any]
+
+#: Permission needed by each (endpoint, method); HEAD is a GET.
+PERMISSIONS: Mapping[Tuple[str, str], str] = {
+    ("collection", "GET"): "read", ("collection", "HEAD"): "read", ("collection", "POST"): "create",
+    ("collection", "DELETE"): "write",
+    ("record", "GET"): "read", ("record", "HEAD"): "read", ("record", "PUT"): "write",
+    ("record", "PATCH"): "write", ("record", "DELETE"): "write",
+}
+
+_PLACEHOLDER = re.compile(r"\{\{?(\w+)\}?\}")
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+class Resource:
+    """Base class of resources; see the module docstring."""
+
+    #: Name in URLs (``/{name}s``), settings and view names; default: the lower-cased class name.
+    name: ClassVar[Optional[str]] = None
+    #: Storage namespace; default: the lower-cased class name.
+    collection_id: ClassVar[Optional[str]] = None
+    #: JSON Schema of the records (``id`` and ``last_modified`` are not part of it).
+    schema: ClassVar[Mapping[str, Any]] = {"type": "object"}
+    #: Keep fields the schema does not declare (else they are dropped); also allows filtering on any field.
+    preserve_unknown: ClassVar[bool] = False
+    #: Fields PATCH may not change (they come from creation, defaults or process_record).
+    readonly_fields: ClassVar[Sequence[str]] = ()
+    #: Fields whose non-null values are unique among the live records of a partition.
+    unique_fields: ClassVar[Sequence[str]] = ()
+    #: URL paths; placeholders are written ``{name}`` (``/buckets/{bucket_id}/records``), the record path ends
+    #: with ``{id}``.  Default: ``/{name}s`` and ``/{name}s/{id}``.
+    collection_path: ClassVar[Optional[str]] = None
+    record_path: ClassVar[Optional[str]] = None
+    collection_methods: ClassVar[Sequence[str]] = ("GET", "POST", "DELETE")
+    record_methods: ClassVar[Sequence[str]] = ("GET", "PUT", "PATCH", "DELETE")
+    #: A generator class or instance (see :mod:`wsgicliquet.resource.generators`); default: setting id_generator.
+    id_generator: ClassVar[Any] = None
+    #: What URL placeholder values (other than the record id) must look like.
+    placeholder_pattern: ClassVar[str] = r"[a-zA-Z0-9][a-zA-Z0-9_-]*"
+
+    def __init__(self, request: Request, spec: "ResourceSpec", matchdict: Dict[str, str]) -> None:
+        self.request = request
+        self.spec = spec
+        self.matchdict = matchdict
+
+    # -- hooks -----------------------------------------------------------------------------------------------
+
+    @property
+    def userid(self) -> Optional[str]:
+        return self.request.environ.get(USERID)
+
+    def get_parent_id(self, request: Request) -> str:
+        """The partition of the request: the user id, followed by the parent path for nested URLs.
+
+        Anonymous requests are refused here (401), since a private resource has nothing to show them.
+        """
+        userid = request.environ.get(USERID)
+        if not userid:
+            raise unauthorized_or_forbidden(request.environ.get(PRINCIPALS, ("system.Everyone",)))
+        if not self.spec.placeholders:
+            return userid
+        return userid + self.spec.parent_template.format(**self.matchdict)
+
+    def process_record(self, new: Record, old: Optional[Record] = None) -> Record:
+        """Last hook before storage on POST, PUT and PATCH (``old`` is None on creation); return the record."""
+        return new
+
+    def apply_changes(self, record: Record, changes: Mapping[str, Any]) -> Record:
+        """PATCH merge: refuse read-only changes, replace top-level keys, validate the result as a whole."""
+        check_readonly(self.spec.readonly_fields, record, changes)
+        merged = self.spec.schema.validate({**record, **changes})
+        merged["id"] = record["id"]
+        return merged
+
+    def is_known_field(self, field: str) -> bool:
+        """Whether ``field`` may be used in filters, ``_sort`` and ``_fields``."""
+        return self.spec.schema.is_known_field(field)
+
+    # -- authorization seam ----------------------------------------------------------------------------------
+
+    def authorize(self, permission: str, object_id: Optional[str] = None) -> None:
+        """Raise 401/403 unless the request may ``permission`` the record ``object_id`` (None: the collection).
+
+        A private resource has nothing to check: :meth:`get_parent_id` already confined the request to the
+        user's own partition.
+        """
+
+    def listing_filters(self, permission: str) -> List[Filter]:
+        """Extra filters restricting collection reads and bulk deletes to the records the user may access."""
+        return []
+
+    # -- start-up ----------------------------------------------------------------------------------------------
+
+    @classmethod
+    def compile(cls, settings: Mapping[str, Any]) -> "ResourceSpec":
+        """Everything about this resource that does not change per request, checked once."""
+        return ResourceSpec.build(cls, settings)
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    """The compiled, immutable configuration of one resource (built at start-up)."""
+
+    cls: type
+    name: str
+    collection_id: str
+    schema: RecordSchema
+    generator: Generator
+    readonly_fields: Tuple[str, ...]
+    unique_fields: Tuple[str, ...]
+    collection_rule: str
+    record_rule: str
+    placeholders: Tuple[str, ...]
+    placeholder_match: Any
+    parent_template: str
+    collection_methods: FrozenSet[str]
+    record_methods: FrozenSet[str]
+    cache_expires: Optional[int]
+
+    @classmethod
+    def build(cls, resource: type, settings: Mapping[str, Any]) -> "ResourceSpec":
+        class_name = resource.__name__.lower()
+        name = resource.name if isinstance(resource.name, str) and resource.name else class_name
+        collection_path = _normalize_path(resource.collection_path or f"/{name}s")
+        record_path = _normalize_path(resource.record_path or collection_path + "/{id}")
+        placeholders = tuple(_PLACEHOLDER.findall(collection_path))
+        record_placeholders = _PLACEHOLDER.findall(record_path)
+        if "id" in placeholders or sorted(record_placeholders) != sorted(placeholders + ("id",)):
+            raise ConfigurationError(
+                f"Resource {name!r}: the record path {record_path!r} must have the placeholders of the collection "
+                f"path {collection_path!r} plus {{id}}")
+        return cls(
+            cls=resource, name=name, collection_id=resource.collection_id or class_name,
+            schema=RecordSchema(resource.schema, preserve_unknown=resource.preserve_unknown, name=name),
+            generator=_generator(resource.id_generator or settings.get("id_generator")),
+            readonly_fields=tuple(resource.readonly_fields), unique_fields=tuple(resource.unique_fields),
+            collection_rule=_PLACEHOLDER.sub(r"<\1>", collection_path),
+            record_rule=_PLACEHOLDER.sub(r"<\1>", record_path),
+            placeholders=placeholders,
+            placeholder_match=re.compile(resource.placeholder_pattern).fullmatch,
+            parent_template=collection_path.rsplit("/", 1)[0],
+            collection_methods=_enabled(settings, "collection", name, resource.collection_methods),
+            record_methods=_enabled(settings, "record", name, resource.record_methods),
+            cache_expires=settings.get(f"{name}_cache_expires_seconds"),
+        )
+
+    def check_placeholders(self, matchdict: Mapping[str, str]) -> None:
+        """400 when a URL placeholder (other than the id) has an unacceptable value."""
+        for key in self.placeholders:
+            if self.placeholder_match(matchdict[key]) is None:
+                raise invalid("path", key, f"Invalid {key}")
+
+
+def _normalize_path(path: str) -> str:
+    path = "/" + path.strip("/")
+    return _PLACEHOLDER.sub(r"{\1}", path)
+
+
+def _generator(value: Any) -> Generator:
+    if isinstance(value, str):
+        value = import_string(value)
+    if isinstance(value, type):
+        value = value()
+    if not callable(value) or not hasattr(value, "match"):
+        raise ConfigurationError(f"Setting 'id_generator' has an invalid value {value!r}: not a generator")
+    return value
+
+
+def _enabled(settings: Mapping[str, Any], endpoint: str, name: str, methods: Sequence[str]) -> FrozenSet[str]:
+    enabled = set()
+    for method in methods:
+        method = method.upper()
+        if method not in _METHODS:
+            raise ConfigurationError(f"Resource {name!r}: unsupported {endpoint} method {method!r}")
+        if settings.get(f"{endpoint}_{name}_{method.lower()}_enabled", True):
+            enabled.add(method)
+    if "GET" in enabled:
+        enabled.add("HEAD")
+    return frozenset(enabled)

@@ -1,0 +1,133 @@
+"""Record validation with JSON Schema (PROTOCOL.md §2.2, §3.4-§3.8).
+
+A :class:`RecordSchema` is compiled once per resource at start-up: the jsonschema validator (with format
+checking), the declared fields, their defaults.  ``validate()`` then drops the fields the schema does not declare
+(unless ``preserve_unknown``), applies the defaults of the top-level properties and reports *every* problem in one
+400 errno 107, each named by its dotted path (``data.url``).
+
+``id``, ``last_modified`` and ``deleted`` are not schema fields: the handlers take them out of the data before
+validation and put the server's values back.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any, Dict, Iterable, List, Mapping, Sequence
+from urllib.parse import urlsplit
+
+from jsonschema import Draft202012Validator, FormatChecker, ValidationError
+from jsonschema.exceptions import SchemaError
+from jsonschema.validators import validator_for
+
+from wsgicliquet.errors import invalid, validation_error
+from wsgicliquet.settings import ConfigurationError
+from wsgicliquet.storage.query import json_equal
+
+__all__ = ["RecordSchema", "META_FIELDS", "FORMAT_CHECKER", "check_readonly"]
+
+#: Fields owned by the server, present on every record whatever the schema.
+META_FIELDS = frozenset({"id", "last_modified", "deleted"})
+
+_MAX_DESCRIPTION = 200
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+_URI_FORBIDDEN = re.compile(r'[\s<>"{}|\\^`\x00-\x1f\x7f]')
+
+
+def _format_checker() -> FormatChecker:
+    checker = FormatChecker()
+    if "uri" not in checker.checkers:
+        # jsonschema checks "uri" only when the optional rfc3987 package is installed: keep a strict fallback, so
+        # that ``"format": "uri"`` always means an absolute URI.
+        @checker.checks("uri")
+        def is_uri(value: object) -> bool:
+            if not isinstance(value, str):
+                return True
+            if _URI_FORBIDDEN.search(value):
+                return False
+            try:
+                parts = urlsplit(value)
+            except ValueError:
+                return False
+            return bool(_SCHEME.fullmatch(parts.scheme)) and bool(parts.netloc or parts.path)
+    return checker
+
+
+FORMAT_CHECKER = _format_checker()
+
+
+class RecordSchema:
+    """The compiled schema of one resource."""
+
+    def __init__(self, schema: Mapping[str, Any], *, preserve_unknown: bool = False, name: str = "") -> None:
+        cls = validator_for(schema, default=Draft202012Validator)
+        try:
+            cls.check_schema(schema)
+        except SchemaError as exc:
+            raise ConfigurationError(f"Resource {name!r} has an invalid schema: {exc.message}") from None
+        if schema.get("type", "object") != "object":
+            raise ConfigurationError(f"Resource {name!r} has an invalid schema: records are objects")
+        self.validator = cls(schema, format_checker=FORMAT_CHECKER)
+        properties = schema.get("properties") or {}
+        self.fields = frozenset(properties)
+        self.defaults = [(key, spec["default"]) for key, spec in properties.items()
+                         if isinstance(spec, dict) and "default" in spec]
+        self.preserve_unknown = preserve_unknown
+        self.accepts_empty = not self._problems(self.complete({}))
+
+    def is_known_field(self, field: str) -> bool:
+        """Whether ``field`` (possibly dotted) may be filtered, sorted or selected: its root must be declared."""
+        if self.preserve_unknown:
+            return True
+        root = field.split(".", 1)[0]
+        return root in self.fields or root in META_FIELDS
+
+    def complete(self, data: Mapping[str, Any]) -> Dict[str, Any]:
+        """``data`` without server fields (and undeclared ones unless ``preserve_unknown``), defaults applied."""
+        if self.preserve_unknown:
+            record = {key: value for key, value in data.items() if key not in META_FIELDS}
+        else:
+            record = {key: value for key, value in data.items() if key in self.fields}
+        for key, default in self.defaults:
+            if key not in record:
+                record[key] = copy.deepcopy(default)
+        return record
+
+    def validate(self, data: Mapping[str, Any]) -> Dict[str, Any]:
+        """The record to store, or a 400 listing every problem."""
+        record = self.complete(data)
+        problems = self._problems(record)
+        if problems:
+            raise validation_error(problems)
+        return record
+
+    def _problems(self, record: Dict[str, Any]) -> List[Dict[str, Any]]:
+        return _details(self.validator.iter_errors(record))
+
+
+def _details(errors: Iterable[ValidationError]) -> List[Dict[str, Any]]:
+    details: List[Dict[str, Any]] = []
+    seen = set()
+    for error in errors:
+        name = ".".join(["data", *(str(part) for part in error.absolute_path)])
+        if error.validator == "required" and isinstance(error.instance, dict):
+            missing = [f"{name}.{key}" for key in error.validator_value if key not in error.instance]
+            for field in missing:
+                if field not in seen:
+                    seen.add(field)
+                    details.append({"location": "body", "name": field, "description": "Required"})
+            continue
+        if name in seen:
+            continue
+        seen.add(name)
+        message = error.message
+        if len(message) > _MAX_DESCRIPTION:
+            message = message[:_MAX_DESCRIPTION - 3] + "..."
+        details.append({"location": "body", "name": name, "description": message})
+    return details
+
+
+def check_readonly(readonly_fields: Sequence[str], stored: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
+    """400 ``Cannot modify <field>`` when ``changes`` gives a read-only field a new value (the same is fine)."""
+    for field in readonly_fields:
+        if field in changes and (field not in stored or not json_equal(changes[field], stored[field])):
+            raise invalid("body", field, f"Cannot modify {field}")
