@@ -15,6 +15,7 @@ from wsgicliquet.storage import COMPARISON, Filter, RecordNotFoundError, Sort, U
 from wsgicliquet.storage.memory import Storage as MemoryStorage
 from wsgicliquet.storage.query import keyset_rules
 from wsgicliquet.storage.redis import Storage
+from wsgicliquet.storage.testing import StorageContract
 
 pytestmark = pytest.mark.redis
 
@@ -32,6 +33,10 @@ def storage(redis_url):
     backend.flush()
     yield backend
     backend.flush()
+
+
+class TestRedisStorageContract(StorageContract):
+    pass
 
 
 @pytest.fixture
