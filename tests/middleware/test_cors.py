@@ -327,10 +327,12 @@ def test_switched_off_changes_nothing():
 
 
 def test_no_origins_keeps_vary_only():
-    response = webtest.TestApp(Cors(bare_app, origins=[]), lint=True).get(
-        "/v1/items", headers={"Origin": "https://a.example"})
+    client = webtest.TestApp(Cors(bare_app, origins=[]), lint=True)
+    response = client.get("/v1/items", headers={"Origin": "https://a.example"})
     assert "Access-Control-Allow-Origin" not in response.headers
     assert response.headers["Vary"] == "Authorization"
+    response = preflight(client, status=405)  # not answered here: the app's own OPTIONS
+    assert "Access-Control-Allow-Methods" not in response.headers
 
 
 # --- configuration ---------------------------------------------------------------------------------------------

@@ -383,6 +383,23 @@ def test_success_bodies_stream_with_one_chunk_read_ahead():
     assert body.closed
 
 
+def test_file_wrapper_bodies_are_left_to_the_server():
+    class FileWrapper:
+        def __init__(self, chunks):
+            self.chunks = chunks
+
+        def __iter__(self):
+            raise AssertionError("read by the middleware")
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return environ["wsgi.file_wrapper"]([b"file"])
+
+    environ = webtest.TestRequest.blank("/v1/file", environ={"wsgi.file_wrapper": FileWrapper}).environ
+    result = JsonErrors(app)(environ, lambda status, headers, exc_info=None: None)
+    assert isinstance(result, FileWrapper)
+
+
 def test_error_bodies_are_read_and_closed():
     body = Body([b"<h1>", b"Not Found", b"</h1>"])
 

@@ -22,7 +22,6 @@ Not for: cookie-credentialed CORS (no ``Access-Control-Allow-Credentials``); the
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -57,7 +56,7 @@ class Cors:
     def __init__(self, app: Callable, *, origins: Sequence[str] = ("*",), max_age: Optional[int] = 3600,
                  allow_headers: Sequence[str] = DEFAULT_ALLOW_HEADERS, expose_headers: Sequence[str] = ALWAYS_EXPOSED,
                  vary: Sequence[str] = ("Authorization",), methods: Sequence[str] = STANDARD_METHODS) -> None:
-        """Empty ``origins`` and ``vary`` switch the middleware off."""
+        """Empty ``origins``: no CORS (preflights reach the app), only ``Vary``; empty ``vary`` too: off."""
         self.app = app
         self.any_origin = "*" in origins
         patterns = [fnmatch.translate(origin) for origin in origins]
@@ -91,7 +90,7 @@ class Cors:
         def add_cors(status: str, headers: Headers, exc_info: Any = None) -> Callable[[bytes], Any]:
             return start_response(status, self._decorate(headers, allowed), exc_info)
 
-        if origin and environ.get("REQUEST_METHOD") == "OPTIONS" and \
+        if origin and self._origin is not None and environ.get("REQUEST_METHOD") == "OPTIONS" and \
                 "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
             return self._preflight(environ, add_cors, origin, allowed)
         return self.app(environ, add_cors)

@@ -89,8 +89,8 @@ class JsonErrors:
 
         try:
             result = self.app(environ, hold_errors)
-            if not held and isinstance(result, (list, tuple)):
-                return result
+            if not held and (isinstance(result, (list, tuple)) or _is_file_wrapper(result, environ)):
+                return result  # nothing can fail when the body starts (or the server streams the file itself)
             first, rest = _read_first(result)
             if not held:
                 return _Prefetched(first, rest, result)
@@ -175,6 +175,11 @@ def _drained(rest: Iterator[bytes], result: Iterable[bytes]) -> Iterator[bytes]:
         yield from rest
     finally:
         _close(result)
+
+
+def _is_file_wrapper(result: Iterable[bytes], environ: Mapping[str, Any]) -> bool:
+    wrapper = environ.get("wsgi.file_wrapper")
+    return isinstance(wrapper, type) and isinstance(result, wrapper)
 
 
 def _close(result: Iterable[bytes]) -> None:
