@@ -115,6 +115,7 @@ SETTINGS: Dict[str, Setting] = _table(
     ("permission_url", "memory://", "str", "Permission backend URL (same schemes as storage); empty for none."),
     ("permission_backend", "", "str", "Dotted path of a permission class, overriding the URL scheme."),
     ("permission_pool_size", 25, "int", "Connection pool size of the permission backend."),
+    ("redis_key_prefix", "wsgicliquet:", "str", "Prefix of every key the Redis backends write (`<kind>_key_prefix` overrides it per backend)."),
     ("transaction_per_request", True, "bool", "One storage transaction per request (and per batch)."),
     # Resources
     ("id_generator", "wsgicliquet.resource.generators:UUID4", "str", "Record id generator (dotted path)."),
