@@ -14,6 +14,9 @@ probes in read-only mode) plus the checks registered with :func:`add_check`::
     from wsgicliquet.middleware.heartbeat import add_check
     add_check("oauth", lambda: requests.get(OAUTH_URL, timeout=2).ok)
 
+A check that never returns keeps a pool thread busy (and the interpreter waits for it at exit): give checks that
+do network calls their own timeout too.
+
 Settings: ``heartbeat_timeout_seconds``, ``version_json_path``, ``readonly``, the backend URLs.
 """
 from __future__ import annotations
