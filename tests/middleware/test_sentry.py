@@ -122,6 +122,8 @@ def test_init_once_per_process_for_the_same_options(transport: CaptureTransport)
     client = sentry_sdk.get_client()
     Sentry(bare_app, dsn=DSN, transport=transport)
     assert sentry_sdk.get_client() is client
+    Sentry(bare_app, dsn=DSN)
+    assert sentry_sdk.get_client() is client  # the first initialisation and its transport are kept
     Sentry(bare_app, dsn=DSN, environment="other", transport=transport)
     assert sentry_sdk.get_client() is not client
     assert sentry_sdk.get_client().options["environment"] == "other"

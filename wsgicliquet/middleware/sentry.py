@@ -24,24 +24,30 @@ __all__ = ["Sentry", "init_sentry", "filter_factory"]
 StartResponse = Callable[..., Any]
 
 _init_lock = threading.Lock()
-_initialised: Optional[Tuple[Any, ...]] = None
+_initialised: Optional[Tuple[Tuple[Any, ...], Tuple[Any, ...]]] = None
 
 
 def init_sentry(dsn: str, *, environment: Optional[str] = None, release: Optional[str] = None,
-                **options: Any) -> None:
-    """``sentry_sdk.init`` once per process for the same options; default and auto-enabling integrations on."""
+                 **options: Any) -> None:
+    """``sentry_sdk.init`` once per process; default and auto-enabling integrations on.
+
+    A later call with the same DSN, environment and release and no other options keeps the first initialisation
+    (and the options it was given); anything else initialises again (sentry-sdk is global: the last one wins).
+    """
     global _initialised
     try:
         import sentry_sdk
     except ImportError:  # pragma: no cover - depends on the installation
         raise missing_extra("monitoring", "sentry-sdk") from None
-    key = (dsn, environment, release, tuple(sorted((name, id(value)) for name, value in options.items())))
+    base = (dsn, environment, release)
+    extra = tuple(sorted((name, id(value)) for name, value in options.items()))
     with _init_lock:
-        if _initialised == key and sentry_sdk.get_client().is_active():
+        if _initialised is not None and _initialised[0] == base and (not extra or _initialised[1] == extra) \
+                and sentry_sdk.get_client().is_active():
             return
         sentry_sdk.init(dsn=dsn, environment=environment, release=release, default_integrations=True,
                         auto_enabling_integrations=True, **options)
-        _initialised = key
+        _initialised = (base, extra)
 
 
 class Sentry:
