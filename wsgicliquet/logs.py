@@ -103,7 +103,7 @@ class MozlogFormatter(JsonFormatter):
         if fields is not None:
             event_type = getattr(record, EVENT_ATTR, None) or record.getMessage()
         else:
-            event_type = record.message if hasattr(record, "message") else record.getMessage()
+            event_type = getattr(record, "message", None) or record.name  # a dict message has no text
             fields = {key: value for key, value in record.__dict__.items()
                       if key not in self.reserved_attrs and key not in _OWN_ATTRS and not key.startswith("_")}
             fields.update(message_dict)

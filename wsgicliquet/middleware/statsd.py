@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 import time
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 from urllib.parse import urlsplit
@@ -39,6 +40,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 _INSTRUMENTED = "_wsgicliquet_statsd"
 # Contract methods that are not timed: the constructor, and transaction() (a context manager: the call is instant).
 _NOT_TIMED = {"from_settings", "transaction"}
+_instrument_lock = threading.Lock()
 
 
 def _safe(part: str) -> str:
@@ -103,20 +105,21 @@ def instrument_backend(backend: Any, kind: str, client: Any) -> None:
 
     Done once per instance (the backends are shared per process); instrumenting again only changes the client.
     """
-    holder = backend.__dict__.get(_INSTRUMENTED)
-    if isinstance(holder, _Holder):
-        holder.client = client
-        return
-    holder = _Holder(client)
-    contract = _contract(kind)
-    group = f"{kind}.{_safe(type(backend).__name__.lower())}"
-    for name in dir(contract):
-        if name.startswith("_") or name in _NOT_TIMED or not callable(getattr(contract, name, None)):
-            continue
-        method = getattr(backend, name, None)
-        if callable(method):
-            setattr(backend, name, _timed(method, holder, f"{group}.{name}"))
-    setattr(backend, _INSTRUMENTED, holder)
+    with _instrument_lock:
+        holder = getattr(backend, _INSTRUMENTED, None)
+        if isinstance(holder, _Holder):
+            holder.client = client
+            return
+        holder = _Holder(client)
+        contract = _contract(kind)
+        group = f"{kind}.{_safe(type(backend).__name__.lower())}"
+        for name in dir(contract):
+            if name.startswith("_") or name in _NOT_TIMED or not callable(getattr(contract, name, None)):
+                continue
+            method = getattr(backend, name, None)
+            if callable(method):
+                setattr(backend, name, _timed(method, holder, f"{group}.{name}"))
+        setattr(backend, _INSTRUMENTED, holder)
 
 
 def _contract(kind: str) -> type:
