@@ -12,6 +12,8 @@ from wsgicliquet import environ as keys
 from wsgicliquet.errors import unauthorized_or_forbidden
 from wsgicliquet.middleware import auth
 from wsgicliquet.middleware.auth import Authentication, BasicAuth, Policy, RemoteUser
+from wsgicliquet.middleware.cors import Cors
+from wsgicliquet.middleware.json_errors import JsonErrors
 from wsgicliquet.permission.memory import Permission
 from wsgicliquet.settings import ConfigurationError, load_settings
 
@@ -302,6 +304,8 @@ SETTINGS_CASES = [
                  {"X-User": "dave"}, {}, "header:dave", id="class-with-options"),
     pytest.param({"multiauth.policy.basicauth.use": "cliquet.authentication.BasicAuthAuthenticationPolicy"},
                  {"Authorization": basic("alice:secret")}, {}, ALICE, id="cliquet-ini-compatible"),
+    pytest.param({"multiauth.policy.basicauth.cache_size": "2"}, {"Authorization": basic("alice:secret")}, {}, ALICE,
+                 id="basicauth-option"),
     pytest.param({"multiauth.policies": "Sso", "multiauth.policy.sso.use": "wsgicliquet.middleware.auth:RemoteUser",
                   "multiauth.policy.sso.environ_key": "HTTP_X_SSO"}, {"X-SSO": "erin"}, {}, "sso:erin",
                  id="builtin-class-renamed"),
@@ -350,3 +354,15 @@ def test_filter_factory():
     app = webtest.TestApp(wrap(bare_app), lint=True)
     assert app.get("/", headers={"Authorization": basic("alice:secret")}).json["userid"] == ALICE
     assert app.get("/", extra_environ={"REMOTE_USER": "bob"}).json["userid"] == "remoteuser:bob"
+
+
+def test_canonical_stack_gives_browsers_readable_401_and_403():
+    stack = Cors(JsonErrors(Authentication(flask_app(), userid_hmac_secret="abc"), paths=["/"]))
+    app = webtest.TestApp(stack, lint=True)
+    anonymous = app.get("/private", headers={"Origin": "https://a.example"}, status=401)
+    assert anonymous.json["errno"] == 104
+    assert anonymous.headers["WWW-Authenticate"] == 'Basic realm="Realm"'
+    assert anonymous.headers["Access-Control-Allow-Origin"] == "*"
+    alice = app.get("/private", headers={"Origin": "https://a.example", "Authorization": basic("alice:secret")},
+                    status=403)
+    assert alice.json["errno"] == 121 and alice.headers["Vary"] == "Authorization"

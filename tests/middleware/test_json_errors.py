@@ -428,7 +428,8 @@ def test_switched_off_is_a_pass_through(kind):
 # --- configuration -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("raw, governed, ungoverned", [
-    pytest.param({}, ["/v0/x", "/__heartbeat__", "/__version__"], ["/site", "/v1/x"], id="default-api-prefix"),
+    pytest.param({"project_version": "3.2.0"}, ["/v3/x", "/__heartbeat__", "/__version__"], ["/site", "/v1/x"],
+                 id="api-prefix-from-project-version"),
     pytest.param({"http_api_version": "2.3"}, ["/v2", "/v2/x", "/__lbheartbeat__"], ["/v1/x", "/v20/x"],
                  id="api-version"),
     pytest.param({"json_errors_paths": "/api /v1/"}, ["/api/x", "/v1/x"], ["/__heartbeat__", "/site"],
