@@ -260,6 +260,8 @@ def test_version_prefix_routed_requests_are_governed():
 
     app = webtest.TestApp(JsonErrors(versioned, paths=["/v1"]), lint=True)
     assert app.get("/v2/nowhere", status=404).json == NOT_FOUND
+    assert app.get("/v2/boom", status=500).json == INTERNAL
+    assert app.get("/v2/boom?backend", status=503).json == UNAVAILABLE
 
 
 def test_every_path_governed_without_paths():

@@ -73,14 +73,19 @@ class JsonErrors:
     def __call__(self, environ: Dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         if not self.enabled:
             return self.app(environ, start_response)
-        # Decided now: the app below may rewrite PATH_INFO (Werkzeug's dispatcher, the version prefix).
-        governed = self.governs(environ)
+        # Decided now, as the app below may rewrite PATH_INFO (Werkzeug's dispatcher, the version prefix); a request
+        # the version prefix routes (even /v2 beside a governed /v1) is governed from then on.
+        governed_path = self.governs(environ)
+
+        def governed() -> bool:
+            return governed_path or keys.API_PREFIX in environ
+
         held: List[Any] = []  # [status, headers, exc_info] of an error response held back for inspection
         written: List[bytes] = []  # what the app wrote through write() while held
         started: List[bool] = []  # the real start_response was called
 
         def hold_errors(status: str, headers: Headers, exc_info: Any = None) -> Callable[[bytes], Any]:
-            if _code(status) >= 400 and (governed or keys.API_PREFIX in environ):
+            if _code(status) >= 400 and governed():
                 held[:] = [status, list(headers), exc_info]
                 return written.append
             del held[:]
@@ -96,7 +101,7 @@ class JsonErrors:
                 return _Prefetched(first, rest, result)
             body = b"".join(itertools.chain(written, first, _drained(rest, result)))
         except Exception as exc:
-            if not isinstance(exc, HTTPError) and not (governed or keys.API_PREFIX in environ):
+            if not isinstance(exc, HTTPError) and not governed():
                 raise
             exc_info = (type(exc), exc, exc.__traceback__) if started else None
             return self._respond(self._from_exception(exc), environ, start_response, exc_info)
