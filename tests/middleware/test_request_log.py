@@ -352,3 +352,31 @@ def test_with_the_batch_middleware(capture: Capture) -> None:
         "DELETE", "/v1/bookmarks/missing", 404, 110)
     assert (summary["path"], summary["code"], summary["batch_size"], summary["rid"]) == (
         "/v1/batch", 200, 2, "batch-2")
+
+
+def test_resource_app_extras_in_the_canonical_pipeline(capture: Capture) -> None:
+    """End to end: authentication, the resource app's extras and a batch, as build_pipeline stacks them."""
+    import base64
+
+    from wsgicliquet import build_pipeline
+    from wsgicliquet.resource.app import ResourceApp
+    from wsgicliquet.resource.resource import Resource
+
+    class Bookmark(Resource):
+        schema = {"type": "object", "properties": {"title": {"type": "string"}}}
+
+    # A pool size nobody else uses: this test's own memory storage.
+    settings = load_settings(dict(project_name="myapp", project_version="1.0.0", userid_hmac_secret="secret",
+                                  storage_pool_size=7781), environ={})
+    app = webtest.TestApp(build_pipeline(ResourceApp([Bookmark], settings), settings))
+    auth = {"Authorization": "Basic " + base64.b64encode(b"alice:secret").decode()}
+    app.post_json("/v1/bookmarks", {"data": {"title": "x"}}, headers=auth, status=201)
+    app.get("/v1/bookmarks?_limit=2", headers=auth)
+    app.post_json("/v1/batch", {"requests": [{"method": "GET", "path": "/v1/bookmarks"}]}, headers=auth)
+    created, listed, sub, batch = (event["Fields"] for event in capture.events())
+    assert (created["code"], created["collection_id"], created["authn_type"]) == (201, "bookmark", "basicauth")
+    assert (listed["nb_records"], listed["limit"], listed["querystring"]) == (1, 2, '{"_limit":"2"}')
+    assert listed["collection_timestamp"] == created["collection_timestamp"]
+    assert len(listed["uid"]) == 64 and ":" not in listed["uid"]
+    assert (sub["path"], sub["nb_records"], sub["uid"], sub["rid"]) == ("/v1/bookmarks", 1, listed["uid"], batch["rid"])
+    assert (batch["path"], batch["batch_size"]) == ("/v1/batch", 1)

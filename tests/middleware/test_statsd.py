@@ -234,3 +234,29 @@ def test_canonical_pipeline_counts_redirects_and_unknown_urls(collector: Collect
     assert names.count(("myapp.view.unmatched.GET", "c")) == 2
     assert names.count(("myapp.view.scores.GET", "c")) == 1
     assert names.count(("myapp.request", "ms")) == 3
+
+
+def test_resource_app_views_and_storage_timers(collector: Collector) -> None:
+    """End to end with the resource app: its view names, and the timers of its (shared) storage."""
+    import base64
+
+    from wsgicliquet import build_pipeline
+    from wsgicliquet.resource.app import ResourceApp
+    from wsgicliquet.resource.resource import Resource
+
+    class Bookmark(Resource):
+        schema = {"type": "object", "properties": {"title": {"type": "string"}}}
+
+    settings = load_settings(dict(statsd_url=collector.url, project_name="myapp", project_version="1.0.0",
+                                  userid_hmac_secret="secret", storage_pool_size=7791, cache_url="",
+                                  permission_url=""), environ={})
+    app = webtest.TestApp(build_pipeline(ResourceApp([Bookmark], settings), settings))
+    auth = {"Authorization": "Basic " + base64.b64encode(b"alice:secret").decode()}
+    app.post_json("/v1/bookmarks", {"data": {"title": "x"}}, headers=auth, status=201)
+    app.get("/v1/bookmarks", headers=auth)
+    names = collector.names()
+    assert ("myapp.view.bookmark-collection.POST", "c") in names
+    assert ("myapp.view.bookmark-collection.GET", "c") in names
+    assert names.count(("myapp.authn_type.basicauth", "c")) == 2
+    assert ("myapp.storage.storage.create", "ms") in names
+    assert ("myapp.storage.storage.get_all", "ms") in names
