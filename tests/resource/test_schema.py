@@ -1,0 +1,119 @@
+"""Record validation with JSON Schema: unknown fields, defaults, every problem reported (§2.2, §7.4)."""
+from __future__ import annotations
+
+import pytest
+
+from wsgicliquet.errors import HTTPError
+from wsgicliquet.resource.generators import UUID4, Generator
+from wsgicliquet.resource.schema import RecordSchema, check_readonly
+from wsgicliquet.settings import ConfigurationError
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "url": {"type": "string", "format": "uri"},
+        "title": {"type": "string", "maxLength": 5},
+        "device": {"type": "string", "default": ""},
+        "tags": {"type": "array", "items": {"type": "string"}, "default": []},
+    },
+    "required": ["url", "title"],
+}
+
+
+def problems(schema: RecordSchema, data) -> list:
+    with pytest.raises(HTTPError) as info:
+        schema.validate(data)
+    assert (info.value.code, info.value.errno) == (400, 107)
+    return info.value.body["details"]
+
+
+def test_unknown_fields_dropped_and_defaults_applied():
+    schema = RecordSchema(SCHEMA)
+    record = schema.validate({"url": "http://a.org", "title": "A", "extra": 1, "id": "x", "last_modified": 3})
+    assert record == {"url": "http://a.org", "title": "A", "device": "", "tags": []}
+    first, second = schema.validate({"url": "http://a", "title": "A"}), schema.validate({"url": "u:x", "title": "B"})
+    first["tags"].append("x")
+    assert second["tags"] == []  # defaults are copied
+
+
+def test_preserve_unknown_keeps_fields_but_not_server_ones():
+    schema = RecordSchema(SCHEMA, preserve_unknown=True)
+    record = schema.validate({"url": "http://a.org", "title": "A", "extra": 1, "deleted": True, "id": "x"})
+    assert record == {"url": "http://a.org", "title": "A", "extra": 1, "device": "", "tags": []}
+
+
+def test_every_problem_is_reported_with_dotted_names():
+    details = problems(RecordSchema(SCHEMA), {"url": "not a url", "tags": ["a", 3]})
+    by_name = {item["name"]: item for item in details}
+    assert set(by_name) == {"data.url", "data.title", "data.tags.1"}
+    assert by_name["data.title"]["description"] == "Required"
+    assert all(item["location"] == "body" for item in details)
+
+
+@pytest.mark.parametrize("value, valid", [
+    pytest.param("http://a.org/x?y=1", True, id="http"),
+    pytest.param("mailto:ada@example.org", True, id="mailto"),
+    pytest.param("notaurl", False, id="no-scheme"),
+    pytest.param("http://a b.org", False, id="space"),
+    pytest.param("1http://a.org", False, id="bad-scheme"),
+    pytest.param("http://a.org/<script>", False, id="angle-brackets"),
+])
+def test_uri_format_is_checked(value, valid):
+    schema = RecordSchema(SCHEMA)
+    data = {"url": value, "title": "A"}
+    if valid:
+        assert schema.validate(data)["url"] == value
+    else:
+        assert problems(schema, data)[0]["name"] == "data.url"
+
+
+def test_long_descriptions_are_cut():
+    details = problems(RecordSchema(SCHEMA), {"url": "http://a", "title": "x" * 10000})
+    assert len(details[0]["description"]) <= 200
+
+
+def test_accepts_empty_and_known_fields():
+    strict, loose = RecordSchema(SCHEMA), RecordSchema({"type": "object"}, preserve_unknown=True)
+    assert not strict.accepts_empty and loose.accepts_empty
+    assert strict.is_known_field("url") and strict.is_known_field("last_modified")
+    assert strict.is_known_field("tags.0") and not strict.is_known_field("foo")
+    assert loose.is_known_field("anything.at.all")
+
+
+@pytest.mark.parametrize("schema", [
+    pytest.param({"type": "object", "properties": {"a": {"type": "nope"}}}, id="invalid-type"),
+    pytest.param({"type": "array"}, id="not-an-object"),
+])
+def test_bad_schema_fails_at_start_up(schema):
+    with pytest.raises(ConfigurationError):
+        RecordSchema(schema, name="thing")
+
+
+def test_readonly():
+    check_readonly(["device"], {"device": "a"}, {"device": "a", "title": "x"})
+    with pytest.raises(HTTPError) as info:
+        check_readonly(["device"], {"device": "a"}, {"device": "b"})
+    assert info.value.body["message"] == "Cannot modify device"
+    assert info.value.body["details"] == [{"location": "body", "name": "device", "description": "Cannot modify device"}]
+    with pytest.raises(HTTPError):
+        check_readonly(["count"], {"count": 1}, {"count": True})  # JSON equality: true is not 1
+
+
+@pytest.mark.parametrize("generator, value, ok", [
+    pytest.param(UUID4(), "8c42b0ad-7a1c-4b53-9c30-1c5e6e7ba9d5", True, id="uuid"),
+    pytest.param(UUID4(), "8C42B0AD-7A1C-4B53-9C30-1C5E6E7BA9D5", False, id="uuid-upper"),
+    pytest.param(UUID4(), "8c42b0ad-7a1c-4b53-9c30-1c5e6e7ba9d5\n", False, id="uuid-newline"),
+    pytest.param(Generator(), "abc_1-2", True, id="base"),
+    pytest.param(Generator(), "-abc", False, id="base-leading-dash"),
+    pytest.param(Generator(), "a b", False, id="base-space"),
+    pytest.param(Generator(), "é", False, id="base-unicode"),
+    pytest.param(Generator(), 12, False, id="not-a-string"),
+])
+def test_generator_match(generator, value, ok):
+    assert generator.match(value) is ok
+
+
+def test_uuid4_generates_matching_ids():
+    generator = UUID4()
+    ids = {generator() for _ in range(50)}
+    assert len(ids) == 50 and all(generator.match(value) for value in ids)
