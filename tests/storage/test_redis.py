@@ -245,15 +245,17 @@ def test_settings(redis_url):
 
 # Concurrent writers in several processes, and pollers syncing with `_since`.
 
-PROCESSES, THREADS, DURATION = 4, 4, 2.5
+PROCESSES, THREADS, DURATION = 4, 4, 2.0
 Ack = Tuple[str, str, int]  # (kind, record id, last_modified)
 
 
-def _writer_process(url: str, key_prefix: str, pools: List[Dict[str, List[str]]], start: float
-                    ) -> List[List[Ack]]:
-    """Run THREADS writers until DURATION has passed; return each thread's acknowledged writes, in order."""
+def _writer_process(url: str, key_prefix: str, pools: List[Dict[str, List[str]]], barrier: Any, queue: Any
+                    ) -> None:
+    """Run THREADS writers for DURATION once every process is ready; send each thread's acknowledged writes."""
     storage = make_storage(url, key_prefix)
     results: List[List[Ack]] = [[] for _ in pools]
+    barrier.wait(timeout=60)
+    start = time.time()
 
     def write(index: int) -> None:
         pool, acks, step = pools[index], results[index], 0
@@ -271,12 +273,11 @@ def _writer_process(url: str, key_prefix: str, pools: List[Dict[str, List[str]]]
                 acks.append(("create", record["id"], record["last_modified"]))
 
     threads = [threading.Thread(target=write, args=(index,)) for index in range(len(pools))]
-    time.sleep(max(0.0, start - time.time()))
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return results
+    queue.put(results)
 
 
 class Poller(threading.Thread):
@@ -312,7 +313,7 @@ class Poller(threading.Thread):
 
 @pytest.mark.slow
 def test_concurrent_writers_in_processes_and_pollers_see_every_write_once(storage, redis_url):
-    per_thread = 120
+    per_thread = 60
     seeds = [storage.create("c", "p", {"seed": n})["id"] for n in range(PROCESSES * THREADS * per_thread * 2)]
     pools = [[{"update": seeds[(p * THREADS + t) * 2 * per_thread:][:per_thread],
                "delete": seeds[(p * THREADS + t) * 2 * per_thread + per_thread:][:per_thread]}
@@ -322,10 +323,16 @@ def test_concurrent_writers_in_processes_and_pollers_see_every_write_once(storag
     for poller in pollers:
         poller.start()
     context = multiprocessing.get_context("spawn")
-    with context.Pool(PROCESSES) as pool:
-        start = time.time() + 1.5  # the spawned interpreters start meanwhile
-        per_process = pool.starmap(_writer_process, [(redis_url, KEY_PREFIX, pools[p], start)
-                                                     for p in range(PROCESSES)])
+    barrier, queue = context.Barrier(PROCESSES + 1), context.Queue()
+    processes = [context.Process(target=_writer_process, args=(redis_url, KEY_PREFIX, pools[p], barrier, queue))
+                 for p in range(PROCESSES)]
+    for process in processes:
+        process.start()
+    barrier.wait(timeout=60)  # every interpreter started and connected: the writers run together
+    per_process = [queue.get(timeout=60) for _ in processes]
+    for process in processes:
+        process.join()
+        assert process.exitcode == 0
     for poller in pollers:
         poller.stop.set()
         poller.join()

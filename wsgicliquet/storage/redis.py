@@ -81,8 +81,10 @@ end
 
 # KEYS: records, modified, deleted, counter.
 # ARGV: mode ("create" | "update"), id, record JSON without last_modified, candidate ms, n unique fields,
-#       the n field names, the n canonical values (empty string: null or missing, never in conflict).
+#       the n field names, the n canonical values (empty string: null or missing, never in conflict), the n
+#       needles (text that the stored JSON of a record holding the value must contain; empty: no such text).
 # Returns {"ok", last_modified} or {"conflict", field, existing record JSON}.
+# The unique check reads the whole partition; the needles let it decode only the records that may conflict.
 _WRITE = _LUA_CANONICAL + """
 local records, modified, deleted, counter = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local mode, id, body, candidate, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -91,17 +93,17 @@ if mode == "create" then
   if existing then return {"conflict", "id", existing} end
 end
 if n > 0 then
-  local others = {}
-  local flat = redis.call("HGETALL", records)
-  for i = 1, #flat, 2 do
-    if flat[i] ~= id then others[#others + 1] = {flat[i + 1], cjson.decode(flat[i + 1])} end
-  end
+  local values, decoded = redis.call("HVALS", records), {}
+  local own = redis.call("HGET", records, id)  -- the record being replaced is no conflict
   for f = 1, n do
-    local field, wanted = ARGV[5 + f], ARGV[5 + n + f]
+    local field, wanted, needle = ARGV[5 + f], ARGV[5 + n + f], ARGV[5 + 2 * n + f]
     if wanted ~= "" then
-      for _, other in ipairs(others) do
-        local value = resolve(other[2], field)
-        if value ~= nil and canonical(value) == wanted then return {"conflict", field, other[1]} end
+      for i, raw in ipairs(values) do
+        if (needle == "" or string.find(raw, needle, 1, true)) and raw ~= own then
+          decoded[i] = decoded[i] or cjson.decode(raw)
+          local value = resolve(decoded[i], field)
+          if value ~= nil and canonical(value) == wanted then return {"conflict", field, raw} end
+        end
       end
     end
   end
@@ -306,11 +308,12 @@ class Storage(StorageBase):
                unique_fields: Sequence[str]) -> Record:
         body = {key: value for key, value in record.items() if key != "last_modified"}
         fields = list(unique_fields)
-        values = []
+        values, needles = [], []
         for field in fields:
             value = resolve(body, field)
             values.append("" if value is MISSING or value is None else _canonical(value))
-        args = [mode, body["id"], _dumps(body), candidate, len(fields), *fields, *values]
+            needles.append(_dumps(value) if isinstance(value, str) else "")
+        args = [mode, body["id"], _dumps(body), candidate, len(fields), *fields, *values, *needles]
         result = self._write(keys=self._keys(collection_id, parent_id), args=args)
         if result[0] == b"conflict":
             raise UnicityError(result[1].decode("utf-8"), json.loads(result[2]))
