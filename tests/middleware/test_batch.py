@@ -10,6 +10,7 @@ import bottle
 import flask
 import pytest
 import webtest
+import webtest.lint
 
 from wsgicliquet import environ as keys
 from wsgicliquet.errors import ERRORS, HTTPError
@@ -125,8 +126,11 @@ class Recorder:
 
 
 def client(app: Callable, **options: Any) -> webtest.TestApp:
-    """The batch under a ``/v1`` mount: ``SCRIPT_NAME=/v1``, ``PATH_INFO=/batch`` as behind the version prefix."""
-    return webtest.TestApp(mount({"/v1": Batch(app, **options)}), lint=True)
+    """The batch under a ``/v1`` mount: ``SCRIPT_NAME=/v1``, ``PATH_INFO=/batch`` as behind the version prefix.
+
+    The app below is checked by the WSGI validator too, so every sub-request must be a valid WSGI call.
+    """
+    return webtest.TestApp(mount({"/v1": Batch(webtest.lint.middleware(app), **options)}), lint=True)
 
 
 @pytest.fixture
