@@ -611,6 +611,39 @@ def test_trailing_slash_redirect_of_a_framework_followed():
     assert entry["body"] == {"created": {"n": 1}}
 
 
+def strict_slashes(environ: Dict[str, Any], start_response: Callable) -> List[bytes]:
+    """A 404 for any path ending with a slash, as the resource app does."""
+    path = environ["PATH_INFO"]
+    if path.endswith("/"):
+        return _json(start_response, "404 Not Found", {"code": 404, "errno": 111, "error": "Not Found"})
+    return _json(start_response, "200 OK", {"method": environ["REQUEST_METHOD"], "path_info": path,
+                                            "query": environ["QUERY_STRING"]})
+
+
+@pytest.mark.parametrize("path, served, path_info, query", [
+    pytest.param("/records/", "/v1/records", "/records", "", id="slash"),
+    pytest.param("/v1/records//?_limit=2", "/v1/records", "/records", "_limit=2", id="slashes-and-query"),
+    pytest.param("/café/", "/v1/café", "/caf\xc3\xa9", "", id="non-ascii"),
+    pytest.param("/a%25b/", "/v1/a%b", "/a%b", "", id="percent"),
+])
+def test_trailing_slash_404_retried_without_the_slash(path, served, path_info, query):
+    api = client(strict_slashes, trailing_slash_redirect=True)
+    entry = batch(api, {"requests": [{"method": "DELETE", "path": path}]})["responses"][0]
+    assert entry["status"] == 200
+    assert entry["path"] == served
+    assert entry["body"] == {"method": "DELETE", "path_info": path_info, "query": query}
+
+
+@pytest.mark.parametrize("options, path", [
+    pytest.param({}, "/records/", id="off-by-default"),
+    pytest.param({"trailing_slash_redirect": True}, "/", id="root"),
+    pytest.param({"trailing_slash_redirect": True}, "/v1/", id="prefix-root"),
+])
+def test_trailing_slash_404_kept(options, path):
+    entry = batch(client(strict_slashes, **options), {"requests": [{"path": path}]})["responses"][0]
+    assert entry["status"] == 404
+
+
 # --- Sub-response bodies and errors -------------------------------------------------------------------------------
 
 
@@ -808,6 +841,12 @@ def test_from_settings(echo, given, max_requests):
     middleware = Batch.from_settings(echo, load_settings({**given, "batch_max_body_size": "2048"}))
     assert middleware.max_requests == max_requests
     assert middleware.max_body_size == 2048
+    assert middleware.trailing_slash_redirect is True
+
+
+def test_trailing_slash_setting(echo):
+    settings = load_settings({"trailing_slash_redirect_enabled": "false"})
+    assert Batch.from_settings(echo, settings).trailing_slash_redirect is False
 
 
 def test_paste_filter_factory(echo):

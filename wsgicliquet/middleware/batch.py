@@ -13,7 +13,9 @@ than an :class:`~wsgicliquet.errors.HTTPError`) propagates, for the error layers
 
 Do not use it above layers that must run once per client request (request log, StatsD, CORS, end of life): they
 stay outside; the sub-requests are listed in the environ (``wsgicliquet.subrequests``) for logging instead.
-Settings: ``batch_max_requests`` (default 25, empty or 0 for no limit), ``batch_max_body_size`` (bytes, 413 above).
+Settings: ``batch_max_requests`` (default 25, empty or 0 for no limit), ``batch_max_body_size`` (bytes, 413 above),
+``trailing_slash_redirect_enabled`` (a sub-request ending with ``/`` that gets a 404 is retried without the slash, as
+the version prefix layer above would redirect it).
 """
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ class Batch:
     """Serve ``POST /batch``; pass every other path straight to ``app``."""
 
     def __init__(self, app: Callable, *, max_requests: Optional[int] = 25,
-                 max_body_size: int = 10 * 1024 * 1024) -> None:
+                 max_body_size: int = 10 * 1024 * 1024, trailing_slash_redirect: bool = False) -> None:
         if max_requests is not None and (isinstance(max_requests, bool) or not isinstance(max_requests, int)
                                          or max_requests <= 0):
             raise ConfigurationError(
@@ -73,10 +75,12 @@ class Batch:
         self.app = app
         self.max_requests = max_requests
         self.max_body_size = max_body_size
+        self.trailing_slash_redirect = bool(trailing_slash_redirect)
 
     @classmethod
     def from_settings(cls, app: Callable, settings: Mapping[str, Any]) -> "Batch":
-        return cls(app, max_requests=settings["batch_max_requests"], max_body_size=settings["batch_max_body_size"])
+        return cls(app, max_requests=settings["batch_max_requests"], max_body_size=settings["batch_max_body_size"],
+                   trailing_slash_redirect=settings["trailing_slash_redirect_enabled"])
 
     def __call__(self, environ: Dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != BATCH_PATH:
@@ -147,9 +151,12 @@ class Batch:
         failed = "500 Internal Server Error"
         status = failed
         sub_environ, path = _sub_environ(environ, request, request.path)
+        path_info, query = sub_environ["PATH_INFO"], sub_environ["QUERY_STRING"]
         try:
             status, headers, body = _call(self.app, sub_environ)
             location = _redirect_target(status, headers, environ)
+            if location is None and self.trailing_slash_redirect:
+                location = _without_trailing_slash(status, environ, path_info, query)
             if location is not None:
                 status = failed
                 sub_environ, path = _sub_environ(environ, request, location)
@@ -315,6 +322,15 @@ def _redirect_target(status: str, headers: List[Tuple[str, str]], environ: Dict[
     if script_name and not (parts.path == script_name or parts.path.startswith(script_name + "/")):
         return None
     return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _without_trailing_slash(status: str, environ: Dict[str, Any], path_info: str, query: str) -> Optional[str]:
+    """Where the version prefix layer would redirect a 404 ending with ``/`` (§1.3): it sits above the batch."""
+    stripped = path_info.rstrip("/")
+    if _status_code(status) != 404 or stripped == path_info or not stripped:
+        return None
+    target = environ.get("SCRIPT_NAME", "") + stripped
+    return quote(target.encode("latin-1"), safe="/") + (f"?{query}" if query else "")
 
 
 def _status_code(status: str) -> int:
