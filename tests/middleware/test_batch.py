@@ -62,6 +62,9 @@ class EchoApp:
         if path == "/text":
             start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
             return [b"hello"]
+        if path == "/nan":
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "13")])
+            return [b'{"n": NaN}   ']
         if path == "/empty":
             start_response("204 No Content", [])
             return []
@@ -654,6 +657,11 @@ def test_non_json_head_and_empty_bodies(api):
     assert (head["status"], head["body"]) == (200, "")
     assert head["headers"]["ETag"] == '"42"'
     assert (empty["status"], empty["body"]) == (204, "")
+
+
+def test_invalid_json_constants_kept_as_text(api):
+    entry = batch(api, {"requests": [{"path": "/nan"}]})["responses"][0]
+    assert entry["body"] == '{"n": NaN}   '
 
 
 def test_4xx_embedded_and_batch_continues(api, echo):

@@ -348,7 +348,7 @@ def _decode(body: bytes) -> Any:
     """The parsed JSON of a sub-response, or its text when it is not JSON (an HTML 404 page, say)."""
     text = body.decode("utf-8", "replace")
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_reject_constant)  # NaN would make the batch answer invalid JSON
     except ValueError:
         return text
 
