@@ -99,24 +99,34 @@ def unique_user() -> str:
     return f"basicauth:{uuid.uuid4().hex}"
 
 
+@pytest.fixture(scope="session")
+def _shared_backends():
+    """Redis and PostgreSQL backends built once per session (tests isolate themselves by user)."""
+    backends: Dict[str, Any] = {}
+    yield backends
+    if "redis" in backends:
+        backends["redis"].flush()
+
+
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis),
                         pytest.param("postgresql", marks=pytest.mark.postgresql)])
-def any_storage(request):
-    """Each storage backend (Redis and PostgreSQL on 127.0.0.1; tests use users of their own)."""
-    if request.param == "memory":
-        yield MemoryStorage()
-    elif request.param == "redis":
-        from wsgicliquet.storage.redis import Storage
+def any_storage(request, _shared_backends):
+    """Each storage backend (Redis and PostgreSQL on 127.0.0.1); use a :func:`unique_user` with it."""
+    kind = request.param
+    if kind == "memory":
+        return MemoryStorage()
+    if kind not in _shared_backends:
+        if kind == "redis":
+            from wsgicliquet.storage.redis import Storage
 
-        backend = Storage.from_settings({"storage_url": request.getfixturevalue("redis_url"),
-                                         "storage_pool_size": 20,
-                                         "storage_key_prefix": f"wsgicliquet-resource-test-{os.getpid()}:"})
-        yield backend
-        backend.flush()
-    else:
-        from wsgicliquet.storage.postgresql import Storage
+            backend = Storage.from_settings({"storage_url": request.getfixturevalue("redis_url"),
+                                             "storage_pool_size": 20,
+                                             "storage_key_prefix": f"wsgicliquet-resource-test-{os.getpid()}:"})
+        else:
+            from wsgicliquet.storage.postgresql import Storage
 
-        backend = Storage.from_settings({"storage_url": request.getfixturevalue("postgresql_url"),
-                                         "storage_pool_size": 20})
-        backend.initialize_schema()
-        yield backend
+            backend = Storage.from_settings({"storage_url": request.getfixturevalue("postgresql_url"),
+                                             "storage_pool_size": 20})
+            backend.initialize_schema()
+        _shared_backends[kind] = backend
+    return _shared_backends[kind]

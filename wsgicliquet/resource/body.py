@@ -1,7 +1,7 @@
 """Request bodies in, JSON out.
 
 Bodies are read up to ``storage_max_request_size`` (413 errno 113 beyond), parsed strictly (UTF-8, no ``NaN`` or
-``Infinity``, no lone surrogates, integers within 64 bits, at most :data:`MAX_DEPTH` levels of nesting) and checked
+``Infinity``, no lone surrogates or NUL characters (PostgreSQL cannot store them), integers within 64 bits, at most :data:`MAX_DEPTH` levels of nesting) and checked
 against the envelope of §2.1.  Every problem is a 400 errno 107; nothing malformed reaches the storage.
 
 Responses are compact JSON, ``application/json; charset=UTF-8``; orjson is used when installed (it is several
@@ -117,6 +117,8 @@ def _check_scalar(value: Any, check_strings: bool) -> None:
         if not math.isfinite(value):
             raise _invalid_json("number out of range")
     elif kind is str and check_strings:
+        if "\x00" in value:
+            raise _invalid_json("the NUL character (\\u0000) is not allowed")
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:

@@ -212,8 +212,12 @@ def collection_post(call: Call) -> Response:
 
 
 def collection_delete(call: Call) -> Response:
-    """Delete every matching record; the answer lists their tombstones (§3.5)."""
-    filters, _, _ = querystring.parse_filters(call.params(), call.resource.is_known_field)
+    """Delete every matching record; the answer lists their tombstones (§3.5).
+
+    The listing parameters (``_sort``, ``_limit``, ``_token``, ``_fields``) are validated like a GET's, so that a
+    typo is a 400 rather than a deletion of everything, but do not apply: every matching record is deleted.
+    """
+    filters = querystring.parse_list(call.params(), call.resource.is_known_field).filters
     pre = preconditions.parse(call.environ)
     call.resource.authorize("write")
     spec = call.spec

@@ -78,9 +78,12 @@ def parse_query_string(query_string: str) -> List[Tuple[str, str]]:
         return []
     try:
         raw = query_string.encode("latin-1").decode("utf-8")
-        return parse_qsl(raw, keep_blank_values=True, errors="strict")
+        pairs = parse_qsl(raw, keep_blank_values=True, errors="strict")
     except (UnicodeError, ValueError):
         raise invalid("querystring", None, "Invalid encoding of the querystring (UTF-8 expected)") from None
+    if "\x00" in raw or "%00" in raw:
+        raise invalid("querystring", None, "The NUL character is not allowed in the querystring")
+    return pairs
 
 
 def valid_field(field: str) -> bool:

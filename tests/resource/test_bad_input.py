@@ -1,0 +1,145 @@
+"""Hostile or broken requests: each is a clear 400 (or 404/413), never a 500, and the stored data is unchanged."""
+from __future__ import annotations
+
+import pytest
+
+from .conftest import as_user, unique_user
+
+RECORD_ID = "8c42b0ad-7a1c-4b53-9c30-1c5e6e7ba9d5"
+DEEP = "[" * 100 + "]" * 100
+VERY_DEEP = "[" * 100000 + "]" * 100000
+
+BODIES = [
+    pytest.param(b'{"data": ', "Invalid JSON request body", id="truncated-json"),
+    pytest.param(b"{'data': {}}", "Invalid JSON request body", id="single-quotes"),
+    pytest.param(b"[1, 2]", "The request body must be a JSON object", id="array-body"),
+    pytest.param(b'"text"', "The request body must be a JSON object", id="string-body"),
+    pytest.param(b"null", "The request body must be a JSON object", id="null-body"),
+    pytest.param(b'{"data": [1]}', "data should be an object", id="array-data"),
+    pytest.param(b'{"data": "x"}', "data should be an object", id="string-data"),
+    pytest.param(b'{"data": {}, "foo": 1}', "foo is not allowed", id="unknown-key"),
+    pytest.param(b'{"data": {}, "permissions": {"read": ["x"]}}', "permissions is not allowed", id="permissions"),
+    pytest.param(b'{"data": {"url": 12}}', "data.url in body", id="wrong-type"),
+    pytest.param(b'{"data": {"url": "http://a.org", "favorite": "yes"}}', "data.favorite in body", id="wrong-bool"),
+    pytest.param(b'{"data": {"url": "javascript alert(1)"}}', "data.url in body", id="not-a-uri"),
+    pytest.param(b'{"data": {"url": ""}}', "data.url in body", id="empty-url"),
+    pytest.param(b'{"data": {"url": "http://a.org", "position": 1.5}}', "data.position in body", id="float-int"),
+    pytest.param(b'{"data": {"url": NaN}}', "Invalid JSON request body", id="nan"),
+    pytest.param(b'{"data": {"url": Infinity}}', "Invalid JSON request body", id="infinity"),
+    pytest.param(b'{"data": {"position": 1e400}}', "Invalid JSON request body", id="overflowing-float"),
+    pytest.param(b'{"data": {"position": 123456789012345678901234567890}}', "Invalid JSON request body",
+                 id="huge-integer"),
+    pytest.param(b'{"data": {"title": "\\ud800"}}', "Invalid JSON request body", id="lone-surrogate"),
+    pytest.param(b'{"data": {"\\udfff": 1}}', "Invalid JSON request body", id="lone-surrogate-key"),
+    pytest.param(b'{"data": {"title": "a\\u0000b"}}', "Invalid JSON request body", id="nul-character"),
+    pytest.param(b'{"data": {"title": "\xff\xfe"}}', "Invalid JSON request body", id="invalid-utf8"),
+    pytest.param(b'\xef\xbb\xbf{"data": {}}', "Invalid JSON request body", id="bom"),
+    pytest.param(('{"data": {"url": "http://a.org", "x": %s}}' % DEEP).encode(), "Invalid JSON request body",
+                 id="deep-nesting"),
+    pytest.param(('{"data": {"x": %s}}' % VERY_DEEP).encode(), "Invalid JSON request body", id="very-deep-nesting"),
+]
+
+
+def snapshot(app):
+    response = app.get("/bookmarks?_since=0")
+    return response.headers["ETag"], response.json["data"]
+
+
+def seed(app):
+    app.put_json(f"/bookmarks/{RECORD_ID}", {"data": {"url": "http://seed.org", "title": "seed"}})
+    return app
+
+
+@pytest.fixture
+def seeded(make_app):
+    return seed(make_app(userid=unique_user()))
+
+
+@pytest.fixture
+def seeded_backend(make_app, any_storage):
+    """On every backend: for inputs that reach the storage (bodies, filter values)."""
+    return seed(make_app(userid=unique_user(), backend=any_storage))
+
+
+@pytest.mark.parametrize("body, message", BODIES)
+@pytest.mark.parametrize("method, url", [
+    pytest.param("POST", "/bookmarks", id="post"),
+    pytest.param("PUT", f"/bookmarks/{RECORD_ID}", id="put"),
+    pytest.param("PATCH", f"/bookmarks/{RECORD_ID}", id="patch"),
+])
+def test_bad_bodies(seeded_backend, method, url, body, message):
+    seeded = seeded_backend
+    before = snapshot(seeded)
+    response = seeded.request(url, method=method, body=body, headers={"Content-Type": "application/json"},
+                              expect_errors=True)
+    if method == "PATCH" and message.startswith("data.url"):
+        message = "data.url"  # PATCH validates the merged record too
+    assert response.status_int == 400, response.body
+    assert response.json["errno"] == 107 and response.json["error"] == "Invalid parameters"
+    assert message in response.json["message"]
+    assert snapshot(seeded) == before
+
+
+def test_invalid_json_details(seeded):
+    response = seeded.post("/bookmarks", b"{oops", headers={"Content-Type": "application/json"}, status=400)
+    details = response.json["details"]
+    assert details[0]["location"] == "body" and details[0]["name"] is None
+    assert details[0]["description"].startswith("Invalid JSON request body: ")
+    assert details[1] == {"location": "body", "name": "data", "description": "data is missing"}
+    assert response.json["message"] == "body: " + details[0]["description"]
+
+
+def test_escaped_surrogate_pairs_are_fine(seeded):
+    record = seeded.post("/notes", b'{"data": {"t": "\\ud83d\\ude00"}}',
+                         headers={"Content-Type": "application/json"}, status=201).json["data"]
+    assert record["t"] == "\U0001F600"
+
+
+@pytest.mark.parametrize("path", [
+    "/bookmarks/abc%20def", "/bookmarks/%C3%A9", "/bookmarks/..", "/bookmarks/%00", "/bookmarks/'%20OR%201=1",
+    "/bookmarks/" + "a" * 300, f"/bookmarks/{RECORD_ID.upper()}", "/bookmarks/%3Cscript%3E",
+])
+@pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
+def test_odd_record_ids(seeded, path, method):
+    before = snapshot(seeded)
+    response = seeded.request(path, method=method, body=b'{"data": {"url": "http://x.org"}}',
+                              headers={"Content-Type": "application/json"}, expect_errors=True)
+    assert response.status_int == 400
+    assert response.json["message"] == "path: Invalid record id"
+    assert snapshot(seeded) == before
+
+
+def test_path_that_is_not_utf8(seeded):
+    response = seeded.get("/bookmarks", extra_environ={"PATH_INFO": "/bookmarks/\xff"}, expect_errors=True)
+    assert response.status_int == 404 and response.json["errno"] == 111
+
+
+@pytest.mark.parametrize("query", [
+    "%22title%22=1", "title%27=1", "title%3E=1", "ti%20tle=1", "%C3%A9=1", "title;drop=1", "a..b=1", "-title=1",
+    "_sort=title;DROP", "_sort=%22title%22", "_sort=%C3%A9", "_sort=title%20desc", "_fields=%22url%22",
+    "_limit=%C2%B2", "_limit=1e3", "_since=%C3%A9", "_token=%00", "title=%ff", "title=%00", "in_id=%00",
+])
+@pytest.mark.parametrize("url", ["/bookmarks", "/notes"])
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_odd_querystrings(seeded, url, query, method):
+    before = snapshot(seeded)
+    response = seeded.request(f"{url}?{query}", method=method, expect_errors=True)
+    assert response.status_int == 400, response.body  # a typo never turns a bulk delete into "delete all"
+    assert response.json["errno"] == 107
+    assert snapshot(seeded) == before
+
+
+@pytest.mark.parametrize("value", ["'; DROP TABLE records; --", "%27%29%29", "%C3%A9%E2%82%AC", "%5C", "*",
+                                   "%25", "[", "{\"a\":1}", "1e999", "-0", "%E2%80%AE", "9" * 40])
+def test_filter_values_are_data(seeded_backend, value):
+    for operator in ("", "not_", "min_", "lt_", "in_", "like_", "contains_", "contains_any_", "author."):
+        response = seeded_backend.get(f"/notes?{operator}title={value}", expect_errors=True)
+        assert response.status_int == 200, (operator, response.body)
+        response = seeded_backend.delete(f"/notes?{operator}title={value}", expect_errors=True)
+        assert response.status_int == 200, (operator, response.body)
+
+
+def test_anonymous_bad_input_is_still_401(make_app):
+    app = make_app(userid=None)
+    assert app.get("/bookmarks?_sort=%22x", expect_errors=True).status_int == 401
+    assert as_user(None) == {"wsgicliquet.principals": ["system.Everyone"]}

@@ -1,0 +1,192 @@
+"""Routing, negotiation and errors of the app as a whole: 404, 405, 406, 415, 413, 503, fallback (§3.1, §7)."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from webob import Request
+
+from wsgicliquet.resource.app import ResourceApp
+from wsgicliquet.resource.resource import Resource
+from wsgicliquet.settings import ConfigurationError, load_settings
+
+from .conftest import ALICE, Bookmark, Note, as_user
+
+
+@pytest.mark.parametrize("url", ["/nothing", "/bookmarks/", "/bookmarks/a/b", "/",
+                                 "/buckets/b/collections/c"])
+def test_unknown_urls(app, url):
+    response = app.get(url, status=404)
+    assert response.json == {"code": 404, "errno": 111, "error": "Not Found",
+                             "message": "The resource you are looking for could not be found."}
+
+
+@pytest.mark.parametrize("method, url, allow", [
+    pytest.param("PUT", "/bookmarks", "GET, HEAD, POST, DELETE, OPTIONS", id="collection"),
+    pytest.param("POST", "/bookmarks/8c42b0ad-7a1c-4b53-9c30-1c5e6e7ba9d5", "GET, HEAD, PUT, PATCH, DELETE, OPTIONS",
+                 id="record"),
+    pytest.param("TRACE", "/bookmarks", "GET, HEAD, POST, DELETE, OPTIONS", id="unknown-method"),
+])
+def test_method_not_allowed(app, method, url, allow):
+    response = app.request(url, method=method, status=405)
+    assert response.json["errno"] == 115 and response.json["message"] == "Method not allowed on this endpoint."
+    assert response.headers["Allow"] == allow
+    options = app.options(url)
+    assert options.headers["Allow"] == allow and options.body == b""
+
+
+@pytest.mark.parametrize("setting, method, url, allow", [
+    pytest.param("collection_bookmark_delete_enabled", "DELETE", "/bookmarks", "GET, HEAD, POST, OPTIONS",
+                 id="collection-delete"),
+    pytest.param("record_bookmark_put_enabled", "PUT", "/bookmarks/8c42b0ad-7a1c-4b53-9c30-1c5e6e7ba9d5",
+                 "GET, HEAD, PATCH, DELETE, OPTIONS", id="record-put"),
+    pytest.param("collection_bookmark_get_enabled", "HEAD", "/bookmarks", "POST, DELETE, OPTIONS",
+                 id="get-takes-head"),
+])
+def test_endpoint_switches(make_app, setting, method, url, allow):
+    app = make_app(**{setting: "false"})
+    response = app.request(url, method=method, status=405)
+    assert response.headers["Allow"] == allow
+
+
+def test_resource_methods_attribute(make_app):
+    class ReadOnly(Resource):
+        collection_methods = ("GET",)
+        record_methods = ("GET",)
+
+    app = make_app(resources=[ReadOnly])
+    app.get("/readonlys")
+    assert app.post_json("/readonlys", {"data": {}}, status=405).headers["Allow"] == "GET, HEAD, OPTIONS"
+
+
+@pytest.mark.parametrize("accept, status", [
+    ("application/json", 200), ("*/*", 200), ("application/*", 200), ("text/html, application/json;q=0.1", 200),
+    ("text/html", 406), ("application/xml", 406), ("application/json;q=0", 406),
+])
+def test_accept(app, accept, status):
+    response = app.get("/bookmarks", headers={"Accept": accept}, status=status)
+    if status == 406:
+        assert response.json == {
+            "code": 406, "errno": 107, "error": "Invalid parameters",
+            "message": "Accept header should be one of ['application/json']",
+            "details": [{"location": "header", "name": "Accept",
+                         "description": "Accept header should be one of ['application/json']"}]}
+
+
+@pytest.mark.parametrize("content_type, status", [
+    ("application/json", 201), ("application/json; charset=utf-8", 201), ("Application/JSON", 201),
+    ("text/plain", 415), ("application/x-www-form-urlencoded", 415), ("application/jsonx", 415),
+])
+def test_content_type(app, content_type, status):
+    response = app.post("/notes", json.dumps({"data": {}}), headers={"Content-Type": content_type}, status=status)
+    if status == 415:
+        assert response.json["errno"] == 107
+        assert response.json["message"] == "Content-Type header should be one of ['application/json']"
+        assert response.json["details"][0] == {"location": "header", "name": "Content-Type",
+                                               "description": "Content-Type header should be one of "
+                                                              "['application/json']"}
+
+
+def test_body_too_large(make_app):
+    app = make_app(storage_max_request_size="100")
+    response = app.post_json("/notes", {"data": {"x": "y" * 200}}, status=413)
+    assert response.json["errno"] == 113
+    app.post_json("/notes", {"data": {"x": "y"}}, status=201)
+    assert len(app.get("/notes").json["data"]) == 1
+
+
+def test_chunked_body_too_large(make_app):
+    """A body without Content-Length (chunked upload) is read up to the limit only."""
+    app = make_app(storage_max_request_size="100").app
+    request = Request.blank("/notes", method="POST", environ=as_user(ALICE))
+    request.environ.update({"wsgi.input": io.BytesIO(json.dumps({"data": {"x": "y" * 200}}).encode()),
+                            "wsgi.input_terminated": True, "CONTENT_TYPE": "application/json"})
+    request.environ.pop("CONTENT_LENGTH", None)
+    assert request.get_response(app).status_int == 413
+    request.environ["wsgi.input"] = io.BytesIO(b'{"data": {"x": 1}}')
+    assert request.get_response(app).status_int == 201
+
+
+def test_backend_failure_is_503(make_app):
+    from wsgicliquet.storage.redis import Storage
+
+    dead = Storage.from_settings({"storage_url": "redis://127.0.0.1:1/0", "storage_pool_size": 1})
+    app = make_app(backend=dead, retry_after_seconds="17")
+    for call in (lambda: app.get("/bookmarks", status=503),
+                 lambda: app.post_json("/bookmarks", {"data": {"url": "http://a.org"}}, status=503)):
+        response = call()
+        assert response.json["errno"] == 201 and response.headers["Retry-After"] == "17"
+        assert response.json["message"].startswith("Service temporary unavailable")
+
+
+def test_fallback_receives_unmatched_paths(make_app, storage):
+    from flask import Flask, jsonify, request
+
+    flask_app = Flask(__name__)
+
+    @flask_app.route("/scores")
+    def scores():
+        backend = request.environ["wsgicliquet.storage"]
+        records, total = backend.get_all("bookmark", request.environ["wsgicliquet.userid"])
+        return jsonify(path=request.path, script=request.script_root, total=total)
+
+    app = make_app(fallback=flask_app, extra_environ={"SCRIPT_NAME": "/v1"})
+    app.post_json("/v1/bookmarks", {"data": {"url": "http://a.org"}})
+    assert app.get("/v1/scores").json == {"path": "/scores", "script": "/v1", "total": 1}
+    app.get("/v1/elsewhere", status=404)  # Flask's own 404
+    assert app.get("/v1/bookmarks").json["data"][0]["url"] == "http://a.org"
+
+
+@pytest.mark.parametrize("resources, message", [
+    pytest.param([Bookmark, Bookmark], "already used", id="duplicate"),
+    pytest.param(["nowhere.module:Thing"], "Cannot import", id="import"),
+    pytest.param([object], "not a Resource", id="not-a-resource"),
+])
+def test_bad_configuration(resources, message):
+    with pytest.raises(ConfigurationError, match=message):
+        ResourceApp(resources, load_settings({}, environ={}))
+
+
+def test_bad_paths_and_methods():
+    class Wrong(Resource):
+        record_path = "/wrongs/{other}"
+
+    class Verb(Resource):
+        collection_methods = ("GET", "BREW")
+
+    for resource in (Wrong, Verb):
+        with pytest.raises(ConfigurationError):
+            ResourceApp([resource], load_settings({}, environ={}))
+
+
+def test_custom_paths_names_and_generator(make_app):
+    from wsgicliquet.resource.generators import Generator
+
+    class Counter(Generator):
+        regexp = r"^n[0-9]+$"
+        count = 0
+
+        def __call__(self):
+            Counter.count += 1
+            return f"n{Counter.count}"
+
+    class Thing(Resource):
+        name = "stuff"
+        collection_path = "/user/{{section}}/stuff"
+        record_path = "/user/{{section}}/stuff/{{id}}"
+        id_generator = Counter
+
+    app = make_app(resources=[Thing, Note])
+    record = app.post_json("/user/s1/stuff", {"data": {}}).json["data"]
+    assert record["id"] == "n1"
+    app.get("/user/s1/stuff/n1")
+    assert app.get("/user/s1/stuff/abc", status=400).json["message"] == "path: Invalid record id"
+    assert app.get("/user/s2/stuff/n1", status=404).json["details"] == {"id": "n1", "resource_name": "stuff"}
+
+
+def test_id_generator_setting(make_app):
+    app = make_app(resources=[Note], id_generator="wsgicliquet.resource.generators:Generator")
+    app.put_json("/notes/my-note_1", {"data": {}}, status=201)
+    with pytest.raises(ConfigurationError):
+        make_app(resources=[Note], id_generator="wsgicliquet.resource.generators:nothing")
