@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import threading
 from typing import Any, Callable, Dict, List
 
 import bottle
@@ -822,6 +823,26 @@ def test_batch_mixing_a_flask_view_and_a_bare_app_view(echo):
     assert listed["body"] == {"data": [{"points": 7}], "user": "basicauth:alice"}
     assert (got["path"], got["body"]["userid"]) == ("/v1/records/1", "basicauth:bob")
     assert echo.calls == ["/records/1", "/records/1"]
+
+
+def test_concurrent_batches_keep_their_own_state(echo):
+    """One instance serves every thread: nothing of a request may live on it."""
+    api = client(StandInAuth(echo))
+    results: Dict[str, Any] = {}
+
+    def run(user: str) -> None:
+        results[user] = batch(api, {"requests": [{"path": f"/echo?user={user}&n={n}"} for n in range(20)]},
+                              headers={"Authorization": basic(user)})
+
+    threads = [threading.Thread(target=run, args=(f"user{index}",)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 8
+    for user, result in results.items():
+        assert [entry["body"]["query"] for entry in result["responses"]] == [f"user={user}&n={n}" for n in range(20)]
+        assert {entry["body"]["userid"] for entry in result["responses"]} == {f"basicauth:{user}"}
 
 
 # --- Configuration ------------------------------------------------------------------------------------------------
