@@ -98,7 +98,7 @@ def _table(*rows: Tuple[str, Any, str, str]) -> Dict[str, Setting]:
 SETTINGS: Dict[str, Setting] = _table(
     # Project
     ("project_name", "", "str", "Service name: hello, log `Logger`, StatsD prefix, environment prefix."),
-    ("project_version", "0.0.0", "str", "Version string shown by hello; gives `http_api_version` when unset."),
+    ("project_version", "1.0.0", "str", "Version string shown by hello; gives `http_api_version` (so `/v1`) when unset."),
     ("http_api_version", "", "str", "API version `MAJOR.MINOR`; MAJOR gives the `/vN` prefix. Default: from project_version."),
     ("project_docs", "", "str", "Documentation URL (hello, default `Alert` url)."),
     ("http_host", None, "opt_str", "Force the host[:port] of generated URLs (hello url, Next-Page, redirects)."),
