@@ -3,8 +3,9 @@
 One :class:`Client` per database URL and process (:func:`get_client`), so that backends configured with the same URL
 share one connection pool and one transaction per thread: a request's record writes and ACL changes commit together.
 
-* **Pool**: a ``psycopg2.pool.ThreadedConnectionPool`` behind a semaphore, so a thread waits for a free connection
-  (up to ``pool_timeout`` seconds) instead of failing at once.  A connection that broke is closed and dropped, never
+* **Pool**: at most ``pool_size`` connections, opened on demand and kept open; a thread waits for a free one (up to
+  ``pool_timeout`` seconds) instead of failing at once (``psycopg2.pool`` neither waits nor keeps more than
+  ``minconn`` idle connections, hence this small pool).  A connection that broke is closed and dropped, never
   returned to the pool; the first statement of a transaction is retried once on a fresh connection when the pooled
   one turns out to be dead (nothing was done in that transaction yet), so the pool heals itself after a server
   restart.  A pool inherited through ``fork()`` is left alone (its sockets belong to the parent).
@@ -29,7 +30,6 @@ from wsgicliquet.storage.exceptions import BackendError
 try:
     import psycopg2
     import psycopg2.extensions
-    import psycopg2.pool
 except ImportError:  # pragma: no cover - depends on the installation
     raise missing_extra("postgresql", "psycopg2") from None
 
@@ -72,26 +72,29 @@ class Client:
         self._new_pool()
 
     def _new_pool(self) -> None:
-        kwargs = {} if "connect_timeout" in self.url else {"connect_timeout": DEFAULT_CONNECT_TIMEOUT}
         self._pid = os.getpid()
-        self._pool = psycopg2.pool.ThreadedConnectionPool(0, self.pool_size, self.url, **kwargs)
-        self._free = threading.Condition()
+        self._idle: List[Any] = []      # connections ready for use, most recently used last
         self._in_use = 0
+        self._free = threading.Condition()
 
     def grow(self, pool_size: int) -> None:
         """Let the pool hold ``pool_size`` connections when a backend sharing it asks for more."""
         with self._free:
             if int(pool_size) > self.pool_size:
-                self.pool_size = self._pool.maxconn = int(pool_size)
+                self.pool_size = int(pool_size)
                 self._free.notify_all()
 
     # Connections ------------------------------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        kwargs = {} if "connect_timeout" in self.url else {"connect_timeout": DEFAULT_CONNECT_TIMEOUT}
+        return psycopg2.connect(self.url, **kwargs)
 
     def _checkout(self) -> Any:
         if os.getpid() != self._pid:  # forked: the parent's connections must not be used nor closed here
             with self._lock:
                 if os.getpid() != self._pid:
-                    self._orphans.append(self._pool)
+                    self._orphans.append(self._idle)
                     self._state = _ThreadState()
                     self._new_pool()
         with self._free:
@@ -99,30 +102,33 @@ class Client:
                 raise BackendError(message=f"No PostgreSQL connection free after {self.pool_timeout} s "
                                            f"(pool size {self.pool_size})")
             self._in_use += 1
+            conn = self._idle.pop() if self._idle else None
         try:
-            conn = self._pool.getconn()
-            while conn.closed:
-                self._pool.putconn(conn, close=True)
-                conn = self._pool.getconn()
-        except (psycopg2.Error, psycopg2.pool.PoolError) as exc:
-            self._give_back_slot()
+            if conn is not None and conn.closed:
+                conn = None
+            return conn if conn is not None else self._connect()
+        except psycopg2.Error as exc:
+            self._give_back(None)
             raise BackendError(exc) from exc
-        return conn
 
-    def _give_back_slot(self) -> None:
+    def _give_back(self, conn: Optional[Any]) -> None:
         with self._free:
             self._in_use -= 1
+            if conn is not None:
+                self._idle.append(conn)
             self._free.notify()
 
     def _release(self, conn: Any, broken: bool = False) -> None:
-        try:
-            broken = broken or bool(conn.closed) or (
-                conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE)
-            self._pool.putconn(conn, close=broken)
-        except (psycopg2.Error, psycopg2.pool.PoolError):  # pragma: no cover - pool replaced by fork
-            pass
-        finally:
-            self._give_back_slot()
+        """Return a connection to the pool, or close it when it broke or is not cleanly idle."""
+        broken = broken or bool(conn.closed) or (
+            conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE)
+        if broken:
+            try:
+                conn.close()
+            except psycopg2.Error:  # pragma: no cover - already gone
+                pass
+            conn = None
+        self._give_back(conn)
 
     # Transactions -----------------------------------------------------------------------------------------------
 
@@ -193,22 +199,22 @@ class Client:
                     if conn.closed and state.statements == 0 and attempt == 1:
                         # A pooled connection died while idle (server restart, terminated backend): nothing was
                         # done in this transaction yet, so run it again on a fresh connection.
+                        # Its idle siblings most likely died with it: drop them all, as SQLAlchemy's pool does.
                         state.conn = None
                         self._release(conn, broken=True)
+                        self.close()
                         continue
                     state.failed = True
                     raise BackendError(exc) from exc
             raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
-        """Close every idle connection (tests, shutdown)."""
-        with self._lock:
-            try:
-                self._pool.closeall()
-            except psycopg2.pool.PoolError:
-                pass
-            self._new_pool()
-            self._schema_ok.clear()
+        """Close every idle connection (tests, shutdown); connections in use are closed when given back."""
+        with self._free:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
 
     # Schema -----------------------------------------------------------------------------------------------------
 

@@ -195,9 +195,9 @@ def _condition(filter_: Filter) -> sql.Composable:
 
     if operator is COMPARISON.HAS:
         if column:
-            return _TRUE if value else _FALSE
+            return _TRUE if _wants_presence(value) else _FALSE
         present = fmt("({0} IS NOT NULL AND {0} <> 'null'::jsonb)").format(e)
-        return present if value else fmt("NOT {}").format(present)
+        return present if _wants_presence(value) else fmt("NOT {}").format(present)
 
     if operator is COMPARISON.LIKE:
         if not _storable(value):
@@ -224,6 +224,11 @@ def _condition(filter_: Filter) -> sql.Composable:
     raise ValueError(f"Unknown filter operator {operator!r}")
 
 
+def _wants_presence(value: Any) -> bool:
+    """``has`` value: false, 0, null, "false", "0" and "" ask for absence (as the querystring spells them)."""
+    return not (value is None or value is False or value in (0, "false", "0", ""))
+
+
 def _fits_column(column: Optional[str], value: Any) -> bool:
     """True when ``value`` can be compared with the column directly (and its index used)."""
     if column == "id":
@@ -234,35 +239,26 @@ def _fits_column(column: Optional[str], value: Any) -> bool:
 
 
 def _comparison(e: sql.Composable, column: Optional[str], op: str, value: Any) -> sql.Composable:
-    """``<``, ``<=``, ``>``, ``>=``: only values of the same JSON type compare; strings in code point order."""
+    """``<``, ``<=``, ``>``, ``>=``: numbers with numbers, strings with strings (code point order), booleans with
+    booleans; arrays, objects and null have no order and match nothing."""
     fmt, kind = sql.SQL, _json_type(value)
-    if kind == "string" and not _storable(value):
-        prefix, nul, _rest = value.partition("\x00")
-        if not nul or not _storable(prefix):
-            return _FALSE
-        # Stored strings hold no NUL: s < prefix+NUL+... exactly when s <= prefix.
-        op, value = ("<=" if op in ("<", "<=") else ">"), prefix
-    elif not _storable(value) or kind == "null":
+    if kind == "string" and "\x00" in value and _storable(value.partition("\x00")[0]):
+        # Stored strings hold no NUL, so s < prefix + NUL + rest exactly when s <= prefix.
+        op, value = ("<=" if op in ("<", "<=") else ">"), value.partition("\x00")[0]
+    if kind not in ("number", "string", "boolean") or not _storable(value):
         return _FALSE
-    if column == "id":
-        if kind != "string":
+    if column is not None:
+        if kind != ("string" if column == "id" else "number"):
             return _FALSE
-        return fmt("id COLLATE \"C\" " + op + " {}").format(_Literal(value))
-    if column == "last_modified":
-        if kind != "number":
-            return _FALSE
-        return fmt("last_modified " + op + " {}").format(_Literal(value))
-    if kind == "number":
-        # CASE, not AND: SQL does not promise to evaluate AND left to right, and the cast fails on other types.
-        return fmt("(CASE WHEN jsonb_typeof({0}) = 'number' THEN ({0})::numeric END " + op + " {1}::numeric)").format(
-            e, _Literal(value))
+        collate = ' COLLATE "C"' if column == "id" else ""
+        return fmt("{}" + collate + " " + op + " {}").format(sql.Identifier(column), _Literal(value))
     if kind == "string":
         return fmt("(jsonb_typeof({0}) = 'string' AND ({0} #>> '{{}}') COLLATE \"C\" " + op + " {1})").format(
             e, _Literal(value))
-    if kind == "boolean":
-        return fmt("(CASE WHEN jsonb_typeof({0}) = 'boolean' THEN ({0})::boolean END " + op + " {1})").format(
-            e, _Literal(value))
-    return fmt("(jsonb_typeof({0}) = {1} AND {0} " + op + " {2})").format(e, _Literal(kind), _json(value))
+    # CASE, not AND: SQL does not promise to evaluate AND left to right, and the cast fails on other types.
+    cast = "numeric" if kind == "number" else "boolean"
+    return fmt("(CASE WHEN jsonb_typeof({0}) = {1} THEN ({0})::" + cast + " END " + op + " {2}::" + cast + ")"
+               ).format(e, _Literal(kind), _Literal(value))
 
 
 def _conjunction(filters: Sequence[Filter]) -> sql.Composable:
@@ -296,7 +292,7 @@ def _order_by(sorting: Sequence[Sort]) -> sql.Composable:
             _TYPE_RANK,
             "CASE WHEN jsonb_typeof({e}) = 'number' THEN ({e})::numeric END",
             "CASE WHEN jsonb_typeof({e}) = 'string' THEN ({e} #>> '{{}}') END COLLATE \"C\"",
-            "{e}",
+            "CASE WHEN jsonb_typeof({e}) IN ('boolean', 'array', 'object') THEN {e} END",
         ))
     else:
         keys.append(sql.SQL("last_modified DESC"))
@@ -377,7 +373,7 @@ class Storage(StorageBase):
                 continue
             query = sql.SQL("SELECT id, last_modified, deleted, data FROM records "
                             "WHERE collection_id = {} AND parent_id = {} AND NOT deleted AND id <> {} "
-                            "AND {} LIMIT 1").format(_Literal(collection_id), _Literal(parent_id),
+                            "AND {} ORDER BY last_modified LIMIT 1").format(_Literal(collection_id), _Literal(parent_id),
                                                      _Literal(object_id),
                                                      _condition(Filter(field, value, COMPARISON.EQ)))
             row = self._execute(query, fetch="one")

@@ -1,0 +1,366 @@
+"""PostgreSQL storage: the contract suite, plus what only this backend has (schema versions, SQL safety, pool
+recovery, transactions, one-round-trip listings).
+
+These modules run in their own database (``wsgicliquet_pg_tests`` beside the one of ``postgresql_url``), so that
+their ``flush()`` calls never race with other test runs using the shared database.
+"""
+from __future__ import annotations
+
+import threading
+import urllib.parse
+from typing import Any, Dict, Iterator, List
+
+import psycopg2
+import pytest
+
+from wsgicliquet import postgresql as pg
+from wsgicliquet.storage import COMPARISON, BackendError, Filter, Sort, UnicityError
+from wsgicliquet.storage.postgresql import Storage
+from wsgicliquet.storage.testing import StorageContract
+
+pytestmark = pytest.mark.postgresql
+
+TEST_DATABASE = "wsgicliquet_pg_tests"
+C, P = "items", "alice"
+
+
+def database_url(base_url: str, database: str = TEST_DATABASE, **query: str) -> str:
+    """``base_url`` pointing at ``database`` (created when missing; ``base_url`` itself when that is not allowed)."""
+    parts = urllib.parse.urlsplit(base_url)
+    url = parts._replace(path="/" + database).geturl()
+    try:
+        conn = psycopg2.connect(base_url, connect_timeout=3)
+    except psycopg2.Error:  # pragma: no cover - the fixture already checked
+        return base_url
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+            if cursor.fetchone() is None:
+                cursor.execute(f'CREATE DATABASE "{database}"')
+    except psycopg2.Error:  # pragma: no cover - no CREATEDB right: share the given database
+        url = base_url
+    finally:
+        conn.close()
+    if query:
+        separator = "&" if "?" in url else "?"
+        url += separator + urllib.parse.urlencode(query)
+    return url
+
+
+def admin_execute(url: str, query: str, params: Any = None) -> List[Any]:
+    """Run one statement on a connection of its own (outside the pools under test)."""
+    conn = psycopg2.connect(url)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(query, params)
+            return cursor.fetchall() if cursor.description else []
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_url(postgresql_url: str) -> str:
+    url = database_url(postgresql_url)
+    Storage.from_settings({"storage_url": url}).initialize_schema()
+    return url
+
+
+@pytest.fixture
+def storage(pg_url: str) -> Iterator[Storage]:
+    backend = Storage.from_settings({"storage_url": pg_url, "storage_pool_size": 10})
+    backend.flush()
+    yield backend
+    backend.flush()
+
+
+class TestPostgreSQLStorage(StorageContract):
+    """The shared contract suite, unchanged."""
+
+
+# --- schema --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def empty_schema_url(pg_url: str) -> Iterator[str]:
+    """A URL whose search_path is a fresh, empty PostgreSQL schema (a never-migrated database)."""
+    admin_execute(pg_url, "DROP SCHEMA IF EXISTS never_migrated CASCADE; CREATE SCHEMA never_migrated")
+    yield pg_url + ("&" if "?" in pg_url else "?") + urllib.parse.urlencode(
+        {"options": "-c search_path=never_migrated", "application_name": "never_migrated"},
+        quote_via=urllib.parse.quote)
+    admin_execute(pg_url, "DROP SCHEMA IF EXISTS never_migrated CASCADE")
+
+
+def test_unmigrated_database_names_the_migrate_command(empty_schema_url: str) -> None:
+    storage = Storage.from_settings({"storage_url": empty_schema_url})  # building it never fails
+    with pytest.raises(BackendError, match=r"wsgicliquet migrate --ini"):
+        storage.get_all(C, P)
+    assert storage.ping() is False
+    storage.initialize_schema(dry_run=True)
+    with pytest.raises(BackendError, match=r"wsgicliquet migrate --ini"):
+        storage.collection_timestamp(C, P)
+    storage.initialize_schema()
+    storage.initialize_schema()  # idempotent
+    assert storage.get_all(C, P) == ([], 0)
+    rows = admin_execute(empty_schema_url, "SELECT name, value FROM never_migrated.metadata")
+    assert rows == [("wsgicliquet.storage.schema_version", "1")]
+
+
+def test_migrations_apply_in_order_once(empty_schema_url: str) -> None:
+    client = pg.Client(empty_schema_url, pool_size=2)
+    steps = [(1, "CREATE TABLE t (a INT)"), (2, "ALTER TABLE t ADD COLUMN b INT")]
+    assert pg.migrate(client, "demo", steps[:1]) == ["demo 1"]
+    assert pg.migrate(client, "demo", steps) == ["demo 2"]
+    assert pg.migrate(client, "demo", steps) == []
+    client.check_schema("demo", 2)
+    with pytest.raises(pg.SchemaError, match="version 2, this release needs 3"):
+        pg.Client(empty_schema_url).check_schema("demo", 3)
+    with pytest.raises(pg.SchemaError, match="newer than this release"):
+        pg.Client(empty_schema_url).check_schema("demo", 1)
+    client.close()
+
+
+def test_backends_on_one_url_share_one_pool(pg_url: str) -> None:
+    first = Storage.from_settings({"storage_url": pg_url, "storage_pool_size": 3})
+    second = Storage.from_settings({"other_url": pg_url, "other_pool_size": 30}, prefix="other")
+    assert first.client is second.client and first.client.pool_size >= 30
+
+
+# --- timestamps ----------------------------------------------------------------------------------------------------
+
+
+def test_reads_never_write(storage: Storage, pg_url: str) -> None:
+    assert storage.collection_timestamp(C, P) == 0
+    storage.get_all(C, P, include_deleted=True)
+    assert admin_execute(pg_url, "SELECT count(*) FROM timestamps") == [(0,)]
+
+
+def test_refused_write_leaves_the_counter_alone_inside_a_transaction(storage: Storage) -> None:
+    storage.create(C, P, {"id": "a", "email": "x"})
+    stamp = storage.collection_timestamp(C, P)
+    with storage.transaction():
+        with pytest.raises(UnicityError):
+            storage.create(C, P, {"email": "x"}, unique_fields=["email"])
+        created = storage.create(C, P, {"email": "y"}, unique_fields=["email"])
+    assert created["last_modified"] > stamp
+    assert storage.collection_timestamp(C, P) == created["last_modified"]
+
+
+def test_a_waiting_writer_is_stamped_after_the_holder_commits(storage: Storage) -> None:
+    """Commit order equals timestamp order (PROTOCOL.md §21.4): the partition lock is held until commit."""
+    holder_wrote, release = threading.Event(), threading.Event()
+    stamps: Dict[str, int] = {}
+
+    def holder() -> None:
+        with storage.transaction():
+            stamps["holder"] = storage.create(C, P, {"who": "holder"})["last_modified"]
+            holder_wrote.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert holder_wrote.wait(5)
+    waiter = threading.Thread(target=lambda: stamps.__setitem__("waiter", storage.create(C, P, {})["last_modified"]))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive(), "a second writer of the partition waits for the first to commit"
+    # A reader meanwhile sees neither write, and a timestamp below both.
+    assert storage.get_all(C, P) == ([], 0) and storage.collection_timestamp(C, P) == 0
+    release.set()
+    thread.join(5)
+    waiter.join(5)
+    assert stamps["waiter"] > stamps["holder"]
+    # Another partition is never blocked.
+    assert storage.create(C, "bob", {})["last_modified"] > 0
+
+
+# --- listings ------------------------------------------------------------------------------------------------------
+
+HOSTILE = [
+    "'; DROP TABLE records; --",
+    "a' OR '1'='1",
+    "\\",
+    "%",
+    "_",
+    "{}",
+    "%s",
+    "%(cid)s",
+    "$1",
+    "\x00",
+    "nul\x00in the middle",
+    "\ud800",
+    "data #> '{a}'",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE, ids=[repr(text) for text in HOSTILE])
+def test_hostile_fields_and_values_give_correct_results(storage: Storage, text: str) -> None:
+    storage.create(C, P, {"id": "plain", "title": "plain", "n": 1})
+    storage.create(C, P, {"id": "percent", "title": "100%_\\", "n": 2})
+    for operator in COMPARISON:
+        value: Any = [text] if operator in (COMPARISON.IN, COMPARISON.EXCLUDE, COMPARISON.CONTAINS,
+                                            COMPARISON.CONTAINS_ANY) else text
+        for field in ("title", text, f"title.{text}", "id"):
+            records, total = storage.get_all(C, P, filters=[Filter(field, value, operator)],
+                                             sorting=[Sort(field, 1), Sort("last_modified", -1)])
+            assert total == len(records)
+    # Spot checks of the results themselves.
+    assert storage.get_all(C, P, filters=[Filter("title", text, COMPARISON.EQ)]) == ([], 0)
+    assert storage.get_all(C, P, filters=[Filter("title", text, COMPARISON.NOT)])[1] == 2
+    assert storage.get_all(C, P, filters=[Filter(text, 1, COMPARISON.EQ)]) == ([], 0)
+    assert storage.get_all(C, P)[1] == 2, "the table is still there"
+
+
+@pytest.mark.parametrize("pattern, expected", [
+    pytest.param("%", ["percent"], id="percent-is-literal"),
+    pytest.param("_", ["percent"], id="underscore-is-literal"),
+    pytest.param("\\", ["percent"], id="backslash-is-literal"),
+    pytest.param("100*\\", ["percent"], id="glob-and-backslash"),
+    pytest.param("*", ["percent", "plain"], id="star-matches-all"),
+])
+def test_like_escapes_sql_wildcards(storage: Storage, pattern: str, expected: List[str]) -> None:
+    storage.create(C, P, {"id": "plain", "title": "plain"})
+    storage.create(C, P, {"id": "percent", "title": "100%_\\"})
+    records, _ = storage.get_all(C, P, filters=[Filter("title", pattern, COMPARISON.LIKE)], sorting=[Sort("id", 1)])
+    assert [record["id"] for record in records] == expected
+
+
+@pytest.mark.parametrize("operator, value, expected", [
+    pytest.param(COMPARISON.LT, "b\x00z", ["a", "b"], id="lt"),
+    pytest.param(COMPARISON.MIN, "b\x00z", ["ba", "c"], id="min"),
+])
+def test_string_comparison_with_nul(storage: Storage, operator: COMPARISON, value: str, expected: List[str]) -> None:
+    for text in ("a", "b", "ba", "c"):
+        storage.create(C, P, {"id": text, "s": text})
+    records, _ = storage.get_all(C, P, filters=[Filter("s", value, operator)], sorting=[Sort("s", 1)])
+    assert [record["id"] for record in records] == expected
+
+
+def test_strings_compare_by_code_point(storage: Storage) -> None:
+    for text in ("b", "B", "é", "a", "Z", "☕"):
+        storage.create(C, P, {"s": text})
+    records, _ = storage.get_all(C, P, sorting=[Sort("s", 1)])
+    assert [record["s"] for record in records] == sorted(["b", "B", "é", "a", "Z", "☕"])
+    records, _ = storage.get_all(C, P, filters=[Filter("s", "b", COMPARISON.GT)])
+    assert sorted(record["s"] for record in records) == ["é", "☕"]
+
+
+def test_page_and_total_in_one_statement(storage: Storage) -> None:
+    query = storage.list_query(C, P, filters=[Filter("n", 1, COMPARISON.GT)], sorting=[Sort("n", -1)],
+                               pagination_rules=[[Filter("n", 5, COMPARISON.LT)]], limit=20)
+    with storage.client.transaction():
+        storage.client.execute("SELECT 1")
+        conn = storage.client._state.conn
+        text = query.as_string(conn)
+    assert text.count("SELECT") >= 2 and "LIMIT 20" in text and "count(*)" in text
+    for index in range(10):
+        storage.create(C, P, {"n": index})
+    records, total = storage.get_all(C, P, filters=[Filter("n", 1, COMPARISON.GT)], sorting=[Sort("n", -1)],
+                                     pagination_rules=[[Filter("n", 5, COMPARISON.LT)]], limit=2)
+    assert [record["n"] for record in records] == [4, 3] and total == 8
+
+
+def test_filters_on_columns_with_other_types(storage: Storage) -> None:
+    created = storage.create(C, P, {"id": "r1"})
+    assert storage.get_all(C, P, filters=[Filter("last_modified", str(created["last_modified"]),
+                                                 COMPARISON.EQ)]) == ([], 0)
+    assert storage.get_all(C, P, filters=[Filter("id", 1, COMPARISON.GT)]) == ([], 0)
+    assert storage.get_all(C, P, filters=[Filter("last_modified", 1.5, COMPARISON.GT)])[1] == 1
+    assert storage.get_all(C, P, filters=[Filter("last_modified", [1, created["last_modified"]],
+                                                 COMPARISON.IN)])[1] == 1
+
+
+# --- transactions --------------------------------------------------------------------------------------------------
+
+
+def test_transaction_rolls_back_everything_on_an_exception(storage: Storage) -> None:
+    with pytest.raises(RuntimeError):
+        with storage.transaction():
+            storage.create(C, P, {"id": "a"})
+            with storage.transaction():
+                storage.create(C, P, {"id": "b"})
+            raise RuntimeError("boom")
+    assert storage.get_all(C, P, include_deleted=True) == ([], 0)
+    assert storage.collection_timestamp(C, P) == 0
+
+
+def test_transactions_are_per_thread(storage: Storage) -> None:
+    seen: List[Any] = []
+    with storage.transaction():
+        storage.create(C, P, {"id": "uncommitted"})
+        thread = threading.Thread(target=lambda: seen.append(storage.get_all(C, P, include_deleted=True)))
+        thread.start()
+        thread.join(5)
+    assert seen == [([], 0)]
+    assert storage.get_all(C, P)[1] == 1
+
+
+def test_a_transaction_with_a_failed_statement_never_commits(storage: Storage) -> None:
+    with pytest.raises(BackendError, match="rolled back"):
+        with storage.transaction():
+            storage.create(C, P, {"id": "kept?"})
+            with pytest.raises(BackendError):
+                storage.create(C, P, {"bad": "\x00"})  # PostgreSQL refuses NUL in JSONB
+    assert storage.get_all(C, P) == ([], 0)
+    assert storage.create(C, P, {})["id"]  # the connection is usable again
+
+
+# --- faults --------------------------------------------------------------------------------------------------------
+
+
+def test_unreachable_server_raises_backend_error() -> None:
+    storage = Storage(pg.Client("postgresql://postgres@127.0.0.1:1/none?connect_timeout=2", pool_size=2))
+    for call in (lambda: storage.get_all(C, P), lambda: storage.create(C, P, {}),
+                 lambda: storage.collection_timestamp(C, P), lambda: storage.flush()):
+        with pytest.raises(BackendError):
+            call()
+    assert storage.ping() is False and storage.ping(readonly=True) is False
+
+
+def test_pool_recovers_from_terminated_connections(pg_url: str) -> None:
+    url = pg_url + ("&" if "?" in pg_url else "?") + "application_name=wsgicliquet_recovery_test"
+    storage = Storage(pg.Client(url, pool_size=4))
+    storage.flush()
+    barrier = threading.Barrier(4)
+
+    def use() -> None:  # four threads at once: four pooled connections
+        with storage.transaction():
+            barrier.wait(5)
+            storage.create(C, P, {})
+
+    threads = [threading.Thread(target=use) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    killed = admin_execute(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE application_name = 'wsgicliquet_recovery_test'")
+    assert len(killed) == 4
+    # Every dead pooled connection is replaced transparently: nothing had been done on it yet.
+    for _ in range(6):
+        assert storage.create(C, P, {})["id"]
+    assert storage.get_all(C, P)[1] == 10
+    storage.client.close()
+
+
+def test_pool_waits_for_a_free_connection_then_gives_up(pg_url: str) -> None:
+    storage = Storage(pg.Client(pg_url, pool_size=1, pool_timeout=0.2))
+    storage.flush()
+    with storage.transaction():
+        storage.create(C, P, {})
+        errors: List[BaseException] = []
+        thread = threading.Thread(target=lambda: _capture(errors, lambda: storage.get_all(C, P)))
+        thread.start()
+        thread.join(5)
+    assert len(errors) == 1 and isinstance(errors[0], BackendError) and "No PostgreSQL connection" in str(errors[0])
+    assert storage.get_all(C, P)[1] == 1
+    storage.flush()
+    storage.client.close()
+
+
+def _capture(errors: List[BaseException], call: Any) -> None:
+    try:
+        call()
+    except BaseException as exc:
+        errors.append(exc)
