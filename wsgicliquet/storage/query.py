@@ -8,8 +8,8 @@ those of the storage contract (:mod:`wsgicliquet.storage`), so every backend ans
   ``has=False``.
 * Comparisons follow JSON semantics: ``==``/``!=``/``in``/``exclude`` use JSON equality (``true`` is not ``1``,
   ``1`` equals ``1.0``); ``<``, ``<=``, ``>``, ``>=`` compare numbers with numbers, strings with strings (by code
-  point), booleans with booleans and null with null; values of different types (and arrays or objects) simply do
-  not match, they never raise.
+  point) and booleans with booleans (false < true); values of different types, and null, arrays or objects on
+  either side, simply do not match: they never raise.
 * ``like`` matches strings only, case-insensitively; ``*`` stands for any run of characters.  A pattern without
   ``*`` matches anywhere in the value (``like=wiki`` is ``like=*wiki*``); a pattern with ``*`` must match the whole
   value (``like=wiki*`` is "starts with wiki").
@@ -29,6 +29,7 @@ included, for a sort that ends with a unique tie-breaker (``last_modified`` then
 from __future__ import annotations
 
 import functools
+import json
 import re
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -98,7 +99,9 @@ def _canonical(value: Any) -> Any:
 
 
 def json_equal(left: Any, right: Any) -> bool:
-    """JSON equality: no bool/number confusion, deep for arrays and objects."""
+    """JSON equality: no bool/number confusion, deep for arrays and objects; :data:`MISSING` equals nothing."""
+    if left is MISSING or right is MISSING:
+        return False
     if type(left) is type(right) and type(left) in (str, int):
         return left == right
     return _canonical(left) == _canonical(right)
@@ -124,7 +127,7 @@ def sort_value(value: Any) -> Tuple[Any, ...]:
 
 
 # Comparison operators: which ranks they apply to, and the test on two values of the same rank.
-_RANGE_RANKS = (_NULL, _BOOL, _NUMBER, _STRING)
+_RANGE_RANKS = (_BOOL, _NUMBER, _STRING)
 _RANGE_TESTS: Dict[COMPARISON, Callable[[Any, Any], bool]] = {
     COMPARISON.LT: lambda left, right: left < right,
     COMPARISON.MAX: lambda left, right: left <= right,
@@ -154,8 +157,6 @@ def compile_filter(filter_: Filter) -> Predicate:
         test, kind = _RANGE_TESTS[operator], _rank(value)
         if kind not in _RANGE_RANKS:
             return lambda record: False
-        if kind == _NULL:
-            return lambda record: get(record) is None and operator in (COMPARISON.MAX, COMPARISON.MIN)
 
         def compare(record: Record) -> bool:
             left = get(record)
@@ -189,7 +190,7 @@ def compile_filter(filter_: Filter) -> Predicate:
         return lambda record: (get(record) not in (MISSING, None)) == present
 
     if operator == COMPARISON.LIKE:
-        regex = _like_regex(value if isinstance(value, str) else _json_text(value))
+        regex = _like_regex(value if isinstance(value, str) else json.dumps(value))
 
         def like(record: Record) -> bool:
             left = get(record)
@@ -207,12 +208,6 @@ def compile_filter(filter_: Filter) -> Predicate:
         present = {_canonical(item) for item in left}
         return combine(item in present for item in items)
     return contains
-
-
-def _json_text(value: Any) -> str:
-    import json
-
-    return json.dumps(value)
 
 
 def compile_filters(filters: Sequence[Filter]) -> Optional[Predicate]:

@@ -1,0 +1,801 @@
+"""The storage contract suite: every backend (bundled or third-party) must pass it unchanged.
+
+Use it from a test module::
+
+    import pytest
+    from wsgicliquet.storage.testing import StorageContract
+    from mypackage.storage import Storage
+
+    class TestMyStorage(StorageContract):
+        @pytest.fixture
+        def storage(self):
+            backend = Storage.from_settings({"storage_url": "my://..."})
+            backend.flush()
+            yield backend
+            backend.flush()
+
+The suite only uses the public contract of :class:`wsgicliquet.storage.Storage`.  It ends with a Hypothesis state
+machine (:class:`StorageMachine`, run by :func:`run_storage_machine`) that replays random sequences of writes and
+listings against the backend and against a plain-dict model, and compares the two.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import pytest
+from hypothesis import HealthCheck, settings as hypothesis_settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+
+from . import COMPARISON, Filter, RecordNotFoundError, Sort, Storage, UnicityError
+from .query import keyset_rules
+
+__all__ = ["StorageContract", "StorageMachine", "run_storage_machine"]
+
+C, P = "test-collection", "test-parent"   # the partition most tests use
+OTHER_P = "other-parent"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def ids(records: Sequence[Dict[str, Any]]) -> List[str]:
+    return [record["id"] for record in records]
+
+
+def page_through(storage: Storage, sorting: Sequence[Sort], limit: int, *, filters: Sequence[Filter] = (),
+                 include_deleted: bool = False, collection_id: str = C, parent_id: str = P
+                 ) -> Tuple[List[Dict[str, Any]], List[int]]:
+    """Every record of a listing, fetched ``limit`` at a time with keyset rules; returns (records, totals)."""
+    seen: List[Dict[str, Any]] = []
+    totals: List[int] = []
+    rules: List[List[Filter]] = []
+    for _ in range(10_000):
+        page, total = storage.get_all(collection_id, parent_id, filters=filters, sorting=sorting,
+                                      pagination_rules=rules, limit=limit, include_deleted=include_deleted)
+        assert len(page) <= limit
+        totals.append(total)
+        if not page:
+            return seen, totals
+        seen.extend(page)
+        rules = keyset_rules(page[-1], sorting)
+    raise AssertionError("pagination does not end")
+
+
+# Records of the filter matrix: every operator against numbers, strings, booleans, null, missing, nested values
+# and mixed types.  Strings compared by range are lowercase ASCII so that every collation agrees.
+FILTER_DATA: List[Dict[str, Any]] = [
+    {"id": "one", "n": 1, "s": "alpha", "b": True, "tags": ["a", "b"], "author": {"name": "Ann", "age": 30},
+     "title": "Wikipedia"},
+    {"id": "two", "n": 2, "s": "beta", "b": False, "tags": ["b", "c"], "author": {"name": "Bob"},
+     "title": "100% pure"},
+    {"id": "ten", "n": 10, "s": "gamma", "tags": [], "author": "anonymous", "title": "1000 pure"},
+    {"id": "frac", "n": 2.5, "s": "2", "tags": [1, 2], "title": "a_c"},
+    {"id": "null", "n": None, "s": None, "b": None, "tags": None, "author": None, "title": None},
+    {"id": "empty"},
+    {"id": "mixed", "n": "3", "s": 3, "b": 1, "tags": "a", "author": {"name": ["Ann"]}, "title": "abc"},
+]
+
+
+def _filter_case(expected: str, *filters: Tuple[str, Any, COMPARISON]) -> Any:
+    label = " & ".join(f"{field} {op.value} {value!r}" for field, value, op in filters)
+    return pytest.param([Filter(*item) for item in filters], set(expected.split()), id=label)
+
+
+EQ, NOT, LT, MAX, GT, MIN = COMPARISON.EQ, COMPARISON.NOT, COMPARISON.LT, COMPARISON.MAX, COMPARISON.GT, COMPARISON.MIN
+IN, EXCLUDE, HAS, LIKE = COMPARISON.IN, COMPARISON.EXCLUDE, COMPARISON.HAS, COMPARISON.LIKE
+CONTAINS, CONTAINS_ANY = COMPARISON.CONTAINS, COMPARISON.CONTAINS_ANY
+
+FILTER_CASES = [
+    _filter_case("two", ("n", 2, EQ)),
+    _filter_case("mixed", ("n", "3", EQ)),
+    _filter_case("", ("n", 3, EQ)),
+    _filter_case("frac", ("n", 2.5, EQ)),
+    _filter_case("null", ("n", None, EQ)),
+    _filter_case("one", ("b", True, EQ)),
+    _filter_case("mixed", ("b", 1, EQ)),
+    _filter_case("two", ("b", False, EQ)),
+    _filter_case("one", ("tags", ["a", "b"], EQ)),
+    _filter_case("one two ten frac null empty", ("n", "3", NOT)),
+    _filter_case("one ten frac null empty mixed", ("n", 2, NOT)),
+    _filter_case("one two ten frac empty mixed", ("n", None, NOT)),
+    _filter_case("one two", ("n", 2.5, LT)),
+    _filter_case("one two frac", ("n", 2.5, MAX)),
+    _filter_case("ten", ("n", 2.5, GT)),
+    _filter_case("frac ten", ("n", 2.5, MIN)),
+    _filter_case("one two frac ten", ("n", -100, GT)),
+    _filter_case("mixed", ("n", "0", GT)),
+    _filter_case("one frac", ("s", "beta", LT)),
+    _filter_case("two ten", ("s", "alpha", GT)),
+    _filter_case("frac one two", ("s", "beta", MAX)),
+    _filter_case("mixed", ("s", 0, GT)),
+    _filter_case("one", ("b", False, GT)),
+    _filter_case("two", ("b", True, LT)),
+    _filter_case("", ("n", None, LT)),
+    _filter_case("one", ("author.age", 18, MIN)),
+    _filter_case("one two", ("n", [1, 2, 99], IN)),
+    _filter_case("null mixed", ("n", [None, "3"], IN)),
+    _filter_case("one frac", ("n", [1, 2.5], IN)),
+    _filter_case("ten frac null empty mixed", ("n", [1, 2], EXCLUDE)),
+    _filter_case("one two ten frac empty mixed", ("n", [None], EXCLUDE)),
+    _filter_case("one ten", ("id", ["one", "ten", "nope"], IN)),
+    _filter_case("one two ten frac mixed", ("n", True, HAS)),
+    _filter_case("null empty", ("n", False, HAS)),
+    _filter_case("one two mixed", ("author.name", True, HAS)),
+    _filter_case("ten frac null empty", ("author.name", False, HAS)),
+    _filter_case("one two ten frac null empty mixed", ("id", True, HAS)),
+    _filter_case("one", ("title", "wiki", LIKE)),
+    _filter_case("one", ("title", "WIKI*", LIKE)),
+    _filter_case("", ("title", "pedia*", LIKE)),
+    _filter_case("one", ("title", "*PEDIA", LIKE)),
+    _filter_case("one", ("title", "w*k*a", LIKE)),
+    _filter_case("two ten", ("title", "*pure", LIKE)),
+    _filter_case("two", ("title", "0%", LIKE)),
+    _filter_case("frac", ("title", "a_c", LIKE)),
+    _filter_case("one two ten", ("s", "a", LIKE)),
+    _filter_case("", ("n", "1", LIKE)),
+    _filter_case("one", ("author.name", "ann", LIKE)),
+    _filter_case("one two", ("tags", ["b"], CONTAINS)),
+    _filter_case("one", ("tags", ["b", "a"], CONTAINS)),
+    _filter_case("frac", ("tags", [2], CONTAINS)),
+    _filter_case("", ("tags", ["2"], CONTAINS)),
+    _filter_case("one two ten frac", ("tags", [], CONTAINS)),
+    _filter_case("one two", ("tags", ["a", "c"], CONTAINS_ANY)),
+    _filter_case("frac", ("tags", [1, "z"], CONTAINS_ANY)),
+    _filter_case("", ("tags", ["z"], CONTAINS_ANY)),
+    _filter_case("one", ("author.name", "Ann", EQ)),
+    _filter_case("mixed", ("author.name", ["Ann"], EQ)),
+    _filter_case("two ten frac null empty mixed", ("author.name", "Ann", NOT)),
+    _filter_case("two frac", ("n", 1, GT), ("n", 10, LT)),
+    _filter_case("", ("n", 1, EQ), ("n", 2, EQ)),
+]
+
+# Sort matrix: one value of each JSON type, plus null and missing (ties broken by id).
+SORT_DATA: List[Dict[str, Any]] = [
+    {"id": "false", "v": False}, {"id": "true", "v": True}, {"id": "int", "v": 1}, {"id": "float", "v": 2.5},
+    {"id": "big", "v": 10}, {"id": "neg", "v": -3}, {"id": "str3", "v": "3"}, {"id": "strb", "v": "b"},
+    {"id": "array", "v": [1]}, {"id": "object", "v": {"a": 1}}, {"id": "null", "v": None}, {"id": "missing"},
+]
+SORT_ASCENDING = ["false", "true", "neg", "int", "float", "big", "str3", "strb", "array", "object", "missing",
+                  "null"]
+
+
+class StorageContract:
+    """Tests of the storage contract.  Subclasses provide a ``storage`` fixture returning a flushed backend."""
+
+    # --- timestamps (PROTOCOL.md Part A, D1 and D2) -------------------------------------------------------------
+
+    def test_empty_collection_timestamp_is_zero_and_read_only(self, storage: Storage) -> None:
+        assert storage.collection_timestamp(C, P) == 0
+        assert storage.get_all(C, P) == ([], 0)
+        assert storage.collection_timestamp(C, P) == 0
+        assert storage.get_all(C, P, include_deleted=True) == ([], 0)
+
+    def test_every_write_gets_a_greater_timestamp(self, storage: Storage) -> None:
+        before = now_ms()
+        stamps = []
+        for index in range(5):
+            stamps.append(storage.create(C, P, {"index": index})["last_modified"])
+            assert storage.collection_timestamp(C, P) == stamps[-1]
+        stamps.append(storage.update(C, P, "x", {"new": True})["last_modified"])
+        stamps.append(storage.delete(C, P, "x")["last_modified"])
+        stamps.append(storage.update(C, P, "y", {})["last_modified"])
+        stamps.append(storage.delete(C, P, "y", with_deleted=False)["last_modified"])
+        assert all(isinstance(stamp, int) and not isinstance(stamp, bool) for stamp in stamps)
+        assert stamps == sorted(set(stamps))
+        assert storage.collection_timestamp(C, P) == stamps[-1]
+        assert before - 60_000 < stamps[0] < now_ms() + 60_000, "timestamps are epoch milliseconds"
+
+    def test_timestamps_are_per_partition(self, storage: Storage) -> None:
+        storage.create(C, P, {})
+        assert storage.collection_timestamp(C, OTHER_P) == 0
+        assert storage.collection_timestamp("other-collection", P) == 0
+        stamp = storage.create(C, OTHER_P, {})["last_modified"]
+        assert storage.collection_timestamp(C, OTHER_P) == stamp
+
+    def test_concurrent_writes_get_distinct_increasing_timestamps(self, storage: Storage) -> None:
+        threads, writes = 8, 50
+        results: List[List[int]] = [[] for _ in range(threads)]
+        errors: List[BaseException] = []
+        barrier = threading.Barrier(threads)
+
+        def writer(slot: int) -> None:
+            try:
+                barrier.wait()
+                for index in range(writes):
+                    record = storage.create(C, P, {"thread": slot, "index": index})
+                    results[slot].append(record["last_modified"])
+            except BaseException as exc:  # reported below, in the test thread
+                errors.append(exc)
+
+        workers = [threading.Thread(target=writer, args=(slot,)) for slot in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert not errors, errors
+        every = [stamp for stamps in results for stamp in stamps]
+        assert len(set(every)) == threads * writes
+        for stamps in results:
+            assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+        assert storage.collection_timestamp(C, P) == max(every)
+        records, total = storage.get_all(C, P)
+        assert total == threads * writes
+        assert sorted(record["last_modified"] for record in records) == sorted(every)
+
+    def test_create_keeps_a_supplied_timestamp_above_the_counter(self, storage: Storage) -> None:
+        current = storage.create(C, P, {})["last_modified"]
+        future = current + 3_600_000
+        record = storage.create(C, P, {"last_modified": future})
+        assert record["last_modified"] == future
+        assert storage.get(C, P, record["id"])["last_modified"] == future
+        assert storage.collection_timestamp(C, P) == future
+        assert storage.create(C, P, {})["last_modified"] == future + 1
+
+    def test_create_replaces_a_supplied_timestamp_at_or_below_the_counter(self, storage: Storage) -> None:
+        current = storage.create(C, P, {})["last_modified"]
+        for supplied in (current - 86_400_000, current, 1):
+            record = storage.create(C, P, {"last_modified": supplied})
+            assert record["last_modified"] > current
+            assert storage.collection_timestamp(C, P) == record["last_modified"]
+            current = record["last_modified"]
+
+    def test_create_on_an_empty_partition_keeps_a_past_timestamp(self, storage: Storage) -> None:
+        past = now_ms() - 86_400_000
+        assert storage.create(C, P, {"last_modified": past})["last_modified"] == past
+        assert storage.collection_timestamp(C, P) == past
+
+    def test_update_always_gets_a_fresh_timestamp(self, storage: Storage) -> None:
+        record = storage.create(C, P, {})
+        for supplied in (1, record["last_modified"], record["last_modified"] + 3_600_000):
+            updated = storage.update(C, P, record["id"], {"last_modified": supplied})
+            assert record["last_modified"] < updated["last_modified"] < record["last_modified"] + 3_600_000
+            assert storage.collection_timestamp(C, P) == updated["last_modified"]
+            record = updated
+
+    def test_delete_uses_the_supplied_timestamp_as_candidate(self, storage: Storage) -> None:
+        first, second = storage.create(C, P, {}), storage.create(C, P, {})
+        future = second["last_modified"] + 3_600_000
+        assert storage.delete(C, P, first["id"], last_modified=future)["last_modified"] == future
+        assert storage.collection_timestamp(C, P) == future
+        assert storage.delete(C, P, second["id"], last_modified=1)["last_modified"] == future + 1
+        assert storage.get(C, P, first["id"], include_deleted=True)["last_modified"] == future
+
+    def test_delete_all_gives_each_tombstone_its_own_timestamp(self, storage: Storage) -> None:
+        created = [storage.create(C, P, {"n": index}) for index in range(6)]
+        tombstones = storage.delete_all(C, P)
+        stamps = [tombstone["last_modified"] for tombstone in tombstones]
+        assert sorted(ids(tombstones)) == sorted(ids(created))
+        assert stamps == sorted(set(stamps))
+        assert stamps[0] > created[-1]["last_modified"]
+        assert storage.collection_timestamp(C, P) == stamps[-1]
+        assert all(tombstone["deleted"] is True for tombstone in tombstones)
+
+    def test_flush_resets_counters(self, storage: Storage) -> None:
+        storage.create(C, P, {})
+        storage.flush()
+        assert storage.collection_timestamp(C, P) == 0
+        assert storage.get_all(C, P, include_deleted=True) == ([], 0)
+
+    # --- create, get, update, delete ----------------------------------------------------------------------------
+
+    def test_create_returns_the_stored_record(self, storage: Storage) -> None:
+        data = {"title": "café ☕", "n": 1.5, "flag": False, "none": None, "nested": {"list": [1, {"a": "b"}]}}
+        record = storage.create(C, P, data)
+        assert record == {**data, "id": record["id"], "last_modified": record["last_modified"]}
+        assert storage.get(C, P, record["id"]) == record
+        assert "id" not in data and "last_modified" not in data, "the argument is not modified"
+
+    def test_returned_records_are_copies(self, storage: Storage) -> None:
+        record = storage.create(C, P, {"nested": {"list": [1]}})
+        record["nested"]["list"].append(2)
+        fetched = storage.get(C, P, record["id"])
+        assert fetched["nested"] == {"list": [1]}
+        fetched["nested"]["list"].append(3)
+        listed = storage.get_all(C, P)[0][0]
+        assert listed["nested"] == {"list": [1]}
+        listed["nested"]["list"].append(4)
+        assert storage.get(C, P, record["id"])["nested"] == {"list": [1]}
+
+    def test_create_ids(self, storage: Storage) -> None:
+        assert storage.create(C, P, {"id": "chosen"})["id"] == "chosen"
+        assert storage.create(C, P, {}, id_generator=lambda: "generated")["id"] == "generated"
+        generated = storage.create(C, P, {})["id"]
+        assert isinstance(generated, str) and len(generated) == 36 and generated.count("-") == 4
+
+    def test_create_refuses_an_existing_id(self, storage: Storage) -> None:
+        existing = storage.create(C, P, {"id": "same", "v": 1})
+        stamp = storage.collection_timestamp(C, P)
+        with pytest.raises(UnicityError) as info:
+            storage.create(C, P, {"id": "same", "v": 2})
+        assert info.value.field == "id"
+        assert info.value.record == existing
+        assert storage.get(C, P, "same") == existing
+        assert storage.collection_timestamp(C, P) == stamp
+
+    def test_create_refuses_a_duplicated_unique_field(self, storage: Storage) -> None:
+        existing = storage.create(C, P, {"email": "a@example.com", "nick": "a"})
+        stamp = storage.collection_timestamp(C, P)
+        with pytest.raises(UnicityError) as info:
+            storage.create(C, P, {"email": "b@example.com", "nick": "a"}, unique_fields=["email", "nick"])
+        assert (info.value.field, info.value.record) == ("nick", existing)
+        assert storage.get_all(C, P)[1] == 1
+        assert storage.collection_timestamp(C, P) == stamp
+        # Same value in another partition, or without asking for unicity: accepted.
+        storage.create(C, OTHER_P, {"nick": "a"}, unique_fields=["nick"])
+        storage.create(C, P, {"nick": "a"})
+
+    def test_unique_fields_ignore_null_missing_and_tombstones(self, storage: Storage) -> None:
+        storage.create(C, P, {"email": None})
+        storage.create(C, P, {"other": 1})
+        storage.create(C, P, {"email": None}, unique_fields=["email"])
+        storage.create(C, P, {}, unique_fields=["email"])
+        gone = storage.create(C, P, {"email": "x"})
+        storage.delete(C, P, gone["id"])
+        storage.create(C, P, {"email": "x"}, unique_fields=["email"])
+        with pytest.raises(UnicityError):
+            storage.create(C, P, {"email": "x"}, unique_fields=["email"])
+        storage.create(C, P, {"email": 1}, unique_fields=["email"])  # JSON types differ: not the same value
+
+    def test_unique_nested_field(self, storage: Storage) -> None:
+        existing = storage.create(C, P, {"author": {"email": "a"}})
+        with pytest.raises(UnicityError) as info:
+            storage.create(C, P, {"author": {"email": "a"}}, unique_fields=["author.email"])
+        assert info.value.record == existing
+
+    def test_create_removes_a_tombstone_with_the_same_id(self, storage: Storage) -> None:
+        storage.create(C, P, {"id": "a"})
+        storage.delete(C, P, "a")
+        again = storage.create(C, P, {"id": "a", "back": True})
+        assert storage.get(C, P, "a", include_deleted=True) == again
+        records, total = storage.get_all(C, P, include_deleted=True)
+        assert (records, total) == ([again], 1)
+
+    def test_get_missing(self, storage: Storage) -> None:
+        with pytest.raises(RecordNotFoundError):
+            storage.get(C, P, "nope")
+        with pytest.raises(RecordNotFoundError):
+            storage.get(C, P, "nope", include_deleted=True)
+
+    def test_partitions_are_independent(self, storage: Storage) -> None:
+        storage.create(C, P, {"id": "a", "where": "here"})
+        storage.create(C, OTHER_P, {"id": "a", "where": "there"})
+        storage.create("other-collection", P, {"id": "a", "where": "elsewhere"})
+        assert storage.get(C, OTHER_P, "a")["where"] == "there"
+        storage.delete(C, P, "a")
+        assert storage.get(C, OTHER_P, "a")["where"] == "there"
+        assert storage.get("other-collection", P, "a")["where"] == "elsewhere"
+        assert storage.delete_all(C, OTHER_P)[0]["id"] == "a"
+        assert storage.get_all("other-collection", P)[1] == 1
+
+    def test_update_replaces_the_whole_record(self, storage: Storage) -> None:
+        record = storage.create(C, P, {"a": 1, "b": 2})
+        updated = storage.update(C, P, record["id"], {"b": 3, "id": "ignored"})
+        assert updated == {"b": 3, "id": record["id"], "last_modified": updated["last_modified"]}
+        assert storage.get(C, P, record["id"]) == updated
+        assert storage.get_all(C, P)[1] == 1
+
+    def test_update_creates_a_missing_record(self, storage: Storage) -> None:
+        record = storage.update(C, P, "new", {"v": 1})
+        assert record["id"] == "new" and storage.get(C, P, "new") == record
+
+    def test_update_removes_a_tombstone(self, storage: Storage) -> None:
+        storage.create(C, P, {"id": "a"})
+        storage.delete(C, P, "a")
+        record = storage.update(C, P, "a", {"v": 2})
+        assert storage.get(C, P, "a", include_deleted=True) == record
+        assert storage.get_all(C, P, include_deleted=True)[0] == [record]
+
+    def test_update_unique_fields(self, storage: Storage) -> None:
+        first = storage.create(C, P, {"email": "a"})
+        second = storage.create(C, P, {"email": "b"})
+        storage.update(C, P, first["id"], {"email": "a", "v": 2}, unique_fields=["email"])  # itself: fine
+        stamp = storage.collection_timestamp(C, P)
+        with pytest.raises(UnicityError) as info:
+            storage.update(C, P, second["id"], {"email": "a"}, unique_fields=["email"])
+        assert info.value.field == "email" and info.value.record["id"] == first["id"]
+        assert storage.get(C, P, second["id"]) == second
+        assert storage.collection_timestamp(C, P) == stamp
+
+    def test_delete_returns_the_tombstone(self, storage: Storage) -> None:
+        record = storage.create(C, P, {"secret": 1})
+        tombstone = storage.delete(C, P, record["id"])
+        assert tombstone == {"id": record["id"], "last_modified": tombstone["last_modified"], "deleted": True}
+        with pytest.raises(RecordNotFoundError):
+            storage.get(C, P, record["id"])
+        assert storage.get(C, P, record["id"], include_deleted=True) == tombstone
+        with pytest.raises(RecordNotFoundError):
+            storage.delete(C, P, record["id"])
+        with pytest.raises(RecordNotFoundError):
+            storage.delete(C, P, "never-existed")
+
+    def test_delete_without_tombstone(self, storage: Storage) -> None:
+        record = storage.create(C, P, {})
+        tombstone = storage.delete(C, P, record["id"], with_deleted=False)
+        assert tombstone["id"] == record["id"] and tombstone["deleted"] is True
+        with pytest.raises(RecordNotFoundError):
+            storage.get(C, P, record["id"], include_deleted=True)
+        assert storage.get_all(C, P, include_deleted=True) == ([], 0)
+        assert storage.collection_timestamp(C, P) == tombstone["last_modified"]
+
+    def test_delete_all_with_filters(self, storage: Storage) -> None:
+        for index in range(6):
+            storage.create(C, P, {"id": f"r{index}", "n": index})
+        storage.create(C, OTHER_P, {"n": 0})
+        tombstones = storage.delete_all(C, P, [Filter("n", 3, COMPARISON.LT)])
+        assert sorted(ids(tombstones)) == ["r0", "r1", "r2"]
+        assert sorted(ids(storage.get_all(C, P)[0])) == ["r3", "r4", "r5"]
+        assert storage.get_all(C, OTHER_P)[1] == 1
+        assert storage.delete_all(C, P, [Filter("n", 99, COMPARISON.EQ)]) == []
+        assert storage.delete_all("never", "written") == []
+        assert storage.collection_timestamp("never", "written") == 0
+
+    def test_delete_all_without_tombstones(self, storage: Storage) -> None:
+        storage.create(C, P, {})
+        assert len(storage.delete_all(C, P, with_deleted=False)) == 1
+        assert storage.get_all(C, P, include_deleted=True) == ([], 0)
+
+    def test_purge_deleted(self, storage: Storage) -> None:
+        for index in range(4):
+            storage.create(C, P, {"id": f"r{index}"})
+        tombstones = [storage.delete(C, P, f"r{index}") for index in range(3)]
+        stamp = storage.collection_timestamp(C, P)
+        assert storage.purge_deleted(C, P, before=tombstones[1]["last_modified"]) == 1
+        assert sorted(ids(storage.get_all(C, P, include_deleted=True)[0])) == ["r1", "r2", "r3"]
+        assert storage.purge_deleted(C, P) == 2
+        assert ids(storage.get_all(C, P, include_deleted=True)[0]) == ["r3"]
+        assert storage.purge_deleted(C, P) == 0
+        assert storage.purge_deleted("never", "written") == 0
+        assert storage.collection_timestamp(C, P) == stamp
+
+    # --- listing -------------------------------------------------------------------------------------------------
+
+    def test_get_all_defaults(self, storage: Storage) -> None:
+        created = [storage.create(C, P, {"n": index}) for index in range(5)]
+        storage.delete(C, P, created[0]["id"])
+        records, total = storage.get_all(C, P, sorting=[Sort("last_modified", -1)])
+        assert records == created[:0:-1] and total == 4
+        records, total = storage.get_all(C, P, sorting=[Sort("last_modified", 1)], limit=2)
+        assert records == created[1:3] and total == 4
+        assert storage.get_all(C, P, limit=0) == ([], 4)
+
+    @pytest.mark.parametrize("filters, expected", FILTER_CASES)
+    def test_filters(self, storage: Storage, filters: List[Filter], expected: set) -> None:
+        for record in FILTER_DATA:
+            storage.create(C, P, record)
+        records, total = storage.get_all(C, P, filters=filters)
+        assert set(ids(records)) == expected
+        assert total == len(expected)
+
+    def test_filters_on_id_and_last_modified(self, storage: Storage) -> None:
+        created = [storage.create(C, P, {"id": f"r{index}"}) for index in range(4)]
+        middle = created[1]["last_modified"]
+        records, total = storage.get_all(C, P, filters=[Filter("last_modified", middle, COMPARISON.GT)])
+        assert sorted(ids(records)) == ["r2", "r3"] and total == 2
+        records, _ = storage.get_all(C, P, filters=[Filter("last_modified", middle, COMPARISON.MAX)])
+        assert sorted(ids(records)) == ["r0", "r1"]
+        records, _ = storage.get_all(C, P, filters=[Filter("id", "r2", COMPARISON.EQ)])
+        assert ids(records) == ["r2"]
+
+    def test_include_deleted(self, storage: Storage) -> None:
+        created = [storage.create(C, P, {"id": f"r{index}", "n": index}) for index in range(4)]
+        since = created[-1]["last_modified"]
+        tombstone = storage.delete(C, P, "r1")
+        updated = storage.update(C, P, "r2", {"n": 20})
+        records, total = storage.get_all(C, P, filters=[Filter("last_modified", since, COMPARISON.GT)],
+                                         sorting=[Sort("last_modified", 1)], include_deleted=True)
+        assert records == [tombstone, updated]
+        assert total == 1, "total counts live records only"
+        records, total = storage.get_all(C, P, include_deleted=True)
+        assert sorted(ids(records)) == ["r0", "r1", "r2", "r3"] and total == 3
+        records, _ = storage.get_all(C, P, filters=[Filter("deleted", True, COMPARISON.EQ)], include_deleted=True)
+        assert records == [tombstone]
+        records, _ = storage.get_all(C, P, filters=[Filter("n", 0, COMPARISON.MIN)], include_deleted=True)
+        assert sorted(ids(records)) == ["r0", "r2", "r3"], "tombstones have no other field"
+        records, _ = storage.get_all(C, P, filters=[Filter("deleted", True, COMPARISON.EQ)])
+        assert records == []
+
+    @pytest.mark.parametrize("direction", [1, -1], ids=["ascending", "descending"])
+    def test_sort_by_type_with_missing_values(self, storage: Storage, direction: int) -> None:
+        for record in SORT_DATA:
+            storage.create(C, P, record)
+        records, total = storage.get_all(C, P, sorting=[Sort("v", direction), Sort("id", 1)])
+        expected = SORT_ASCENDING if direction == 1 else _descending(SORT_ASCENDING)
+        assert ids(records) == expected
+        assert total == len(SORT_DATA)
+
+    def test_sort_on_several_keys(self, storage: Storage) -> None:
+        rows = [("a", 1, "x"), ("b", 1, None), ("c", 2, "y"), ("d", 1, "y"), ("e", None, "x"), ("f", 2, None),
+                ("g", None, None), ("h", 2, "x")]
+        for object_id, group, name in rows:
+            record: Dict[str, Any] = {"id": object_id}
+            if group is not None:
+                record["meta"] = {"group": group}
+            if name is not None:
+                record["name"] = name
+            storage.create(C, P, record)
+        records, _ = storage.get_all(C, P, sorting=[Sort("meta.group", -1), Sort("name", 1),
+                                                    Sort("last_modified", -1)])
+        assert ids(records) == ["e", "g", "h", "c", "f", "a", "d", "b"]
+        records, _ = storage.get_all(C, P, sorting=[Sort("name", -1), Sort("last_modified", 1)], limit=4)
+        assert ids(records) == ["b", "f", "g", "c"]
+
+    def test_limit_and_total_ignore_pagination(self, storage: Storage) -> None:
+        created = [storage.create(C, P, {"n": index % 3}) for index in range(9)]
+        rules = [[Filter("last_modified", created[4]["last_modified"], COMPARISON.LT)]]
+        records, total = storage.get_all(C, P, filters=[Filter("n", 0, COMPARISON.NOT)], pagination_rules=rules,
+                                         sorting=[Sort("last_modified", -1)], limit=2)
+        assert records == [created[2], created[1]]
+        assert total == 6
+
+    def test_pagination_rules_are_ors_of_ands(self, storage: Storage) -> None:
+        for index in range(6):
+            storage.create(C, P, {"id": f"r{index}", "n": index, "even": index % 2 == 0})
+        rules = [[Filter("n", 1, COMPARISON.EQ)], [Filter("n", 3, COMPARISON.GT), Filter("even", True, COMPARISON.EQ)]]
+        records, total = storage.get_all(C, P, pagination_rules=rules, sorting=[Sort("n", 1)])
+        assert ids(records) == ["r1", "r4"] and total == 6
+
+    @pytest.mark.parametrize("sorting", [
+        pytest.param([Sort("last_modified", -1)], id="default"),
+        pytest.param([Sort("last_modified", 1)], id="oldest-first"),
+        pytest.param([Sort("rank", 1), Sort("last_modified", -1)], id="rank-with-missing"),
+        pytest.param([Sort("rank", -1), Sort("last_modified", 1)], id="rank-descending"),
+        pytest.param([Sort("group", 1), Sort("rank", -1), Sort("last_modified", -1)], id="two-keys"),
+    ])
+    def test_keyset_pagination_returns_every_record_once(self, storage: Storage, sorting: List[Sort]) -> None:
+        for index in range(23):
+            record: Dict[str, Any] = {"group": "abc"[index % 3]}
+            if index % 4:
+                record["rank"] = index % 5
+            elif index % 8 == 0:
+                record["rank"] = None
+            storage.create(C, P, record)
+        sorting = sorting + [Sort("id", 1)]
+        expected, total = storage.get_all(C, P, sorting=sorting)
+        assert total == 23
+        seen, totals = page_through(storage, sorting, limit=4)
+        assert seen == expected
+        assert set(totals) == {23}
+
+    def test_paging_changes_with_tombstones(self, storage: Storage) -> None:
+        created = [storage.create(C, P, {"n": index}) for index in range(7)]
+        since = storage.collection_timestamp(C, P)
+        for record in created[:5]:
+            storage.delete(C, P, record["id"])
+        storage.update(C, P, created[6]["id"], {"n": 60})
+        sorting = [Sort("last_modified", -1), Sort("id", 1)]
+        changes = [Filter("last_modified", since, COMPARISON.GT)]
+        seen, totals = page_through(storage, sorting, limit=2, filters=changes, include_deleted=True)
+        assert len(seen) == 6 and len(set(ids(seen))) == 6
+        assert sum(1 for record in seen if record.get("deleted")) == 5
+        assert set(totals) == {1}
+
+    def test_get_all_never_truncates(self, storage: Storage) -> None:
+        for index in range(120):
+            storage.create(C, P, {"n": index})
+        records, total = storage.get_all(C, P, sorting=[Sort("n", 1)])
+        assert [record["n"] for record in records] == list(range(120)) and total == 120
+
+    # --- misc -----------------------------------------------------------------------------------------------------
+
+    def test_transaction_commits_and_nests(self, storage: Storage) -> None:
+        with storage.transaction():
+            storage.create(C, P, {"id": "outer"})
+            with storage.transaction():
+                storage.create(C, P, {"id": "inner"})
+        assert sorted(ids(storage.get_all(C, P)[0])) == ["inner", "outer"]
+
+    def test_ping(self, storage: Storage) -> None:
+        assert storage.ping() is True
+        assert storage.ping(readonly=True) is True
+
+    def test_random_operations_match_a_model(self, storage: Storage) -> None:
+        run_storage_machine(storage)
+
+
+def _descending(ascending: List[str]) -> List[str]:
+    """Reverse an ascending order whose last two entries are a tie broken by id (ascending either way)."""
+    return sorted(ascending[-2:]) + ascending[-3::-1]
+
+
+# --- the state machine -----------------------------------------------------------------------------------------
+
+_IDS = st.sampled_from(["a", "b", "c", "d", "e", "f", "g", "h"])
+_NUMBERS = st.integers(min_value=0, max_value=4)
+_STRINGS = st.sampled_from(["x", "y", "z"])
+_DATA = st.fixed_dictionaries({}, optional={"n": st.one_of(st.none(), _NUMBERS), "s": _STRINGS})
+_FIELD_VALUES = {"n": _NUMBERS, "s": _STRINGS}
+_COMPARISONS = [COMPARISON.EQ, COMPARISON.NOT, COMPARISON.LT, COMPARISON.MAX, COMPARISON.GT, COMPARISON.MIN]
+
+
+@st.composite
+def _filters(draw: Any) -> Filter:
+    field = draw(st.sampled_from(["n", "s"]))
+    operator = draw(st.sampled_from(_COMPARISONS + [COMPARISON.IN, COMPARISON.EXCLUDE, COMPARISON.HAS]))
+    if operator in (COMPARISON.IN, COMPARISON.EXCLUDE):
+        value: Any = draw(st.lists(_FIELD_VALUES[field], min_size=1, max_size=3))
+    elif operator == COMPARISON.HAS:
+        value = draw(st.booleans())
+    else:
+        value = draw(_FIELD_VALUES[field])
+    return Filter(field, value, operator)
+
+
+_SORTINGS = st.lists(st.tuples(st.sampled_from(["n", "s"]), st.sampled_from([1, -1])), max_size=2,
+                     unique_by=lambda item: item[0]).flatmap(
+    lambda keys: st.sampled_from([1, -1]).map(
+        lambda last: [Sort(field, direction) for field, direction in keys] + [Sort("last_modified", last),
+                                                                             Sort("id", 1)]))
+
+
+def _model_matches(record: Dict[str, Any], filter_: Filter) -> bool:
+    """Deliberately naive: the machine's fields hold ints, strings or null only."""
+    present = filter_.field in record and record[filter_.field] is not None
+    value = record.get(filter_.field)
+    operator = filter_.operator
+    if operator == COMPARISON.HAS:
+        return present == filter_.value
+    if operator in (COMPARISON.IN, COMPARISON.EXCLUDE):
+        hit = present and any(type(value) is type(item) and value == item for item in filter_.value)
+        return hit if operator == COMPARISON.IN else not hit
+    same = present and type(value) is type(filter_.value)
+    if operator == COMPARISON.EQ:
+        return same and value == filter_.value
+    if operator == COMPARISON.NOT:
+        return not (same and value == filter_.value)
+    if not same:
+        return False
+    return {COMPARISON.LT: value < filter_.value, COMPARISON.MAX: value <= filter_.value,
+            COMPARISON.GT: value > filter_.value, COMPARISON.MIN: value >= filter_.value}[operator]
+
+
+def _model_sorted(records: List[Dict[str, Any]], sorting: Sequence[Sort]) -> List[Dict[str, Any]]:
+    result = list(records)
+    for sort in reversed(sorting):
+        present = [record for record in result if record.get(sort.field) is not None]
+        absent = [record for record in result if record.get(sort.field) is None]
+        present.sort(key=lambda record: record[sort.field], reverse=sort.direction < 0)
+        result = present + absent if sort.direction > 0 else absent + present
+    return result
+
+
+class StorageMachine(RuleBasedStateMachine):
+    """Random writes and listings on one partition, checked against a dict of records and a dict of tombstones.
+
+    Bind a backend with :func:`run_storage_machine`; the machine flushes it at the start of every example.
+    """
+
+    storage: Storage
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.storage.flush()
+        self.records: Dict[str, Dict[str, Any]] = {}
+        self.tombstones: Dict[str, Dict[str, Any]] = {}
+        self.counter = 0
+
+    def _stamped(self, record: Dict[str, Any]) -> None:
+        assert record["last_modified"] > self.counter, "timestamps strictly increase"
+        self.counter = record["last_modified"]
+
+    def _conflict(self, data: Dict[str, Any], unique: bool, exclude: Optional[str] = None) -> Optional[str]:
+        if unique and data.get("s") is not None:
+            for object_id, record in self.records.items():
+                if object_id != exclude and record.get("s") == data["s"]:
+                    return object_id
+        return None
+
+    @rule(object_id=st.one_of(st.none(), _IDS), data=_DATA, unique=st.booleans())
+    def create(self, object_id: Optional[str], data: Dict[str, Any], unique: bool) -> None:
+        payload = dict(data, id=object_id) if object_id else dict(data)
+        conflict = object_id if object_id in self.records else self._conflict(data, unique)
+        if conflict is not None:
+            with pytest.raises(UnicityError) as info:
+                self.storage.create(C, P, payload, unique_fields=["s"] if unique else ())
+            assert info.value.record == self.records[conflict]
+            return
+        record = self.storage.create(C, P, payload, unique_fields=["s"] if unique else ())
+        assert record == dict(data, id=record["id"], last_modified=record["last_modified"])
+        self._stamped(record)
+        self.tombstones.pop(record["id"], None)
+        self.records[record["id"]] = record
+
+    @rule(object_id=_IDS, data=_DATA, unique=st.booleans())
+    def update(self, object_id: str, data: Dict[str, Any], unique: bool) -> None:
+        conflict = self._conflict(data, unique, exclude=object_id)
+        if conflict is not None:
+            with pytest.raises(UnicityError):
+                self.storage.update(C, P, object_id, data, unique_fields=["s"])
+            return
+        record = self.storage.update(C, P, object_id, data, unique_fields=["s"] if unique else ())
+        assert record == dict(data, id=object_id, last_modified=record["last_modified"])
+        self._stamped(record)
+        self.tombstones.pop(object_id, None)
+        self.records[object_id] = record
+
+    @rule(object_id=_IDS, with_deleted=st.booleans())
+    def delete(self, object_id: str, with_deleted: bool) -> None:
+        if object_id not in self.records:
+            with pytest.raises(RecordNotFoundError):
+                self.storage.delete(C, P, object_id, with_deleted=with_deleted)
+            return
+        tombstone = self.storage.delete(C, P, object_id, with_deleted=with_deleted)
+        assert tombstone == {"id": object_id, "deleted": True, "last_modified": tombstone["last_modified"]}
+        self._stamped(tombstone)
+        del self.records[object_id]
+        if with_deleted:
+            self.tombstones[object_id] = tombstone
+
+    @rule(datas=st.lists(_DATA, min_size=1, max_size=4))
+    def create_several(self, datas: List[Dict[str, Any]]) -> None:
+        for data in datas:
+            self.create(None, data, False)
+
+    @rule(filters=st.lists(_filters(), min_size=1, max_size=2))
+    def delete_all(self, filters: List[Filter]) -> None:
+        doomed = {object_id for object_id, record in self.records.items()
+                  if all(_model_matches(record, filter_) for filter_ in filters)}
+        tombstones = self.storage.delete_all(C, P, filters)
+        assert set(ids(tombstones)) == doomed and len(tombstones) == len(doomed)
+        for tombstone in tombstones:
+            self._stamped(tombstone)
+            del self.records[tombstone["id"]]
+            self.tombstones[tombstone["id"]] = tombstone
+
+    @precondition(lambda self: self.tombstones)
+    @rule(position=st.integers(min_value=0, max_value=8))
+    def purge_deleted(self, position: int) -> None:
+        stamps = sorted(tombstone["last_modified"] for tombstone in self.tombstones.values())
+        if position >= len(stamps):
+            assert self.storage.purge_deleted(C, P) == len(stamps)
+            self.tombstones.clear()
+            return
+        before = stamps[position]
+        assert self.storage.purge_deleted(C, P, before=before) == position
+        self.tombstones = {key: tomb for key, tomb in self.tombstones.items() if tomb["last_modified"] >= before}
+
+    @rule(object_id=_IDS, include_deleted=st.booleans())
+    def get(self, object_id: str, include_deleted: bool) -> None:
+        expected = self.records.get(object_id)
+        if expected is None and include_deleted:
+            expected = self.tombstones.get(object_id)
+        if expected is None:
+            with pytest.raises(RecordNotFoundError):
+                self.storage.get(C, P, object_id, include_deleted=include_deleted)
+        else:
+            assert self.storage.get(C, P, object_id, include_deleted=include_deleted) == expected
+
+    @rule(filters=st.lists(_filters(), max_size=2), sorting=_SORTINGS,
+          limit=st.one_of(st.none(), st.integers(min_value=1, max_value=4)), include_deleted=st.booleans())
+    def get_all(self, filters: List[Filter], sorting: List[Sort], limit: Optional[int],
+                include_deleted: bool) -> None:
+        candidates = list(self.records.values())
+        if include_deleted:
+            candidates += list(self.tombstones.values())
+        matching = [record for record in candidates if all(_model_matches(record, f) for f in filters)]
+        expected = _model_sorted(matching, sorting)
+        total = sum(1 for record in matching if not record.get("deleted"))
+        if limit is None:
+            records, got_total = self.storage.get_all(C, P, filters=filters, sorting=sorting,
+                                                      include_deleted=include_deleted)
+            assert (records, got_total) == (expected, total)
+        else:
+            seen, totals = page_through(self.storage, sorting, limit, filters=filters,
+                                        include_deleted=include_deleted)
+            assert seen == expected
+            assert set(totals) == {total}
+
+    @invariant()
+    def timestamp_is_the_last_write(self) -> None:
+        assert self.storage.collection_timestamp(C, P) == self.counter
+
+
+def run_storage_machine(storage: Storage, **overrides: Any) -> None:
+    """Run :class:`StorageMachine` against ``storage`` (bounded: a network backend finishes in seconds)."""
+    machine = type("BoundStorageMachine", (StorageMachine,), {"storage": storage})
+    options: Dict[str, Any] = dict(max_examples=40, stateful_step_count=30, deadline=None, database=None,
+                                   suppress_health_check=list(HealthCheck))
+    options.update(overrides)
+    run_state_machine_as_test(machine, settings=hypothesis_settings(**options))
