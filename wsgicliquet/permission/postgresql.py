@@ -114,8 +114,6 @@ class Permission(PermissionBase):
         principals = list(principals)
         match = object_id_match or "*"
         pairs = list(get_bound_permissions(match, permission)) if get_bound_permissions else [(match, permission)]
-        # Bound pairs on other kinds of objects (a parent, say) name objects the caller did not ask for.
-        pairs = [(glob, perm) for glob, perm in pairs if glob.endswith(match)]
         if not principals or not pairs:
             return set()
         rows = self._run("""
