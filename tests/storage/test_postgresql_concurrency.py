@@ -1,0 +1,174 @@
+"""Real concurrency against PostgreSQL: processes and threads writing one collection while a client syncs with
+``_since``, and connections killed in the middle of the load.
+
+What must hold (PROTOCOL.md D1, §21.2-21.4): a poller that asks for everything newer than the last timestamp it
+saw receives every acknowledged write exactly once, in strictly increasing timestamp order; writers never fail
+because of a timestamp collision; when connections die, callers get BackendError only, and the pool recovers.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import threading
+import time
+import uuid
+from typing import Any, Dict, Iterator, List, Tuple
+
+import pytest
+
+from tests.storage.test_postgresql import admin_execute, database_url
+from wsgicliquet import postgresql as pg
+from wsgicliquet.storage import COMPARISON, BackendError, Filter, Sort
+from wsgicliquet.storage.postgresql import Storage
+
+pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
+
+C, P = "concurrency", "shared"
+PROCESSES, THREADS, SECONDS = 4, 4, 3.0
+
+Write = Tuple[str, int]  # (id, last_modified) of an acknowledged write
+
+
+def _write_for(url: str, seconds: float, slot: int) -> Tuple[List[Write], List[str]]:
+    """Runs in a child process: THREADS threads create records until the deadline; one in three writes a batch
+    of three records in one transaction, like a batch request."""
+    storage = Storage.from_settings({"storage_url": url, "storage_pool_size": THREADS})
+    deadline = time.monotonic() + seconds
+    acknowledged: List[Write] = []
+    errors: List[str] = []
+    lock = threading.Lock()
+
+    def writer(thread: int) -> None:
+        count = 0
+        while time.monotonic() < deadline:
+            count += 1
+            try:
+                if count % 3 == 0:
+                    with storage.transaction():
+                        batch = [storage.create(C, P, {"slot": slot, "thread": thread, "n": count, "i": index})
+                                 for index in range(3)]
+                else:
+                    batch = [storage.create(C, P, {"slot": slot, "thread": thread, "n": count})]
+            except Exception as exc:  # reported to the parent, which fails the test
+                with lock:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            with lock:
+                acknowledged.extend((record["id"], record["last_modified"]) for record in batch)
+
+    threads = [threading.Thread(target=writer, args=(index,)) for index in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return acknowledged, errors
+
+
+class Poller:
+    """A sync client: asks for the changes since the last timestamp it saw, as ``GET ?_since=`` does."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.since = 0
+        self.seen: List[Write] = []
+
+    def poll(self) -> None:
+        changes, _ = self.storage.get_all(C, P, filters=[Filter("last_modified", self.since, COMPARISON.GT)],
+                                          sorting=[Sort("last_modified", 1)], include_deleted=True)
+        for record in changes:
+            self.seen.append((record["id"], record["last_modified"]))
+        if changes:
+            self.since = changes[-1]["last_modified"]
+
+
+@pytest.fixture(scope="module")
+def url(postgresql_url: str) -> str:
+    url = database_url(postgresql_url)
+    Storage.from_settings({"storage_url": url}).initialize_schema()
+    return url
+
+
+@pytest.fixture
+def storage(url: str) -> Iterator[Storage]:
+    backend = Storage.from_settings({"storage_url": url})
+    backend.flush()
+    yield backend
+    backend.flush()
+
+
+def test_processes_and_threads_write_while_a_poller_syncs(storage: Storage, url: str) -> None:
+    poller = Poller(storage)
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(PROCESSES, mp_context=context) as pool:
+        futures = [pool.submit(_write_for, url, SECONDS, slot) for slot in range(PROCESSES)]
+        polls = 0
+        while not all(future.done() for future in futures):
+            poller.poll()
+            polls += 1
+            time.sleep(0.01)
+        results = [future.result() for future in futures]
+    poller.poll()
+
+    acknowledged = [write for writes, _ in results for write in writes]
+    errors = [error for _, errors in results for error in errors]
+    assert errors == [], "no writer ever fails (no timestamp collision, no deadlock)"
+    assert len(acknowledged) > 100 and polls > 10
+    stamps = [stamp for _, stamp in poller.seen]
+    assert stamps == sorted(set(stamps)), "the poller sees strictly increasing timestamps"
+    assert len(poller.seen) == len(set(poller.seen)), "nothing is seen twice"
+    assert sorted(poller.seen) == sorted(acknowledged), "every acknowledged write is seen exactly once"
+    assert storage.collection_timestamp(C, P) == max(stamps)
+
+
+def test_terminated_connections_mid_load(storage: Storage, url: str) -> None:
+    """Kill every connection of the writers three times: only BackendErrors, then full recovery, nothing lost."""
+    name = f"wsgicliquet_fault_{uuid.uuid4().hex[:8]}"
+    victim = Storage(pg.Client(f"{url}{'&' if '?' in url else '?'}application_name={name}", pool_size=8))
+    stop = threading.Event()
+    acknowledged: List[Write] = []
+    failures: List[BaseException] = []
+    last_success: Dict[int, float] = {}
+    lock = threading.Lock()
+
+    def writer(thread: int) -> None:
+        count = 0
+        while not stop.is_set():
+            count += 1
+            try:
+                with victim.transaction():
+                    batch = [victim.create(C, P, {"thread": thread, "n": count, "i": index})
+                             for index in range(1 + count % 2)]
+                    victim.get_all(C, P, filters=[Filter("thread", thread, COMPARISON.EQ)], limit=5)
+            except Exception as exc:
+                with lock:
+                    failures.append(exc)
+                continue
+            with lock:
+                acknowledged.extend((record["id"], record["last_modified"]) for record in batch)
+                last_success[thread] = time.monotonic()
+
+    threads = [threading.Thread(target=writer, args=(index,)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    killed = 0
+    try:
+        for _ in range(3):
+            time.sleep(0.7)
+            killed += len(admin_execute(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                             "WHERE application_name = %s", (name,)))
+        last_kill = time.monotonic()
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+
+    assert killed > 0, "the writers' connections were killed"
+    assert all(isinstance(exc, BackendError) for exc in failures), [repr(exc) for exc in failures[:5]]
+    assert all(last_success.get(index, 0) > last_kill for index in range(8)), "every thread recovered"
+    stored, total = storage.get_all(C, P)
+    stored_writes = {(record["id"], record["last_modified"]) for record in stored}
+    assert set(acknowledged) <= stored_writes, "every acknowledged write is present"
+    stamps = [record["last_modified"] for record in stored]
+    assert len(set(stamps)) == len(stamps) == total
+    victim.client.close()
