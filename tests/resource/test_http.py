@@ -96,6 +96,14 @@ def test_body_too_large(make_app):
     assert len(app.get("/notes").json["data"]) == 1
 
 
+def test_ten_megabyte_record_is_413_by_default(app):
+    """The documented limit: setting storage_max_request_size, 8 MiB by default."""
+    response = app.post_json("/notes", {"data": {"blob": "x" * (10 * 1024 * 1024)}}, status=413)
+    body = response.json
+    assert (body["code"], body["errno"], body["message"]) == (413, 113, "Request body too large.")
+    assert app.get("/notes").json["data"] == []
+
+
 def test_chunked_body_too_large(make_app):
     """A body without Content-Length (chunked upload) is read up to the limit only."""
     app = make_app(storage_max_request_size="100").app
