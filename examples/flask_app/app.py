@@ -1,0 +1,125 @@
+"""A small Flask site that gains the Cliquet protocol under ``/v1``, its own pages untouched.
+
+The site (``app``) is an ordinary Flask app: two HTML pages and a JSON view at the root.  The API is added
+around its ``wsgi_app``::
+
+    site = app.wsgi_app
+    api = ResourceApp([Bookmark], settings, fallback=site)   # /v1/bookmarks, else the Flask views
+    app.wsgi_app = build_pipeline(site, settings, versions={"/v1": api})
+
+- ``/``, ``/about``, ``/status.json``: the site, with Flask's own HTML error pages;
+- ``/v1/``, ``/v1/bookmarks``, ``/v1/batch``, ``/v1/__heartbeat__``: the protocol, JSON errors;
+- ``/v1/scores``: a Flask view of the ``api`` blueprint, reached through the resource app's fallback
+  (``SCRIPT_NAME=/v1``, ``PATH_INFO=/scores``); it stores per-user scores in the same storage backend as the
+  bookmarks, found in the environ with the authenticated user id.
+
+Served by ``app.ini`` (PasteDeploy): ``python -m wsgicliquet serve --ini examples/flask_app/app.ini``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional
+
+from flask import Blueprint, Flask, abort, jsonify, render_template_string, request
+
+from wsgicliquet.environ import API_PREFIX, PRINCIPALS, STORAGE, USERID, VIEW
+from wsgicliquet.errors import invalid, unauthorized_or_forbidden
+from wsgicliquet.pipeline import build_pipeline
+from wsgicliquet.resource import Resource, ResourceApp
+from wsgicliquet.settings import load_settings
+from wsgicliquet.storage import Sort
+
+WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+app = Flask(__name__)
+api = Blueprint("api", __name__)
+"""Views served below the version prefix only, next to the resources."""
+
+PAGE = """<!doctype html>
+<html><head><title>{{ title }}</title></head>
+<body><h1>{{ title }}</h1><p>{{ text }}</p>
+<p><a href="{{ url_for('index') }}">Home</a> <a href="{{ url_for('about') }}">About</a></p></body></html>
+"""
+
+
+@app.get("/")
+def index() -> str:
+    return render_template_string(PAGE, title="Arcade", text="Play, then keep your scores and bookmarks in the API.")
+
+
+@app.get("/about")
+def about() -> str:
+    return render_template_string(PAGE, title="About", text="An arcade site with a Cliquet API under /v1.")
+
+
+@app.get("/status.json")
+def status() -> Any:
+    return jsonify(site="arcade", games=["tetris", "pacman"])
+
+
+class Bookmark(Resource):
+    """The classic Cliquet resource: ``url`` is required and an absolute URI, any other field is kept."""
+
+    schema = {"type": "object", "properties": {"url": {"type": "string", "format": "uri"}}, "required": ["url"]}
+    preserve_unknown = True
+
+
+@api.route("/scores", methods=["GET", "POST"])
+def scores() -> Any:
+    """``POST {"game": "tetris", "score": 1200}`` records a score of the user; ``GET`` lists them, best first."""
+    environ = request.environ
+    environ[VIEW] = "scores"
+    userid = environ.get(USERID)
+    if userid is None:
+        return unauthorized_or_forbidden(environ.get(PRINCIPALS, ()))  # an HTTPError is a WSGI response
+    storage = environ[STORAGE]
+    if request.method == "GET":
+        records, _total = storage.get_all("score", userid, sorting=[Sort("score", -1)])
+        return jsonify(data=records)
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("game"), str) \
+            or not isinstance(body.get("score"), int) or isinstance(body.get("score"), bool):
+        return invalid("body", "score", "Expected {\"game\": string, \"score\": integer}")
+    record = storage.create("score", userid, {"game": body["game"], "score": body["score"]})
+    return jsonify(data=record), 201
+
+
+app.register_blueprint(api)
+
+
+@app.before_request
+def api_views_under_the_api_only() -> None:
+    """Keep the pages at the root and the ``api`` views under ``/v1`` (both reach this app)."""
+    if (request.blueprint == "api") != (API_PREFIX in request.environ):
+        abort(404)
+
+
+def make_app(settings: Optional[Mapping[str, Any]] = None) -> WSGIApp:
+    """The site's ``wsgi_app`` wrapped by the pipeline, with the resources mounted at ``/v1``.
+
+    Returned rather than assigned to ``app.wsgi_app``, so that calling it twice (tests) never wraps twice; in your
+    own app, ``app.wsgi_app = make_app(settings)`` is Flask's usual way to add WSGI middleware.
+    """
+    settings = load_settings(settings or {})
+    site = app.wsgi_app
+    return build_pipeline(site, settings, versions={"/v1": ResourceApp([Bookmark], settings, fallback=site)})
+
+
+def app_factory(global_conf: Mapping[str, Any], **local_conf: Any) -> WSGIApp:
+    """PasteDeploy: the whole service from the ini's settings (``use = call:examples.flask_app.app:app_factory``)."""
+    return make_app({**global_conf, **local_conf})
+
+
+def site_factory(global_conf: Mapping[str, Any], **local_conf: Any) -> WSGIApp:
+    """PasteDeploy: the Flask site alone (``/ = site`` of ``egg:wsgicliquet#api``)."""
+    return app
+
+
+def api_factory(global_conf: Mapping[str, Any], **local_conf: Any) -> WSGIApp:
+    """PasteDeploy: the resource app, falling back to the Flask views (``/v1 = api`` of ``egg:wsgicliquet#api``)."""
+    settings = load_settings({**global_conf, **local_conf})
+    return ResourceApp([Bookmark], settings, fallback=app)
+
+
+if __name__ == "__main__":
+    app.wsgi_app = make_app()  # type: ignore[method-assign]
+    app.run(port=8888)
