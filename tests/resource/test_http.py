@@ -146,6 +146,21 @@ def test_fallback_receives_unmatched_paths(make_app, storage):
     assert app.get("/v1/bookmarks").json["data"][0]["url"] == "http://a.org"
 
 
+def test_bottle_fallback(make_app):
+    import bottle
+
+    bottle_app = bottle.Bottle()
+
+    @bottle_app.route("/hello")
+    def hello():
+        storage = bottle.request.environ["wsgicliquet.storage"]
+        return {"timestamp": storage.collection_timestamp("note", bottle.request.environ["wsgicliquet.userid"])}
+
+    app = make_app(fallback=bottle_app)
+    record = app.post_json("/notes", {"data": {}}).json["data"]
+    assert app.get("/hello").json == {"timestamp": record["last_modified"]}
+
+
 @pytest.mark.parametrize("resources, message", [
     pytest.param([Bookmark, Bookmark], "already used", id="duplicate"),
     pytest.param(["nowhere.module:Thing"], "Cannot import", id="import"),
