@@ -251,11 +251,13 @@ def _version_key(component: str) -> str:
     return f"wsgicliquet.{component}.schema_version"
 
 
-def migrate(client: Client, component: str, migrations: Sequence[Migration], dry_run: bool = False) -> List[str]:
+def migrate(client: Client, component: str, migrations: Sequence[Migration], dry_run: bool = False,
+            tables: Sequence[str] = ()) -> List[str]:
     """Bring ``component``'s tables to the last version of ``migrations``; idempotent; returns the steps applied.
 
     Runs in one transaction under an advisory lock, so that concurrent ``migrate`` runs do not race.  With
-    ``dry_run`` the steps are logged and rolled back.
+    ``dry_run`` the steps are logged and rolled back.  On a first migration, ``tables`` that already exist (a
+    Cliquet database has a ``records`` table of another shape) stop it with a clear error instead of a half schema.
     """
     applied: List[str] = []
     try:
@@ -264,6 +266,8 @@ def migrate(client: Client, component: str, migrations: Sequence[Migration], dry
             client.execute(f"CREATE TABLE IF NOT EXISTS {METADATA_TABLE} "
                            "(name TEXT PRIMARY KEY, value TEXT NOT NULL)")
             current = client.schema_version(component) or 0
+            if current == 0:
+                _refuse_foreign_tables(client, component, tables)
             for version, statements in migrations:
                 if version <= current:
                     continue
@@ -280,6 +284,13 @@ def migrate(client: Client, component: str, migrations: Sequence[Migration], dry
         logger.info("Dry run: %s rolled back", ", ".join(applied) or "nothing to do")
     client._schema_ok.pop(component, None)
     return applied
+
+
+def _refuse_foreign_tables(client: Client, component: str, tables: Sequence[str]) -> None:
+    for table in tables:
+        if client.execute("SELECT to_regclass(%s) IS NOT NULL", (table,), fetch="one")[0]:
+            raise SchemaError(message=f"Table {table!r} exists but was not created by wsgicliquet's {component} "
+                                      "migrations (a Cliquet database?): use another database or schema")
 
 
 class _DryRun(Exception):

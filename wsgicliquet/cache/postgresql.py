@@ -46,7 +46,7 @@ class Cache(CacheBase):
         return cls(get_client(**settings_options(settings, prefix)), prefix=settings.get("cache_prefix") or "")
 
     def initialize_schema(self, dry_run: bool = False) -> None:
-        migrate(self.client, "cache", MIGRATIONS, dry_run=dry_run)
+        migrate(self.client, "cache", MIGRATIONS, dry_run=dry_run, tables=("cache",))
 
     def _run(self, query: str, params: Any = None, fetch: Optional[str] = None) -> Any:
         with self.client.transaction():

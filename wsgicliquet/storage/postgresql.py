@@ -270,7 +270,32 @@ def _conjunction(filters: Sequence[Filter]) -> sql.Composable:
 def _pagination(rules: Sequence[Sequence[Filter]]) -> sql.Composable:
     if not rules:
         return _TRUE
-    return sql.SQL("({})").format(sql.SQL(" OR ").join(_conjunction(rule) for rule in rules))
+    ored = sql.SQL("({})").format(sql.SQL(" OR ").join(_conjunction(rule) for rule in rules))
+    return sql.SQL("({} AND {})").format(_timestamp_range(rules), ored)
+
+
+def _timestamp_range(rules: Sequence[Sequence[Filter]]) -> sql.Composable:
+    """The ``last_modified`` range every rule implies, stated plainly so that the index bounds the scan.
+
+    Keyset rules for a sort starting with ``last_modified`` look like ``lm < v OR (lm = v AND id < x)``; PostgreSQL
+    cannot turn that OR into an index range, so page 1,000 would scan the 20,000 rows before it.  The redundant
+    ``lm <= v`` lets it start right there.
+    """
+    uppers: List[Optional[int]] = []
+    lowers: List[Optional[int]] = []
+    for rule in rules:
+        upper = [f.value for f in rule if f.field == "last_modified" and _fits_column("last_modified", f.value)
+                 and COMPARISON(f.operator) in (COMPARISON.LT, COMPARISON.MAX, COMPARISON.EQ)]
+        lower = [f.value for f in rule if f.field == "last_modified" and _fits_column("last_modified", f.value)
+                 and COMPARISON(f.operator) in (COMPARISON.GT, COMPARISON.MIN, COMPARISON.EQ)]
+        uppers.append(min(upper) if upper else None)
+        lowers.append(max(lower) if lower else None)
+    bounds: List[sql.Composable] = []
+    if None not in uppers:
+        bounds.append(sql.SQL("last_modified <= {}").format(_Literal(max(v for v in uppers if v is not None))))
+    if None not in lowers:
+        bounds.append(sql.SQL("last_modified >= {}").format(_Literal(min(v for v in lowers if v is not None))))
+    return sql.SQL(" AND ").join(bounds) if bounds else _TRUE
 
 
 def _order_by(sorting: Sequence[Sort]) -> sql.Composable:
@@ -331,7 +356,7 @@ class Storage(StorageBase):
         return cls(get_client(**settings_options(settings, prefix)))
 
     def initialize_schema(self, dry_run: bool = False) -> None:
-        migrate(self.client, "storage", MIGRATIONS, dry_run=dry_run)
+        migrate(self.client, "storage", MIGRATIONS, dry_run=dry_run, tables=("records", "timestamps"))
 
     def transaction(self) -> Any:
         return self.client.transaction()
