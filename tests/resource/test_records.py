@@ -393,6 +393,18 @@ def test_nested_partitions(app):
     assert app.get("/buckets/b2/collections/c1/records").json["data"] == []
 
 
+def test_placeholder_as_last_segment_is_part_of_the_partition(make_app):
+    from wsgicliquet.resource.resource import Resource
+
+    class Thing(Resource):
+        collection_path = "/things/{kind}"
+
+    app = make_app(resources=[Thing])
+    app.post_json("/things/a", {"data": {}})
+    assert app.get("/things/b").json["data"] == []
+    assert len(app.get("/things/a").json["data"]) == 1
+
+
 def test_nested_placeholder_validation(app):
     response = app.get("/buckets/b%20x/collections/c1/records", status=400)
     assert response.json["details"] == [{"location": "path", "name": "bucket_id", "description": "Invalid bucket_id"}]

@@ -22,7 +22,7 @@ try:  # pragma: no cover - depends on the installation
 except ImportError:  # pragma: no cover
     _orjson = None
 
-__all__ = ["MAX_DEPTH", "read_body", "parse_json", "parse_envelope", "render", "json_response",
+__all__ = ["MAX_DEPTH", "read_body", "parse_json", "parse_envelope", "envelope_data", "render", "json_response",
            "empty_response"]
 
 #: Deepest nesting accepted in a request body (the envelope counts as one level).
@@ -131,7 +131,11 @@ def parse_envelope(body: bytes, *, data_required: bool, allowed: Tuple[str, ...]
     Any other top-level key than ``allowed`` is a 400 ``<key> is not allowed`` (``permissions`` included, on
     resources that are not shareable).
     """
-    payload = parse_json(body) if body.strip() else {}
+    return envelope_data(parse_json(body) if body.strip() else {}, data_required=data_required, allowed=allowed)
+
+
+def envelope_data(payload: Any, *, data_required: bool, allowed: Tuple[str, ...] = ("data",)) -> Optional[dict]:
+    """:func:`parse_envelope` of an already decoded body (a shareable resource takes ``permissions`` out first)."""
     if not isinstance(payload, dict):
         raise invalid("body", None, "The request body must be a JSON object")
     extra = [key for key in payload if key not in allowed]

@@ -40,7 +40,8 @@ from wsgicliquet.errors import invalid, unauthorized_or_forbidden
 from wsgicliquet.resource.generators import Generator
 from wsgicliquet.resource.schema import RecordSchema, check_readonly
 from wsgicliquet.settings import ConfigurationError
-from wsgicliquet.storage import Filter
+from wsgicliquet.resource.body import parse_envelope
+from wsgicliquet.storage import Filter, Storage
 
 __all__ = ["Resource", "ResourceSpec", "PERMISSIONS", "Record"]
 
@@ -83,6 +84,8 @@ class Resource:
     id_generator: ClassVar[Any] = None
     #: What URL placeholder values (other than the record id) must look like.
     placeholder_pattern: ClassVar[str] = r"[a-zA-Z0-9][a-zA-Z0-9_-]*"
+    #: Whether the app must give this resource a permission backend (shareable resources do).
+    needs_permission_backend: ClassVar[bool] = False
 
     def __init__(self, request: Request, spec: "ResourceSpec", matchdict: Dict[str, str]) -> None:
         self.request = request
@@ -135,6 +138,24 @@ class Resource:
         """Extra filters restricting collection reads and bulk deletes to the records the user may access."""
         return []
 
+    # -- body and storage seam (a shareable resource adds its ``permissions``) --------------------------------
+
+    def parse_body(self, body: bytes, *, data_required: bool) -> Optional[Dict[str, Any]]:
+        """The ``data`` of a write request (:func:`~wsgicliquet.resource.body.parse_envelope`)."""
+        return parse_envelope(body, data_required=data_required)
+
+    def record_body(self, record: Record, data: Any) -> Dict[str, Any]:
+        """The JSON body of a record response (``data`` is ``record``, projected or reduced)."""
+        return {"data": data}
+
+    def bind_storage(self, storage: Storage) -> Storage:
+        """The storage the handlers of this request write through (a shareable resource adds the ACLs)."""
+        return storage
+
+    def has_pending_changes(self) -> bool:
+        """Whether a PATCH must write even when the record's fields do not change."""
+        return False
+
     # -- start-up ----------------------------------------------------------------------------------------------
 
     @classmethod
@@ -184,7 +205,7 @@ class ResourceSpec:
             record_rule=_PLACEHOLDER.sub(r"<\1>", record_path),
             placeholders=placeholders,
             placeholder_match=re.compile(resource.placeholder_pattern).fullmatch,
-            parent_template=collection_path.rsplit("/", 1)[0],
+            parent_template=_parent_template(collection_path),
             collection_methods=_enabled(settings, "collection", name, resource.collection_methods),
             record_methods=_enabled(settings, "record", name, resource.record_methods),
             cache_expires=settings.get(f"{name}_cache_expires_seconds"),
@@ -200,6 +221,15 @@ class ResourceSpec:
 def _normalize_path(path: str) -> str:
     path = "/" + path.strip("/")
     return _PLACEHOLDER.sub(r"{\1}", path)
+
+
+def _parent_template(collection_path: str) -> str:
+    """The parent path of a nested collection (``/buckets/{b}/collections/{c}`` of ``.../{c}/records``).
+
+    When the last segment is itself a placeholder, it is part of the parent: every value is a partition of its own.
+    """
+    head, _, last = collection_path.rpartition("/")
+    return collection_path if _PLACEHOLDER.search(last) else head
 
 
 def _generator(value: Any) -> Generator:
