@@ -24,7 +24,7 @@ from wsgicliquet.storage.postgresql import Storage
 pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
 
 C, P = "concurrency", "shared"
-PROCESSES, THREADS, SECONDS = 4, 4, 3.0
+PROCESSES, THREADS, SECONDS = 4, 4, 2.5
 
 Write = Tuple[str, int]  # (id, last_modified) of an acknowledged write
 
@@ -172,3 +172,53 @@ def test_terminated_connections_mid_load(storage: Storage, url: str) -> None:
     stamps = [record["last_modified"] for record in stored]
     assert len(set(stamps)) == len(stamps) == total
     victim.client.close()
+
+
+def test_http_writers_and_a_since_poller(storage: Storage) -> None:
+    """The same guarantee end to end: the resource app in a transaction per request, POSTs from 8 threads,
+    a client polling ``GET /notes?_since=<newest timestamp seen>``."""
+    webtest = pytest.importorskip("webtest")
+    from wsgicliquet.middleware.transaction import Transaction
+    from wsgicliquet.resource.app import ResourceApp
+    from wsgicliquet.resource.resource import Resource
+    from wsgicliquet.settings import load_settings
+
+    class Note(Resource):
+        schema = {"type": "object"}
+        preserve_unknown = True
+
+    userid = f"basicauth:{uuid.uuid4().hex}"
+    environ = {"wsgicliquet.userid": userid,
+               "wsgicliquet.principals": ["system.Everyone", "system.Authenticated", userid]}
+    app = Transaction(ResourceApp([Note], load_settings({}, environ={}), storage=storage), storage=storage)
+    deadline = time.monotonic() + 1.5
+    acknowledged: List[Write] = []
+    failures: List[str] = []
+    lock = threading.Lock()
+
+    def writer(thread: int) -> None:
+        api = webtest.TestApp(app, extra_environ=environ, lint=True)
+        while time.monotonic() < deadline:
+            response = api.post_json("/notes", {"data": {"thread": thread}}, expect_errors=True)
+            with lock:
+                if response.status_int == 201:
+                    acknowledged.append((response.json["data"]["id"], response.json["data"]["last_modified"]))
+                else:
+                    failures.append(response.text)
+
+    threads = [threading.Thread(target=writer, args=(index,)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    poller = webtest.TestApp(app, extra_environ=environ, lint=True)
+    since, seen = 0, []
+    while True:
+        running = any(thread.is_alive() for thread in threads)
+        records = poller.get(f"/notes?_since={since}&_sort=last_modified").json["data"]
+        seen += [(record["id"], record["last_modified"]) for record in records]
+        since = records[-1]["last_modified"] if records else since
+        if not running:
+            break
+    assert failures == []
+    stamps = [stamp for _, stamp in seen]
+    assert stamps == sorted(set(stamps))
+    assert sorted(seen) == sorted(acknowledged) and len(acknowledged) > 50
