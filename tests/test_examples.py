@@ -1,0 +1,316 @@
+"""The example sites, loaded from their ``.ini`` files the way ``wsgicliquet serve`` and gunicorn load them.
+
+Each example keeps its own pages (HTML, its own error pages) and gains the API under ``/v1``: hello, bookmarks,
+batch, JSON errors, and a framework view (``/v1/scores``) using the same storage through the environ.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Dict, Iterator
+
+import pytest
+import webtest
+from paste.deploy import loadapp
+
+from wsgicliquet.__main__ import main
+from wsgicliquet.backends import load_backend
+from wsgicliquet.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (ini file, the class of the framework's WSGI app), by test id.
+EXAMPLES = {
+    "flask": ("examples/flask_app/app.ini", "Flask"),
+    "flask-layers": ("examples/flask_app/pipeline.ini", "Flask"),
+    "bottle": ("examples/bottle_app/app.ini", "Bottle"),
+    "pyramid": ("examples/pyramid_app/app.ini", "Router"),
+}
+PROJECT_NAMES = {"examples/flask_app": "arcade", "examples/bottle_app": "library", "examples/pyramid_app": "chessclub"}
+BACKEND_SETTINGS = ("storage_url", "cache_url", "permission_url")
+
+
+def clear_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove environment overrides of the machine running the tests, so that the ini's values apply."""
+    prefixes = ("WSGICLIQUET_",) + tuple(name.upper() + "_" for name in PROJECT_NAMES.values())
+    for variable in list(os.environ):
+        if variable.startswith(prefixes):
+            monkeypatch.delenv(variable)
+
+
+def basic_auth(user: str) -> Dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:secret".encode()).decode()}
+
+
+@pytest.fixture
+def user() -> Dict[str, str]:
+    """A fresh user per test: the memory backend is shared by the whole process."""
+    return basic_auth(f"player-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(params=list(EXAMPLES))
+def example(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> webtest.TestApp:
+    clear_overrides(monkeypatch)
+    ini, _site = EXAMPLES[request.param]
+    return webtest.TestApp(loadapp(f"config:{ROOT / ini}"), lint=True)
+
+
+@pytest.mark.parametrize("path, text", [
+    pytest.param("/", "Home", id="index"),
+    pytest.param("/about", "Cliquet API under /v1", id="about"),
+])
+def test_the_site_pages_are_unchanged(example, path, text):
+    response = example.get(path, headers={"Accept": "text/html"})
+    assert response.content_type == "text/html"
+    assert text in response.text
+
+
+def test_the_site_json_view_is_unchanged(example):
+    response = example.get("/status.json")
+    assert response.content_type == "application/json"
+    assert len(response.json["games"]) == 2
+
+
+def test_the_site_keeps_its_html_errors(example):
+    response = example.get("/nope", headers={"Accept": "text/html"}, status=404)
+    assert response.content_type == "text/html"
+    assert "errno" not in response.text
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param("/v1/nope", id="unknown"),
+    pytest.param("/v1/about", id="site-page-under-the-api"),
+    pytest.param("/v1/bookmarks/x/y", id="below-a-record"),
+])
+def test_api_paths_answer_json_errors(example, path):
+    response = example.get(path, headers={"Accept": "text/html"}, status=404)
+    assert response.content_type == "application/json"
+    assert (response.json["code"], response.json["errno"]) == (404, 111)
+
+
+def test_an_unknown_version_is_a_json_404(example):
+    assert example.get("/v2/bookmarks", status=404).json["errno"] == 116
+
+
+def test_api_views_are_not_served_at_the_root(example, user):
+    response = example.get("/scores", headers={"Accept": "text/html", **user}, status=404)
+    assert response.content_type == "text/html"
+
+
+def test_hello_shows_the_project_and_the_user(example, user):
+    anonymous = example.get("/v1/").json
+    assert anonymous["project_name"] in PROJECT_NAMES.values()
+    assert anonymous["url"] == "http://localhost/v1/"
+    assert "user" not in anonymous
+    assert example.get("/v1/", headers=user).json["user"]["id"].startswith("basicauth:")
+
+
+def test_unprefixed_dockerflow_endpoints_are_served(example):
+    assert example.get("/__lbheartbeat__").json == {}
+    assert example.get("/v1/__heartbeat__").status_int == 200
+
+
+def test_bookmarks_crud(example, user):
+    created = example.post_json("/v1/bookmarks", {"data": {"url": "https://example.com/a", "title": "A"}},
+                                headers=user, status=201).json["data"]
+    assert created["title"] == "A"  # fields the schema does not declare are kept
+    url = f"/v1/bookmarks/{created['id']}"
+    assert example.get(url, headers=user).json["data"] == created
+    listed = example.get("/v1/bookmarks", headers=user)
+    assert [record["id"] for record in listed.json["data"]] == [created["id"]]
+    assert listed.headers["Total-Records"] == "1"
+    patched = example.patch_json(url, {"data": {"title": "B"}}, headers=user).json["data"]
+    assert (patched["title"], patched["url"]) == ("B", "https://example.com/a")
+    replaced = example.put_json(url, {"data": {"url": "https://example.com/c"}}, headers=user).json["data"]
+    assert "title" not in replaced
+    deleted = example.delete(url, headers=user).json["data"]
+    assert deleted["deleted"] is True
+    assert example.get(url, headers=user, status=404).json["errno"] == 110
+
+
+def test_bookmarks_are_private(example, user):
+    created = example.post_json("/v1/bookmarks", {"data": {"url": "https://example.com/"}}, headers=user).json
+    other = basic_auth(f"other-{uuid.uuid4().hex[:8]}")
+    assert example.get("/v1/bookmarks", headers=other).json["data"] == []
+    example.get(f"/v1/bookmarks/{created['data']['id']}", headers=other, status=404)
+
+
+@pytest.mark.parametrize("body, field", [
+    pytest.param({"title": "no url"}, "data.url", id="missing-url"),
+    pytest.param({"url": "not a uri"}, "data.url", id="not-a-uri"),
+])
+def test_bookmarks_validate_the_url(example, user, body, field):
+    error = example.post_json("/v1/bookmarks", {"data": body}, headers=user, status=400).json
+    assert (error["errno"], error["details"][0]["name"]) == (107, field)
+
+
+def test_bookmarks_need_authentication(example):
+    response = example.get("/v1/bookmarks", status=401)
+    assert response.json["errno"] == 104
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+
+
+def test_scores_view_needs_authentication(example):
+    response = example.post_json("/v1/scores", {"game": "g", "score": 1}, status=401)
+    assert (response.content_type, response.json["errno"]) == ("application/json", 104)
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+
+
+def test_scores_view_stores_per_user_scores_best_first(example, user):
+    for score in (10, 30, 20):
+        created = example.post_json("/v1/scores", {"game": "g", "score": score}, headers=user, status=201)
+        assert created.json["data"]["score"] == score
+    listed = example.get("/v1/scores", headers=user).json["data"]
+    assert [record["score"] for record in listed] == [30, 20, 10]
+    assert example.get("/v1/scores", headers=basic_auth(f"o-{uuid.uuid4().hex}")).json["data"] == []
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param({"game": "g"}, id="no-score"),
+    pytest.param({"game": "g", "score": "high"}, id="score-not-an-integer"),
+    pytest.param(["g", 1], id="not-an-object"),
+])
+def test_scores_view_refuses_bad_bodies(example, user, body):
+    error = example.post_json("/v1/scores", body, headers=user, status=400).json
+    assert (error["errno"], error["details"][0]["location"]) == (107, "body")
+
+
+def test_scores_view_uses_the_storage_of_the_settings(example, user):
+    """The view's records are in the configured backend, in the user's partition, beside the bookmarks."""
+    example.post_json("/v1/scores", {"game": "g", "score": 7}, headers=user, status=201)
+    userid = example.get("/v1/", headers=user).json["user"]["id"]
+    storage = load_backend("storage", load_settings({"storage_url": "memory://"}, environ={}))
+    records, total = storage.get_all("score", userid)
+    assert (total, records[0]["score"]) == (1, 7)
+
+
+def test_batch_mixes_a_bookmark_and_a_framework_view(example, user):
+    batch = {"requests": [
+        {"method": "POST", "path": "/v1/bookmarks", "body": {"data": {"url": "https://example.com/b"}}},
+        {"method": "POST", "path": "/scores", "body": {"game": "g", "score": 42}},
+        {"method": "GET", "path": "/v1/scores"},
+        {"method": "GET", "path": f"/v1/bookmarks/{uuid.uuid4()}"},
+    ]}
+    responses = example.post_json("/v1/batch", batch, headers=user).json["responses"]
+    assert [response["status"] for response in responses] == [201, 201, 200, 404]
+    assert responses[1]["path"] == "/v1/scores"
+    assert [record["score"] for record in responses[2]["body"]["data"]] == [42]
+    assert responses[3]["body"]["errno"] == 110
+    assert [r["url"] for r in example.get("/v1/bookmarks", headers=user).json["data"]] == ["https://example.com/b"]
+
+
+def test_batch_sub_requests_are_authenticated_one_by_one(example):
+    batch = {"requests": [{"method": "GET", "path": "/scores"}, {"method": "GET", "path": "/bookmarks"}]}
+    responses = example.post_json("/v1/batch", batch).json["responses"]
+    assert [response["status"] for response in responses] == [401, 401]
+
+
+@pytest.mark.parametrize("ini, site", [pytest.param(*value, id=key) for key, value in EXAMPLES.items()])
+def test_pipeline_command_prints_the_chain(ini, site, monkeypatch, capsys):
+    clear_overrides(monkeypatch)
+    assert main(["pipeline", "--ini", str(ROOT / ini)]) == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    names = [line.split(" ")[0] for line in lines]
+    assert names[:7] == ["Profiler", "RequestLog", "StatsdMetrics", "Cors", "JsonErrors", "Sentry", "VersionPrefix"]
+    assert names[7] == "/v1:"
+    assert names[8:18] == ["EndOfLife", "Backoff", "Heartbeat", "Transaction", "Batch", "Authentication",
+                           "ReadOnly", "Hello", "Backends", "ResourceApp"]
+    assert names[18] == site
+
+
+def _clean_environment() -> Dict[str, str]:
+    prefixes = ("WSGICLIQUET_",) + tuple(name.upper() + "_" for name in PROJECT_NAMES.values())
+    return {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
+
+
+def test_the_documented_pipeline_command():
+    """``python -m wsgicliquet pipeline --ini examples/flask_app/app.ini``, from the repository root."""
+    output = subprocess.run([sys.executable, "-m", "wsgicliquet", "pipeline", "--ini", "examples/flask_app/app.ini"],
+                            cwd=ROOT, env=_clean_environment(), capture_output=True, text=True, timeout=60,
+                            check=True).stdout
+    assert output.splitlines()[0].startswith("Profiler ")
+    assert "ResourceApp (wsgicliquet.resource.app.ResourceApp)" in output
+    assert output.splitlines()[-1] == "Flask (flask.app.Flask)"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(url: str, process: subprocess.Popen, seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except (urllib.error.URLError, ConnectionError):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def served_flask_example() -> Iterator[str]:
+    """``python -m wsgicliquet serve --ini examples/flask_app/app.ini`` (the README's command) on a free port."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wsgicliquet", "serve", "--ini", "examples/flask_app/app.ini", "--port", str(port)],
+        cwd=ROOT, env=_clean_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_for(base + "/__lbheartbeat__", process)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_the_development_server_serves_the_flask_example(served_flask_example):
+    with urllib.request.urlopen(served_flask_example + "/") as response:
+        assert response.headers.get_content_type() == "text/html"
+    with urllib.request.urlopen(served_flask_example + "/v1/") as response:
+        assert b'"project_name": "arcade"' in response.read().replace(b'":"', b'": "')
+
+
+def test_serve_listens_on_8888_by_default():
+    from wsgicliquet.__main__ import build_parser
+
+    assert build_parser().parse_args(["serve", "--ini", "examples/flask_app/app.ini"]).port == 8888
+
+
+@pytest.mark.parametrize("kind", [pytest.param("postgresql", marks=pytest.mark.postgresql, id="postgresql"),
+                                  pytest.param("redis", marks=pytest.mark.redis, id="redis")])
+@pytest.mark.parametrize("ini", [pytest.param("examples/flask_app/app.ini", id="flask"),
+                                 pytest.param("examples/bottle_app/app.ini", id="bottle"),
+                                 pytest.param("examples/pyramid_app/app.ini", id="pyramid")])
+def test_environment_moves_the_backends(kind, ini, request, monkeypatch, user):
+    """``WSGICLIQUET_STORAGE_URL`` (and the cache and permission URLs) move an example off the memory backend."""
+    url = request.getfixturevalue(f"{kind}_url")
+    clear_overrides(monkeypatch)
+    for name in BACKEND_SETTINGS:
+        monkeypatch.setenv("WSGICLIQUET_" + name.upper(), url)
+    assert main(["migrate", "--ini", str(ROOT / ini)]) == 0
+    settings = load_settings({})
+    storage = load_backend("storage", settings)
+    assert type(storage).__module__ == f"wsgicliquet.storage.{kind}"
+    try:
+        app = webtest.TestApp(loadapp(f"config:{ROOT / ini}"), lint=True)
+        created = app.post_json("/v1/bookmarks", {"data": {"url": "https://example.com/pg"}}, headers=user).json
+        app.post_json("/v1/scores", {"game": "g", "score": 3}, headers=user, status=201)
+        userid = app.get("/v1/", headers=user).json["user"]["id"]
+        assert storage.get("bookmark", userid, created["data"]["id"])["url"] == "https://example.com/pg"
+        assert storage.get_all("score", userid)[1] == 1
+        assert app.get("/v1/__heartbeat__").json == {"storage": True, "cache": True, "permission": True}
+    finally:
+        for kind_name in ("storage", "cache", "permission"):
+            load_backend(kind_name, settings).flush()
