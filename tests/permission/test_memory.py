@@ -1,20 +1,23 @@
-"""Memory permission backend."""
+"""The memory permission backend: the shared contract suite."""
 from __future__ import annotations
 
 import pytest
 
+from wsgicliquet.backends import clear_backends, load_backend
 from wsgicliquet.permission.memory import Permission
+from wsgicliquet.permission.testing import PermissionContract
 
 
-@pytest.fixture
-def permission():
-    return Permission.from_settings({"permission_url": "memory://"}, prefix="permission")
+class TestMemoryPermission(PermissionContract):
+    @pytest.fixture
+    def permission(self):
+        return Permission.from_settings({"permission_url": "memory://"}, prefix="permission")
 
 
-def test_aces_and_accessible_objects(permission):
-    permission.add_principal_to_ace("/a/1", "read", "alice")
-    permission.add_principal_to_ace("/b/1", "read", "alice")
-    assert permission.check_permission("/a/1", "read", ["alice", "bob"])
-    assert permission.principals_accessible_objects(["alice"], "read", "/a/*") == {"/a/1"}
-    permission.add_user_principal("bob", "group")
-    assert permission.user_principals("bob") == {"group"}
+def test_loaded_by_url():
+    settings = {"permission_url": "memory://", "permission_backend": "", "permission_pool_size": 25,
+                "cache_prefix": ""}
+    try:
+        assert isinstance(load_backend("permission", settings), Permission)
+    finally:
+        clear_backends()

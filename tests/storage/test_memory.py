@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from wsgicliquet.backends import load_backend
+from wsgicliquet.backends import clear_backends, load_backend
 from wsgicliquet.storage import Sort
 from wsgicliquet.storage.memory import Storage
 from wsgicliquet.storage.testing import StorageContract
@@ -17,7 +17,10 @@ class TestMemoryStorage(StorageContract):
 
 def test_loaded_by_url():
     settings = {"storage_url": "memory://", "storage_backend": "", "storage_pool_size": 25, "cache_prefix": ""}
-    assert isinstance(load_backend("storage", settings), Storage)
+    try:
+        assert isinstance(load_backend("storage", settings), Storage)
+    finally:
+        clear_backends()
 
 
 def test_default_order_after_updates_and_forced_timestamps():

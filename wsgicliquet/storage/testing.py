@@ -680,21 +680,23 @@ class StorageMachine(RuleBasedStateMachine):
         assert record["last_modified"] > self.counter, "timestamps strictly increase"
         self.counter = record["last_modified"]
 
-    def _conflict(self, data: Dict[str, Any], unique: bool, exclude: Optional[str] = None) -> Optional[str]:
-        if unique and data.get("s") is not None:
-            for object_id, record in self.records.items():
-                if object_id != exclude and record.get("s") == data["s"]:
-                    return object_id
-        return None
+    def _conflicts(self, data: Dict[str, Any], unique: bool, exclude: Optional[str] = None) -> List[Dict[str, Any]]:
+        """The live records a write of ``data`` collides with (any of them may be reported)."""
+        if not unique or data.get("s") is None:
+            return []
+        return [record for object_id, record in self.records.items()
+                if object_id != exclude and record.get("s") == data["s"]]
 
     @rule(object_id=st.one_of(st.none(), _IDS), data=_DATA, unique=st.booleans())
     def create(self, object_id: Optional[str], data: Dict[str, Any], unique: bool) -> None:
         payload = dict(data, id=object_id) if object_id else dict(data)
-        conflict = object_id if object_id in self.records else self._conflict(data, unique)
-        if conflict is not None:
+        conflicts = self._conflicts(data, unique)
+        if object_id in self.records:
+            conflicts.append(self.records[object_id])
+        if conflicts:
             with pytest.raises(UnicityError) as info:
                 self.storage.create(C, P, payload, unique_fields=["s"] if unique else ())
-            assert info.value.record == self.records[conflict]
+            assert info.value.record in conflicts
             return
         record = self.storage.create(C, P, payload, unique_fields=["s"] if unique else ())
         assert record == dict(data, id=record["id"], last_modified=record["last_modified"])
@@ -704,10 +706,11 @@ class StorageMachine(RuleBasedStateMachine):
 
     @rule(object_id=_IDS, data=_DATA, unique=st.booleans())
     def update(self, object_id: str, data: Dict[str, Any], unique: bool) -> None:
-        conflict = self._conflict(data, unique, exclude=object_id)
-        if conflict is not None:
-            with pytest.raises(UnicityError):
+        conflicts = self._conflicts(data, unique, exclude=object_id)
+        if conflicts:
+            with pytest.raises(UnicityError) as info:
                 self.storage.update(C, P, object_id, data, unique_fields=["s"])
+            assert (info.value.field, info.value.record in conflicts) == ("s", True)
             return
         record = self.storage.update(C, P, object_id, data, unique_fields=["s"] if unique else ())
         assert record == dict(data, id=object_id, last_modified=record["last_modified"])
