@@ -253,7 +253,7 @@ def _wait_for(url: str, process: subprocess.Popen, seconds: float = 15) -> None:
         try:
             urllib.request.urlopen(url, timeout=1).close()
             return
-        except (urllib.error.URLError, ConnectionError):
+        except OSError:  # refused, reset, or timed out while the workers boot
             if process.poll() is not None or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
