@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Resource": "wsgicliquet.resource.resource",
-    "ShareableResource": "wsgicliquet.resource.resource",
+    "ShareableResource": "wsgicliquet.resource.shareable",
     "ResourceApp": "wsgicliquet.resource.app",
 }
 

@@ -1,6 +1,7 @@
 """The resource app: the Cliquet record protocol for the resources an application declares.
 
-Declare a :class:`Resource` subclass with a JSON schema, hand it to :class:`ResourceApp`, mount the app under
+Declare a :class:`Resource` subclass (private per user) or a :class:`ShareableResource` subclass (records shared
+through per-record permissions) with a JSON schema, hand it to :class:`ResourceApp`, mount the app under
 ``/v1``.  The modules are small on purpose: ``querystring`` (listing parameters), ``preconditions``
 (``If-Match``/``If-None-Match``), ``pagination`` (keyset tokens), ``schema`` (record validation), ``generators``
 (record ids), ``body`` (request and response JSON), ``handlers`` (one function per verb) and ``app`` (routing).
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Resource", "ResourceApp", "app_factory"]
+__all__ = ["Resource", "ShareableResource", "ResourceApp", "app_factory"]
 
 
 def __getattr__(name: str) -> Any:
@@ -18,6 +19,10 @@ def __getattr__(name: str) -> Any:
         from wsgicliquet.resource.resource import Resource
 
         return Resource
+    if name == "ShareableResource":
+        from wsgicliquet.resource.shareable import ShareableResource
+
+        return ShareableResource
     if name in ("ResourceApp", "app_factory"):
         from wsgicliquet.resource import app
 

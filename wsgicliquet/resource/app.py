@@ -26,8 +26,9 @@ from werkzeug.routing import Map, Rule
 from werkzeug.routing.exceptions import RoutingException
 
 from wsgicliquet.backends import import_string, load_backend
-from wsgicliquet.environ import LOG_CONTEXT, STORAGE, VIEW
+from wsgicliquet.environ import LOG_CONTEXT, PERMISSION, STORAGE, VIEW
 from wsgicliquet.errors import ERRORS, HTTPError, invalid, retry_after_headers, validation_error
+from wsgicliquet.permission import Permission
 from wsgicliquet.resource.body import empty_response
 from wsgicliquet.resource.handlers import HANDLERS, Call, Options
 from wsgicliquet.resource.resource import Resource, ResourceSpec
@@ -57,10 +58,13 @@ class ResourceApp:
 
     ``storage`` defaults to the backend of the settings (``storage_url``), shared per process; ``fallback`` is
     a WSGI app that receives every request whose path matches no resource (else 404 errno 111).
+    ``permission`` (default: ``permission_url``) is needed by shareable resources only, and is put in the environ
+    (``wsgicliquet.permission``) of every request.
     """
 
     def __init__(self, resources: Sequence[Union[type, str]], settings: Optional[Mapping[str, Any]] = None, *,
-                 storage: Optional[Storage] = None, fallback: Optional[WSGIApp] = None) -> None:
+                 storage: Optional[Storage] = None, fallback: Optional[WSGIApp] = None,
+                 permission: Optional[Permission] = None) -> None:
         self.settings = load_settings(settings or {})
         if storage is None:
             storage = load_backend("storage", self.settings)
@@ -89,6 +93,13 @@ class ResourceApp:
                 self.routes[endpoint] = _Route(spec, kind, methods, allow)
                 rules.append(Rule(rule, endpoint=endpoint))
         self.url_map = Map(rules, merge_slashes=False)
+        self.permission = permission
+        shareable = [spec.name for spec in self.specs.values() if spec.cls.needs_permission_backend]
+        if shareable and permission is None:
+            self.permission = load_backend("permission", self.settings)
+            if self.permission is None:
+                raise ConfigurationError(f"Setting 'permission_url' is empty: resources {shareable} need a "
+                                         f"permission backend")
         self._match = self.url_map.bind("localhost").match
 
     @property
@@ -98,6 +109,8 @@ class ResourceApp:
 
     def __call__(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         environ[STORAGE] = self.storage
+        if self.permission is not None:
+            environ[PERMISSION] = self.permission
         try:
             path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
             endpoint, args = self._match(path or "/")

@@ -18,7 +18,7 @@ from webob import Request, Response
 from wsgicliquet.environ import USERID
 from wsgicliquet.errors import ERRORS, HTTPError, invalid
 from wsgicliquet.resource import pagination, preconditions, querystring
-from wsgicliquet.resource.body import empty_response, json_response, parse_envelope, read_body
+from wsgicliquet.resource.body import empty_response, json_response, read_body
 from wsgicliquet.resource.preconditions import etag_headers
 from wsgicliquet.resource.resource import Record, Resource, ResourceSpec
 from wsgicliquet.resource.schema import META_FIELDS
@@ -56,7 +56,7 @@ class Call:
         self.resource = resource
         self.spec = spec
         self.options = options
-        self.storage = options.storage
+        self.storage = resource.bind_storage(options.storage)
         self.parent_id = parent_id
         self.object_id = object_id
         self.log = log
@@ -107,7 +107,8 @@ def _record_response(call: Call, status: int, record: Record, data: Any = None,
     timestamp = record["last_modified"]
     if written:
         call.log["collection_timestamp"] = timestamp
-    return json_response(status, {"data": record if data is None else data}, etag_headers(timestamp))
+    body = call.resource.record_body(record, record if data is None else data)
+    return json_response(status, body, etag_headers(timestamp))
 
 
 def _forced_timestamp(call: Call, value: Any) -> int:
@@ -185,7 +186,7 @@ def collection_post(call: Call) -> Response:
     """Create; an existing id or a unique-field conflict answers 200 with the existing record (§3.4)."""
     pre = preconditions.parse(call.environ)
     spec = call.spec
-    data = parse_envelope(call.body(), data_required=not spec.schema.accepts_empty) or {}
+    data = call.resource.parse_body(call.body(), data_required=not spec.schema.accepts_empty) or {}
     object_id = data.get("id")
     if object_id is not None and not spec.generator.match(object_id):
         raise invalid("path", None, "Invalid record id")
@@ -196,6 +197,7 @@ def collection_post(call: Call) -> Response:
     if pre.needs_target:
         existing = _get(call, object_id) if object_id is not None else None
         if existing is not None:
+            call.resource.authorize("read", object_id)  # the answer shows the existing record
             timestamp = existing["last_modified"]
         elif pre.if_match is not None:
             timestamp = call.storage.collection_timestamp(spec.collection_id, call.parent_id)
@@ -207,6 +209,7 @@ def collection_post(call: Call) -> Response:
         stored = call.storage.create(spec.collection_id, call.parent_id, record, id_generator=spec.generator,
                                      unique_fields=spec.unique_fields)
     except UnicityError as error:
+        call.resource.authorize("read", error.record["id"])
         return _record_response(call, 200, error.record, written=False)
     return _record_response(call, 201, stored)
 
@@ -248,22 +251,24 @@ def record_get(call: Call) -> Response:
         return empty_response(304, headers)
     pre.check(timestamp, record, exists=True)
     headers.extend(_cache_headers(call))
-    if fields is not None:
-        record = querystring.project(record, fields)
-    return json_response(200, {"data": record}, headers)
+    data = record if fields is None else querystring.project(record, fields)
+    return json_response(200, call.resource.record_body(record, data), headers)
 
 
 def record_put(call: Call) -> Response:
     """Create (201) or replace (200) the record of the URL (§3.7, Part A D4, D6)."""
     pre = preconditions.parse(call.environ)
     spec = call.spec
-    data = parse_envelope(call.body(), data_required=not spec.schema.accepts_empty) or {}
+    data = call.resource.parse_body(call.body(), data_required=not spec.schema.accepts_empty) or {}
     _check_body_id(call, data)
     record = spec.schema.validate(data)
     record["id"] = call.object_id
-    call.resource.authorize("write", call.object_id)
     existing = _get(call, call.object_id, include_deleted=True)  # type: ignore[arg-type]
     live = existing if existing is not None and not existing.get("deleted") else None
+    if live is not None:
+        call.resource.authorize("write", call.object_id)
+    else:
+        call.resource.authorize("create")
     pre.check(None if existing is None else existing["last_modified"], existing, exists=live is not None)
     if live is None and data.get("last_modified") is not None:
         record["last_modified"] = _forced_timestamp(call, data["last_modified"])
@@ -277,12 +282,14 @@ def record_put(call: Call) -> Response:
                 if error.field != "id" or not pre.none:
                     raise
                 live = error.record  # created concurrently: replace it, as if it had been there
+                call.resource.authorize("write", call.object_id)
                 stored = call.storage.update(spec.collection_id, call.parent_id, call.object_id,
                                              _without_timestamp(record), unique_fields=spec.unique_fields)
         else:
             stored = call.storage.update(spec.collection_id, call.parent_id, call.object_id,
                                          _without_timestamp(record), unique_fields=spec.unique_fields)
     except UnicityError as error:
+        call.resource.authorize("read", error.record["id"])  # the answer shows the conflicting record
         if error.field == "id":
             raise preconditions.modified_meanwhile(error.record, error.record.get("last_modified")) from None
         raise conflict(error) from None
@@ -292,7 +299,7 @@ def record_put(call: Call) -> Response:
 def record_patch(call: Call) -> Response:
     """Shallow merge of ``data`` into the record; no write when nothing changes (§3.8)."""
     pre = preconditions.parse(call.environ)
-    changes = parse_envelope(call.body(), data_required=True)
+    changes = call.resource.parse_body(call.body(), data_required=True)
     assert changes is not None
     _check_body_id(call, changes)
     changes = {key: value for key, value in changes.items() if key not in META_FIELDS}
@@ -301,13 +308,14 @@ def record_patch(call: Call) -> Response:
     pre.check(existing["last_modified"], existing, exists=True)
     merged = call.resource.apply_changes(existing, changes)
     merged = call.resource.process_record(merged, existing)
-    if _same_content(merged, existing):
+    if _same_content(merged, existing) and not call.resource.has_pending_changes():
         stored, written = existing, False
     else:
         try:
             stored = call.storage.update(call.spec.collection_id, call.parent_id, call.object_id,
                                          _without_timestamp(merged), unique_fields=call.spec.unique_fields)
         except UnicityError as error:
+            call.resource.authorize("read", error.record["id"])  # the answer shows the conflicting record
             raise conflict(error) from None
         written = True
     behavior = (call.environ.get("HTTP_RESPONSE_BEHAVIOR") or "full").lower()
