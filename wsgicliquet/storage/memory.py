@@ -69,6 +69,29 @@ class _Partition:
                     raise UnicityError(field, copy_record(other))
 
 
+_UPPER = (COMPARISON.LT, COMPARISON.MAX, COMPARISON.EQ)
+_LOWER = (COMPARISON.GT, COMPARISON.MIN, COMPARISON.EQ)
+
+
+def _timestamp_bound(alternatives: Sequence[Sequence[Filter]], descending: bool) -> Optional[int]:
+    """The ``last_modified`` before which (in walking order) no record can match any of the ANDed alternatives.
+
+    Walking newest first, that is the largest upper bound over the alternatives (None when one has no bound);
+    oldest first, the smallest lower bound.  Called with the opposite direction, it gives where the walk can stop.
+    """
+    bounds = []
+    for alternative in alternatives:
+        limits = [f.value for f in alternative
+                  if f.field == "last_modified" and COMPARISON(f.operator) in (_UPPER if descending else _LOWER)
+                  and isinstance(f.value, int) and not isinstance(f.value, bool)]
+        if not limits:
+            return None
+        bounds.append(min(limits) if descending else max(limits))
+    if not bounds:
+        return None
+    return max(bounds) if descending else min(bounds)
+
+
 class Storage(StorageBase):
     """Memory backend; see the module docstring.  Thread-safe: one lock per partition, one for the partition map."""
 
@@ -193,14 +216,16 @@ class Storage(StorageBase):
         partition = self._partition(collection_id, parent_id, create=False)
         if partition is None:
             return [], 0
+        # last_modified is unique within a partition: the keys after it cannot change the order, and feeding the
+        # records in its order lets a (stable) sort on the keys before it do the rest.
+        keys = list(itertools.takewhile(lambda sort: sort.field != "last_modified", sorting))
+        descending = len(keys) == len(sorting) or sorting[len(keys)].direction < 0
         with partition.lock:
-            if not sorting or sorting[0].field == "last_modified":
-                # last_modified is unique within a partition: later sort keys cannot change the order.
-                descending = not sorting or sorting[0].direction < 0
+            if not keys:
                 page, total = self._walk(partition, filters, pagination_rules, limit, include_deleted, descending)
             else:
-                candidates = partition.ordered(False, include_deleted)
-                page, total = apply(candidates, filters=filters, sorting=sorting, pagination_rules=pagination_rules,
+                candidates = partition.ordered(descending, include_deleted)
+                page, total = apply(candidates, filters=filters, sorting=keys, pagination_rules=pagination_rules,
                                     limit=limit, count=_is_live if include_deleted else None)
             return [copy_record(record) for record in page], total
 
@@ -211,6 +236,16 @@ class Storage(StorageBase):
         keep = compile_filters(filters)
         page_filter = compile_rules(pagination_rules)
         selected = partition.ordered(descending, include_deleted)
+        alternatives = [list(filters) + list(rule) for rule in pagination_rules or [()]]
+        start, stop = _timestamp_bound(alternatives, descending), _timestamp_bound(alternatives, not descending)
+        if start is not None:  # skip, with a cheap test, the records before the page (keyset pagination)
+            selected = itertools.dropwhile(
+                (lambda record: record["last_modified"] > start) if descending
+                else (lambda record: record["last_modified"] < start), selected)
+        if stop is not None:  # and stop at the end of the range (``_since`` polling)
+            selected = itertools.takewhile(
+                (lambda record: record["last_modified"] >= stop) if descending
+                else (lambda record: record["last_modified"] <= stop), selected)
         if keep is not None:
             selected = filter(keep, selected)
         if page_filter is not None:

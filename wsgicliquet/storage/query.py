@@ -29,6 +29,7 @@ included, for a sort that ends with a unique tie-breaker (``last_modified`` then
 from __future__ import annotations
 
 import functools
+import heapq
 import json
 import re
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -151,7 +152,7 @@ def _as_list(value: Any) -> List[Any]:
 def compile_filter(filter_: Filter) -> Predicate:
     """A predicate ``record -> bool`` for one filter (values are prepared once, not per record)."""
     field, value, operator = filter_.field, filter_.value, COMPARISON(filter_.operator)
-    get = functools.partial(resolve, field=field)
+    get = _getter(field)
 
     if operator in _RANGE_TESTS:
         test, kind = _RANGE_TESTS[operator], _rank(value)
@@ -166,6 +167,16 @@ def compile_filter(filter_: Filter) -> Predicate:
     if operator in (COMPARISON.EQ, COMPARISON.NOT):
         wanted = _canonical(value)
         equal = operator == COMPARISON.EQ
+        kind = _rank(value)
+        if kind in (_STRING, _NUMBER):  # the common case, without building canonical forms per record
+            types = (str,) if kind == _STRING else (int, float)
+
+            def scalar_equality(record: Record) -> bool:
+                left = get(record)
+                if left is MISSING:
+                    return not equal
+                return (type(left) in types and left == value) == equal
+            return scalar_equality
 
         def equality(record: Record) -> bool:
             left = get(record)
@@ -210,6 +221,13 @@ def compile_filter(filter_: Filter) -> Predicate:
     return contains
 
 
+def _getter(field: str) -> Callable[[Record], Any]:
+    """A fast field reader: a plain ``dict.get`` for undotted fields."""
+    if "." not in field:
+        return lambda record: record.get(field, MISSING)
+    return functools.partial(resolve, field=field)
+
+
 def compile_filters(filters: Sequence[Filter]) -> Optional[Predicate]:
     """One predicate ANDing ``filters``; None when there is nothing to test."""
     predicates = [compile_filter(filter_) for filter_ in filters]
@@ -243,9 +261,13 @@ def matches_rules(record: Record, pagination_rules: Sequence[Sequence[Filter]]) 
 def sort_records(records: List[Record], sorting: Sequence[Sort]) -> List[Record]:
     """Sort ``records`` in place by the keys of ``sorting`` (first key most significant) and return it."""
     for sort in reversed(sorting):
-        field = sort.field
-        records.sort(key=lambda record: sort_value(resolve(record, field)), reverse=sort.direction < 0)
+        records.sort(key=_sort_key(sort.field), reverse=sort.direction < 0)
     return records
+
+
+def _sort_key(field: str) -> Callable[[Record], Tuple[Any, ...]]:
+    get = _getter(field)
+    return lambda record: sort_value(get(record))
 
 
 def apply(records: Iterable[Record], *, filters: Sequence[Filter] = (), sorting: Sequence[Sort] = (),
@@ -268,6 +290,10 @@ def apply(records: Iterable[Record], *, filters: Sequence[Filter] = (), sorting:
             total += 1
         if page_filter is None or page_filter(record):
             selected.append(record)
+    if limit is not None and len(sorting) == 1 and limit < len(selected):
+        # A partial sort; heapq.nsmallest/nlargest are documented to equal sorted(...)[:limit], ties included.
+        pick = heapq.nlargest if sorting[0].direction < 0 else heapq.nsmallest
+        return pick(max(limit, 0), selected, key=_sort_key(sorting[0].field)), total
     sort_records(selected, sorting)
     if limit is not None:
         del selected[max(limit, 0):]
