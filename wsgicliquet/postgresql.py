@@ -30,10 +30,13 @@ from wsgicliquet.storage.exceptions import BackendError
 try:
     import psycopg2
     import psycopg2.extensions
+    from psycopg2 import sql
+    from psycopg2.extras import Json
 except ImportError:  # pragma: no cover - depends on the installation
     raise missing_extra("postgresql", "psycopg2") from None
 
-__all__ = ["Client", "get_client", "migrate", "SchemaError", "Migration", "METADATA_TABLE", "DEFAULT_POOL_TIMEOUT"]
+__all__ = ["Client", "get_client", "migrate", "SchemaError", "Migration", "METADATA_TABLE", "DEFAULT_POOL_TIMEOUT",
+           "settings_options", "sql", "Json"]
 
 logger = logging.getLogger(__name__)
 

@@ -22,10 +22,7 @@ import math
 import uuid
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from psycopg2 import sql
-from psycopg2.extras import Json
-
-from wsgicliquet.postgresql import Client, Migration, get_client, migrate, settings_options
+from wsgicliquet.postgresql import Client, Json, Migration, get_client, migrate, settings_options, sql
 from wsgicliquet.storage import COMPARISON, Filter, Record, Sort, Storage as StorageBase
 from wsgicliquet.storage.exceptions import RecordNotFoundError, UnicityError
 
@@ -502,26 +499,38 @@ class Storage(StorageBase):
     def list_query(self, collection_id: str, parent_id: str, *, filters: Sequence[Filter] = (),
                    sorting: Sequence[Sort] = (), pagination_rules: Sequence[Sequence[Filter]] = (),
                    limit: Optional[int] = None, include_deleted: bool = False) -> sql.Composable:
-        """The one query behind :meth:`get_all` (public so that it can be EXPLAINed)."""
+        """The one query behind :meth:`get_all` (public so that it can be EXPLAINed).
+
+        The total and the page come back together: a LATERAL join of the page to the count.  A join does not
+        promise to keep the page's order, so the outer query orders again: with a limit it re-sorts the few rows
+        of the page (the inner sort stays a bounded top-N sort or an index scan); without one, a ``row_number()``
+        computed in the page's order avoids sorting every row twice.
+        """
         partition = sql.SQL("collection_id = {} AND parent_id = {}").format(_Literal(collection_id),
                                                                            _Literal(parent_id))
         where = _conjunction(filters)
         order = _order_by(sorting)
+        if limit is None:
+            position, limit_clause, outer_order = (sql.SQL(", row_number() OVER (ORDER BY {}) AS position").format(
+                order), sql.SQL(""), sql.SQL("page.position"))
+        else:
+            position, limit_clause, outer_order = (sql.SQL(""), sql.SQL("LIMIT {}").format(_Literal(int(limit))),
+                                                   order)
         return sql.SQL("""
         WITH total AS (
             SELECT count(*) AS n FROM records WHERE {partition} AND NOT deleted AND {where}
         )
         SELECT total.n, page.id, page.last_modified, page.deleted, page.data
         FROM total LEFT JOIN LATERAL (
-            SELECT id, last_modified, deleted, data, row_number() OVER (ORDER BY {order}) AS position
+            SELECT id, last_modified, deleted, data {position}
             FROM records
             WHERE {partition} {live} AND {where} AND {pagination}
             ORDER BY {order} {limit}
         ) AS page ON TRUE
-        ORDER BY page.position
+        ORDER BY {outer_order}
         """).format(partition=partition, where=where, order=order, pagination=_pagination(pagination_rules),
-                    live=sql.SQL("" if include_deleted else "AND NOT deleted"),
-                    limit=sql.SQL("LIMIT {}").format(_Literal(int(limit))) if limit is not None else sql.SQL(""))
+                    live=sql.SQL("" if include_deleted else "AND NOT deleted"), position=position,
+                    limit=limit_clause, outer_order=outer_order)
 
     def get_all(self, collection_id: str, parent_id: str, *, filters: Sequence[Filter] = (),
                 sorting: Sequence[Sort] = (), pagination_rules: Sequence[Sequence[Filter]] = (),
