@@ -93,7 +93,8 @@ class Client:
         kwargs = {} if "connect_timeout" in self.url else {"connect_timeout": DEFAULT_CONNECT_TIMEOUT}
         return psycopg2.connect(self.url, **kwargs)
 
-    def _checkout(self) -> Any:
+    def _checkout(self, wait: bool = True) -> Any:
+        """A connection from the pool; ``wait=False`` takes one even beyond ``pool_size`` (see :meth:`execute`)."""
         if os.getpid() != self._pid:  # forked: the parent's connections must not be used nor closed here
             with self._lock:
                 if os.getpid() != self._pid:
@@ -101,7 +102,7 @@ class Client:
                     self._state = _ThreadState()
                     self._new_pool()
         with self._free:
-            if not self._free.wait_for(lambda: self._in_use < self.pool_size, timeout=self.pool_timeout):
+            if wait and not self._free.wait_for(lambda: self._in_use < self.pool_size, timeout=self.pool_timeout):
                 raise BackendError(message=f"No PostgreSQL connection free after {self.pool_timeout} s "
                                            f"(pool size {self.pool_size})")
             self._in_use += 1
@@ -117,9 +118,12 @@ class Client:
     def _give_back(self, conn: Optional[Any]) -> None:
         with self._free:
             self._in_use -= 1
-            if conn is not None:
+            if conn is not None and len(self._idle) < self.pool_size:
                 self._idle.append(conn)
+                conn = None
             self._free.notify()
+        if conn is not None:  # a connection borrowed beyond the pool size
+            conn.close()
 
     def _release(self, conn: Any, broken: bool = False) -> None:
         """Return a connection to the pool, or close it when it broke or is not cleanly idle."""
@@ -183,8 +187,16 @@ class Client:
         finally:
             self._release(conn, broken=broken)
 
-    def execute(self, query: Any, params: Any = None, fetch: Optional[str] = None) -> Any:
-        """Run one statement in the thread's transaction; ``fetch`` is ``"one"``, ``"all"``, ``"rowcount"`` or None."""
+    def execute(self, query: Any, params: Any = None, fetch: Optional[str] = None, *,
+                autonomous: bool = False) -> Any:
+        """Run one statement in the thread's transaction; ``fetch`` is ``"one"``, ``"all"``, ``"rowcount"`` or None.
+
+        ``autonomous`` runs it in a transaction of its own on another connection, committed at once, whatever the
+        thread is doing (the cache: its row locks must not last as long as a request).  A thread that already
+        holds a connection gets that second one without waiting, so threads never wait for each other's.
+        """
+        if autonomous:
+            return self._execute_alone(query, params, fetch)
         with self.transaction():
             state = self._state
             for attempt in (1, 2):
@@ -194,8 +206,7 @@ class Client:
                 try:
                     with conn.cursor() as cursor:
                         cursor.execute(query, params)
-                        result = (cursor.fetchone() if fetch == "one" else cursor.fetchall() if fetch == "all"
-                                  else cursor.rowcount if fetch == "rowcount" else None)
+                        result = _fetch(cursor, fetch)
                     state.statements += 1
                     return result
                 except psycopg2.Error as exc:
@@ -211,6 +222,28 @@ class Client:
                     raise BackendError(exc) from exc
             raise AssertionError("unreachable")  # pragma: no cover
 
+    def _execute_alone(self, query: Any, params: Any, fetch: Optional[str]) -> Any:
+        borrow = self._state.conn is not None
+        for attempt in (1, 2):
+            conn = self._checkout(wait=not borrow)
+            executed = False
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute(query, params)
+                    executed = True
+                    result = _fetch(cursor, fetch)
+                conn.commit()
+            except psycopg2.Error as exc:
+                dead = bool(conn.closed)
+                self._release(conn, broken=True)
+                if dead and not executed and attempt == 1:
+                    self.close()  # see execute(): a dead idle connection, nothing done yet
+                    continue
+                raise BackendError(exc) from exc
+            self._release(conn)
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def close(self) -> None:
         """Close every idle connection (tests, shutdown); connections in use are closed when given back."""
         with self._free:
@@ -221,23 +254,23 @@ class Client:
 
     # Schema -----------------------------------------------------------------------------------------------------
 
-    def schema_version(self, component: str) -> Optional[int]:
+    def schema_version(self, component: str, autonomous: bool = False) -> Optional[int]:
         """The recorded version of ``component``'s tables, None when it was never migrated."""
-        row = self.execute(f"SELECT to_regclass('{METADATA_TABLE}') IS NOT NULL", fetch="one")
+        row = self.execute(f"SELECT to_regclass('{METADATA_TABLE}') IS NOT NULL", fetch="one", autonomous=autonomous)
         if not row[0]:
             return None
         row = self.execute(f"SELECT value FROM {METADATA_TABLE} WHERE name = %s",
-                           (_version_key(component),), fetch="one")
+                           (_version_key(component),), fetch="one", autonomous=autonomous)
         return int(row[0]) if row else None
 
-    def check_schema(self, component: str, expected: int) -> None:
+    def check_schema(self, component: str, expected: int, autonomous: bool = False) -> None:
         """Raise :class:`SchemaError` naming the migrate command unless ``component`` is at ``expected``.
 
         Checked once per component while it succeeds, so that a migration run later is picked up without restart.
         """
         if self._schema_ok.get(component):
             return
-        version = self.schema_version(component)
+        version = self.schema_version(component, autonomous=autonomous)
         if version is None:
             raise SchemaError(message=f"The PostgreSQL {component} tables of wsgicliquet do not exist: "
                                       f"run `{MIGRATE_COMMAND}`")
@@ -248,6 +281,14 @@ class Client:
             raise SchemaError(message=f"The PostgreSQL {component} schema is at version {version}, newer than "
                                       f"this release supports ({expected}): upgrade wsgicliquet")
         self._schema_ok[component] = True
+
+
+def _fetch(cursor: Any, fetch: Optional[str]) -> Any:
+    if fetch == "one":
+        return cursor.fetchone()
+    if fetch == "all":
+        return cursor.fetchall()
+    return cursor.rowcount if fetch == "rowcount" else None
 
 
 def _version_key(component: str) -> str:

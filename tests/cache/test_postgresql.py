@@ -1,6 +1,7 @@
 """PostgreSQL cache backend: JSON values, database-clock lifetimes, prefixes, faults."""
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Iterator
 
@@ -126,3 +127,35 @@ def test_unmigrated_and_unreachable(cache_url: str) -> None:
     never = Cache(pg.Client(cache_url + "?options=-c%20search_path%3Dno_such_schema", pool_size=1))
     with pytest.raises(BackendError, match="wsgicliquet migrate --ini"):
         never.get("k")
+
+
+def test_cache_writes_commit_outside_the_request_transaction(cache: Cache, cache_url: str) -> None:
+    """A request holding a transaction does not make another request's cache writes wait for its end."""
+    from wsgicliquet.storage.postgresql import Storage
+
+    storage = Storage.from_settings({"storage_url": cache_url})
+    storage.initialize_schema()
+    assert storage.client is cache.client
+    with pytest.raises(RuntimeError):
+        with storage.transaction():
+            storage.collection_timestamp("c", "p")  # the thread now holds a connection
+            cache.set("token", "verified", ttl=60)
+            seen = []
+            other = threading.Thread(target=lambda: seen.append(cache.get("token")))
+            other.start()
+            other.join(5)
+            assert seen == ["verified"], "committed at once, visible to other threads"
+            raise RuntimeError("the request fails")
+    assert cache.get("token") == "verified", "a failed request does not undo the cache"
+
+
+def test_a_thread_in_a_transaction_never_waits_for_a_cache_connection(cache_url: str) -> None:
+    client = pg.Client(cache_url, pool_size=1, pool_timeout=0.5)
+    cache = Cache(client, prefix="test_")
+    with client.transaction():
+        client.execute("SELECT 1")  # the only pooled connection is taken by this transaction
+        cache.set("k", 1)
+        assert cache.get("k") == 1
+    assert len(client._idle) == 1, "the extra connection is not kept beyond the pool size"
+    cache.flush()
+    client.close()

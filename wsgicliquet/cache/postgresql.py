@@ -2,8 +2,9 @@
 
 Values are stored as JSON text (so any JSON value fits, NUL characters included).  Expiry uses the database clock,
 so every process sees the same TTLs; expired rows are never returned and are purged on writes, not on reads (a GET
-that only reads the cache stays a read).  Shares the connection pool (and the thread's transaction) of the other
-backends configured with the same URL.
+that only reads the cache stays a read).  Shares the connection pool of the other backends configured with the same
+URL, but not the request's transaction: each call commits at once, so two concurrent requests caching the same key
+never wait for each other's end.
 """
 from __future__ import annotations
 
@@ -49,9 +50,8 @@ class Cache(CacheBase):
         migrate(self.client, "cache", MIGRATIONS, dry_run=dry_run, tables=("cache",))
 
     def _run(self, query: str, params: Any = None, fetch: Optional[str] = None) -> Any:
-        with self.client.transaction():
-            self.client.check_schema("cache", SCHEMA_VERSION)
-            return self.client.execute(query, params, fetch)
+        self.client.check_schema("cache", SCHEMA_VERSION, autonomous=True)
+        return self.client.execute(query, params, fetch, autonomous=True)
 
     def flush(self) -> None:
         self._run("DELETE FROM cache WHERE key LIKE %s ESCAPE '\\'", (_escape_like(self.prefix) + "%",))
@@ -66,14 +66,17 @@ class Cache(CacheBase):
                   f"WHERE key = %s AND {_LIVE}", (float(ttl), self.prefix + key))
 
     def set(self, key: str, value: Any, ttl: Optional[float] = None) -> None:
-        with self.client.transaction():
-            self._run("DELETE FROM cache WHERE expires_at <= clock_timestamp()")
-            self._run("""
-            INSERT INTO cache (key, value, expires_at)
-            VALUES (%(key)s, %(value)s, clock_timestamp() + %(ttl)s * interval '1 second')
-            ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at
-            """, {"key": self.prefix + key, "value": json.dumps(value),
-                  "ttl": None if ttl is None else float(ttl)})
+        # Expired rows are purged here, a few at a time, skipping rows another writer holds: never a wait.
+        self._run("""
+        WITH purged AS (
+            DELETE FROM cache WHERE key IN (
+                SELECT key FROM cache WHERE expires_at <= clock_timestamp() AND key <> %(key)s
+                LIMIT 100 FOR UPDATE SKIP LOCKED)
+        )
+        INSERT INTO cache (key, value, expires_at)
+        VALUES (%(key)s, %(value)s, clock_timestamp() + %(ttl)s * interval '1 second')
+        ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at
+        """, {"key": self.prefix + key, "value": json.dumps(value), "ttl": None if ttl is None else float(ttl)})
 
     def get(self, key: str) -> Any:
         row = self._run(f"SELECT value FROM cache WHERE key = %s AND {_LIVE}", (self.prefix + key,), fetch="one")
