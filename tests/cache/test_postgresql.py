@@ -10,6 +10,7 @@ import pytest
 from tests.storage.test_postgresql import admin_execute, database_url
 from wsgicliquet import postgresql as pg
 from wsgicliquet.cache.postgresql import Cache
+from wsgicliquet.cache.testing import CacheContract
 from wsgicliquet.storage.exceptions import BackendError
 
 pytestmark = pytest.mark.postgresql
@@ -32,6 +33,10 @@ def cache(cache_url: str) -> Iterator[Cache]:
     backend.flush()
     yield backend
     backend.flush()
+
+
+class TestPostgreSQLCache(CacheContract):
+    """The shared contract suite, unchanged."""
 
 
 @pytest.mark.parametrize("value", [

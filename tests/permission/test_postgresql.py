@@ -8,6 +8,7 @@ import pytest
 from tests.storage.test_postgresql import database_url
 from wsgicliquet import postgresql as pg
 from wsgicliquet.permission.postgresql import Permission
+from wsgicliquet.permission.testing import PermissionContract
 from wsgicliquet.storage.exceptions import BackendError
 from wsgicliquet.storage.postgresql import Storage
 
@@ -28,6 +29,10 @@ def permission(permission_url: str) -> Iterator[Permission]:
     backend.flush()
     yield backend
     backend.flush()
+
+
+class TestPostgreSQLPermission(PermissionContract):
+    """The shared contract suite, unchanged."""
 
 
 def test_user_principals(permission: Permission) -> None:
