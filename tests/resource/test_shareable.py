@@ -635,3 +635,76 @@ def test_exported_from_the_package():
     import wsgicliquet.resource
 
     assert wsgicliquet.ShareableResource is wsgicliquet.resource.ShareableResource is ShareableResource
+
+
+# -- a reader polling between the steps of a write ---------------------------------------------------------------
+
+class _HookedStorage(MemoryStorage):
+    def __init__(self, hook) -> None:
+        super().__init__()
+        self.hook = hook
+
+    def create(self, *args, **kwargs):
+        record = super().create(*args, **kwargs)
+        self.hook()
+        return record
+
+    def update(self, *args, **kwargs):
+        record = super().update(*args, **kwargs)
+        self.hook()
+        return record
+
+
+class _HookedPermission(MemoryPermission):
+    def __init__(self, hook) -> None:
+        super().__init__()
+        self.hook = hook
+
+    def replace_object_permissions(self, *args, **kwargs):
+        super().replace_object_permissions(*args, **kwargs)
+        self.hook()
+
+
+@pytest.mark.parametrize("action", ["post", "post-with-id", "put-new", "share", "unshare"])
+def test_a_poll_between_the_steps_of_a_write(action):
+    """Whatever step of a sharing write a reader's poll falls between, ``_since=<its ETag>`` gets the record
+    afterwards, and an un-shared record's new content is never sent to the former reader."""
+    polls = []
+    state = {"active": False}
+
+    def poll() -> None:
+        if state["active"]:
+            state["active"] = False  # the poll itself must not recurse
+            response = api.request("reader", "GET", api.url)
+            polls.append((_etag(response), {record["id"]: record for record in response.json["data"]}))
+            state["active"] = True
+
+    resource = shareable()
+    api = Api(_HookedPermission(poll), [resource], storage=_HookedStorage(poll),
+              **{f"{resource.name}_create_principals": "system.Authenticated"})
+    read = {"read": [api.userid("reader")]}
+    object_id = str(uuid.uuid4())
+    if action in ("share", "unshare"):
+        object_id = api.create(text="before", permissions=read if action == "unshare" else None)
+    state["active"] = True
+    if action == "post":
+        object_id = api.create(text="after", permissions=read)
+    elif action == "post-with-id":
+        api.request("owner", "POST", api.url, {"data": {"id": object_id, "text": "after"}, "permissions": read},
+                    status=201)
+    elif action == "put-new":
+        api.request("owner", "PUT", api.uri(object_id), {"data": {"text": "after"}, "permissions": read},
+                    status=201)
+    elif action == "share":
+        api.request("owner", "PATCH", api.uri(object_id), {"data": {"text": "after"}, "permissions": read})
+    else:
+        api.request("owner", "PATCH", api.uri(object_id), {"data": {"text": "after"}, "permissions": {"read": []}})
+    state["active"] = False
+    assert polls, "the write was expected to go through the hooked backends"
+    for etag, seen in polls:
+        if action == "unshare":
+            assert seen.get(object_id, {}).get("text") != "after"
+            continue
+        later = api.request("reader", "GET", f"{api.url}?_since={etag}").json["data"]
+        texts = [record["text"] for record in later if record["id"] == object_id]
+        assert texts == ["after"] or seen.get(object_id, {}).get("text") == "after"
