@@ -25,6 +25,7 @@ import threading
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from wsgicliquet.backends import missing_extra
+from wsgicliquet.settings import ConfigurationError
 from wsgicliquet.storage.exceptions import BackendError
 
 try:
@@ -71,7 +72,7 @@ class Client:
         self._lock = threading.Lock()
         self._state = _ThreadState()
         self._schema_ok: Dict[str, bool] = {}
-        self._orphans: List[Any] = []   # pools inherited from a parent process: never touched, never closed
+        self._orphans: List[Any] = []   # connections inherited from a parent process: never used, never closed
         self._new_pool()
 
     def _new_pool(self) -> None:
@@ -95,12 +96,6 @@ class Client:
 
     def _checkout(self, wait: bool = True) -> Any:
         """A connection from the pool; ``wait=False`` takes one even beyond ``pool_size`` (see :meth:`execute`)."""
-        if os.getpid() != self._pid:  # forked: the parent's connections must not be used nor closed here
-            with self._lock:
-                if os.getpid() != self._pid:
-                    self._orphans.append(self._idle)
-                    self._state = _ThreadState()
-                    self._new_pool()
         with self._free:
             if wait and not self._free.wait_for(lambda: self._in_use < self.pool_size, timeout=self.pool_timeout):
                 raise BackendError(message=f"No PostgreSQL connection free after {self.pool_timeout} s "
@@ -114,6 +109,17 @@ class Client:
         except psycopg2.Error as exc:
             self._give_back(None)
             raise BackendError(exc) from exc
+
+    def _check_fork(self) -> None:
+        """In a forked child, forget the parent's connections (kept referenced, so never closed here)."""
+        if os.getpid() == self._pid:
+            return
+        with self._lock:
+            if os.getpid() != self._pid:
+                state = self._state  # the only thread of the child is the one that forked
+                self._orphans.append((self._idle, state.conn))
+                state.depth, state.conn, state.statements, state.failed = 0, None, 0, False
+                self._new_pool()
 
     def _give_back(self, conn: Optional[Any]) -> None:
         with self._free:
@@ -142,6 +148,7 @@ class Client:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """Join the thread's transaction, or run one that commits on exit and rolls back on an exception."""
+        self._check_fork()
         state = self._state
         if state.depth:
             state.depth += 1
@@ -223,6 +230,7 @@ class Client:
             raise AssertionError("unreachable")  # pragma: no cover
 
     def _execute_alone(self, query: Any, params: Any, fetch: Optional[str]) -> Any:
+        self._check_fork()
         borrow = self._state.conn is not None
         for attempt in (1, 2):
             conn = self._checkout(wait=not borrow)
@@ -358,8 +366,6 @@ def get_client(url: str, pool_size: int = 25, pool_timeout: float = DEFAULT_POOL
 
 def settings_options(settings: Dict[str, Any], prefix: str) -> Dict[str, Any]:
     """``url``, ``pool_size`` and ``pool_timeout`` of a backend from ``<prefix>_url``, ``<prefix>_pool_size``..."""
-    from wsgicliquet.settings import ConfigurationError
-
     url = settings.get(f"{prefix}_url") or ""
     if not url.startswith(("postgresql://", "postgres://")):
         raise ConfigurationError(f"Setting '{prefix}_url' has an invalid value {url!r}: expected postgresql://...")

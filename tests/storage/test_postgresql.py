@@ -6,6 +6,8 @@ their ``flush()`` calls never race with other test runs using the shared databas
 """
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
 import urllib.parse
 from typing import Any, Dict, Iterator, List
@@ -371,3 +373,39 @@ def _capture(errors: List[BaseException], call: Any) -> None:
         call()
     except BaseException as exc:
         errors.append(exc)
+
+
+def test_migrate_command_creates_every_table(empty_schema_url: str, tmp_path: Any, capsys: Any) -> None:
+    from wsgicliquet.__main__ import main
+    from wsgicliquet.backends import clear_backends
+
+    ini = tmp_path / "app.ini"
+    url = empty_schema_url
+    ini.write_text(f"[DEFAULT]\nstorage_url = {url}\ncache_url = {url}\npermission_url = {url}\n")
+    clear_backends()
+    try:
+        assert main(["migrate", "--ini", str(ini)]) == 0
+        assert main(["migrate", "--ini", str(ini)]) == 0
+    finally:
+        clear_backends()
+    tables = admin_execute(empty_schema_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'never_migrated' "
+                                             "ORDER BY tablename")
+    assert [row[0] for row in tables] == ["access_control_entries", "cache", "metadata", "records", "timestamps",
+                                          "user_principals"]
+    assert "storage: wsgicliquet.storage.postgresql ready" in capsys.readouterr().out
+
+
+def _create_in_child(storage: Storage) -> None:
+    storage.create(C, P, {"id": "from-child"})
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_opens_its_own_connections(storage: Storage) -> None:
+    """gunicorn --preload forks workers after the app (and maybe its pool) exists: the parent's sockets stay its own."""
+    parent_pid = storage.client.execute("SELECT pg_backend_pid()", fetch="one")[0]
+    child = multiprocessing.get_context("fork").Process(target=_create_in_child, args=(storage,))
+    child.start()
+    child.join(10)
+    assert child.exitcode == 0
+    assert storage.client.execute("SELECT pg_backend_pid()", fetch="one")[0] == parent_pid
+    assert storage.get(C, P, "from-child")["id"] == "from-child"
