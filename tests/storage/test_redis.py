@@ -109,6 +109,12 @@ def test_returned_records_are_copies(storage):
     assert storage.get("c", "p", record["id"])["tags"] == ["a"]
 
 
+def test_values_beyond_64_bits_round_trip(storage):
+    record = storage.create("c", "p", {"big": 2 ** 70, "small": -(2 ** 70), "float": 0.1})
+    assert storage.get("c", "p", record["id"]) == record
+    assert storage.get_all("c", "p", filters=[Filter("big", 2 ** 64, COMPARISON.GT)])[0] == [record]
+
+
 @pytest.mark.parametrize("stored, candidate, conflict", [
     pytest.param("a@example.com", "a@example.com", True, id="same-string"),
     pytest.param("é€😀", "é€😀", True, id="same-unicode"),

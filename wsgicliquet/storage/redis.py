@@ -32,6 +32,11 @@ from wsgicliquet.redis_client import escape, wrap_errors
 from . import COMPARISON, Filter, Record, RecordNotFoundError, Sort, Storage as StorageBase, UnicityError
 from .query import MISSING, apply, compile_filters, compile_rules, resolve
 
+try:  # optional: decodes records about five times faster than the json module
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - depends on the installation
+    _fast_loads = json.loads
+
 __all__ = ["Storage"]
 
 # Canonical text of a JSON value, computed the same way by Python (_canonical) and Lua (canonical) so that the
@@ -187,6 +192,14 @@ def _canonical(value: Any) -> str:
     return "{" + ",".join(f"{_canonical(key)}={_canonical(value[key])}" for key in keys) + "}"
 
 
+def _loads(data: bytes) -> Any:
+    """Decode a stored record; json handles what orjson refuses (integers beyond 64 bits, NaN)."""
+    try:
+        return _fast_loads(data)
+    except ValueError:
+        return json.loads(data)
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -316,8 +329,8 @@ class Storage(StorageBase):
         args = [mode, body["id"], _dumps(body), candidate, len(fields), *fields, *values, *needles]
         result = self._write(keys=self._keys(collection_id, parent_id), args=args)
         if result[0] == b"conflict":
-            raise UnicityError(result[1].decode("utf-8"), json.loads(result[2]))
-        stored = json.loads(args[2])  # a copy: the caller may mutate what it gets back
+            raise UnicityError(result[1].decode("utf-8"), _loads(result[2]))
+        stored = _loads(args[2])  # a copy: the caller may mutate what it gets back
         stored["last_modified"] = int(result[1])
         return stored
 
@@ -388,7 +401,7 @@ class Storage(StorageBase):
             pipe.zscore(deleted, object_id)
             data, score = pipe.execute()
         if data is not None:
-            return json.loads(data)
+            return _loads(data)
         if score is not None:
             return {"id": object_id, "last_modified": int(score), "deleted": True}
         raise RecordNotFoundError(f"Record {object_id!r} not found")
@@ -419,7 +432,7 @@ class Storage(StorageBase):
             pipe.zrange(deleted, 0, -1, withscores=True, score_cast_func=int)
         results = pipe.execute()
         for data in results[0]:
-            yield json.loads(data)
+            yield _loads(data)
         if include_deleted:
             for object_id, score in results[1]:
                 yield {"id": object_id.decode("utf-8"), "last_modified": score, "deleted": True}
@@ -465,7 +478,7 @@ class Storage(StorageBase):
     def _merge(live: List[bytes], bodies: List[Optional[bytes]], tombstones: List[bytes],
                descending: bool) -> Iterator[Record]:
         """Records and tombstones of one range answer, in timestamp order."""
-        records = [json.loads(body) for body in bodies if body is not None]
+        records = [_loads(body) for body in bodies if body is not None]
         buried = [{"id": tombstones[i].decode("utf-8"), "last_modified": int(tombstones[i + 1]), "deleted": True}
                   for i in range(0, len(tombstones), 2)]
         key = _last_modified
