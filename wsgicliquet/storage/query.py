@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from . import COMPARISON, Filter, Record, Sort
 
-__all__ = ["MISSING", "resolve", "json_equal", "sort_value", "compile_filter", "compile_filters", "matches",
+__all__ = ["MISSING", "resolve", "json_equal", "sort_value", "compile_filter", "compile_filters", "compile_rules", "matches",
            "matches_rules", "sort_records", "apply", "keyset_rules", "copy_record"]
 
 Predicate = Callable[[Record], bool]
@@ -198,7 +198,11 @@ def compile_filter(filter_: Filter) -> Predicate:
 
     if operator == COMPARISON.HAS:
         present = value not in (False, 0, None, "false", "0", "")
-        return lambda record: (get(record) not in (MISSING, None)) == present
+
+        def has(record: Record) -> bool:
+            left = get(record)
+            return (left is not MISSING and left is not None) == present
+        return has
 
     if operator == COMPARISON.LIKE:
         regex = _like_regex(value if isinstance(value, str) else json.dumps(value))

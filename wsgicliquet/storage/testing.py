@@ -48,10 +48,14 @@ def ids(records: Sequence[Dict[str, Any]]) -> List[str]:
 def page_through(storage: Storage, sorting: Sequence[Sort], limit: int, *, filters: Sequence[Filter] = (),
                  include_deleted: bool = False, collection_id: str = C, parent_id: str = P
                  ) -> Tuple[List[Dict[str, Any]], List[int]]:
-    """Every record of a listing, fetched ``limit`` at a time with keyset rules; returns (records, totals)."""
+    """Every record of a listing, fetched ``limit`` at a time with keyset rules; returns (records, totals).
+
+    Checks that every page but the last is full: clients stop at the first short page.
+    """
     seen: List[Dict[str, Any]] = []
     totals: List[int] = []
     rules: List[List[Filter]] = []
+    short = False
     for _ in range(10_000):
         page, total = storage.get_all(collection_id, parent_id, filters=filters, sorting=sorting,
                                       pagination_rules=rules, limit=limit, include_deleted=include_deleted)
@@ -59,6 +63,8 @@ def page_through(storage: Storage, sorting: Sequence[Sort], limit: int, *, filte
         totals.append(total)
         if not page:
             return seen, totals
+        assert not short, f"after {len(seen)} records, a page shorter than the limit {limit} was not the last one"
+        short = len(page) < limit
         seen.extend(page)
         rules = keyset_rules(page[-1], sorting)
     raise AssertionError("pagination does not end")
