@@ -168,9 +168,6 @@ class Client:
         finally:
             state.depth = 0
 
-    def in_transaction(self) -> bool:
-        return bool(self._state.depth)
-
     def _finish(self, commit: bool) -> None:
         state = self._state
         conn, state.conn = state.conn, None
@@ -248,6 +245,9 @@ class Client:
                     self.close()  # see execute(): a dead idle connection, nothing done yet
                     continue
                 raise BackendError(exc) from exc
+            except BaseException:  # a value psycopg2 cannot send, an interrupt: never keep the connection
+                self._release(conn, broken=True)
+                raise
             self._release(conn)
             return result
         raise AssertionError("unreachable")  # pragma: no cover

@@ -12,7 +12,7 @@ import multiprocessing
 import threading
 import time
 import uuid
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import pytest
 

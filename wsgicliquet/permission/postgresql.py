@@ -52,7 +52,8 @@ class Permission(PermissionBase):
         return cls(get_client(**settings_options(settings, prefix)))
 
     def initialize_schema(self, dry_run: bool = False) -> None:
-        migrate(self.client, "permission", MIGRATIONS, dry_run=dry_run, tables=("user_principals", "access_control_entries"))
+        migrate(self.client, "permission", MIGRATIONS, dry_run=dry_run,
+                tables=("user_principals", "access_control_entries"))
 
     def _run(self, query: str, params: Any = None, fetch: Optional[str] = None) -> Any:
         with self.client.transaction():

@@ -211,7 +211,8 @@ def _condition(filter_: Filter) -> sql.Composable:
             if not _storable(values):
                 return _FALSE
             return fmt("({0} AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements({1}) AS wanted(value) "
-                       "WHERE wanted.value NOT IN (SELECT jsonb_array_elements({2}))))").format(is_array, _json(values), e)
+                       "WHERE wanted.value NOT IN (SELECT jsonb_array_elements({2}))))").format(
+                is_array, _json(values), e)
         values = [item for item in values if _storable(item)]
         if not values:
             return _FALSE
@@ -393,11 +394,12 @@ class Storage(StorageBase):
             value = _dig(record, field)
             if field in ("id", "last_modified") or value is None:
                 continue
+            # The oldest holder of the value, as the memory backend reports it.
             query = sql.SQL("SELECT id, last_modified, deleted, data FROM records "
-                            "WHERE collection_id = {} AND parent_id = {} AND NOT deleted AND id <> {} "
-                            "AND {} ORDER BY last_modified LIMIT 1").format(_Literal(collection_id), _Literal(parent_id),
-                                                     _Literal(object_id),
-                                                     _condition(Filter(field, value, COMPARISON.EQ)))
+                            "WHERE collection_id = {} AND parent_id = {} AND NOT deleted AND id <> {} AND {} "
+                            "ORDER BY last_modified LIMIT 1").format(
+                _Literal(collection_id), _Literal(parent_id), _Literal(object_id),
+                _condition(Filter(field, value, COMPARISON.EQ)))
             row = self._execute(query, fetch="one")
             if row is not None:
                 raise UnicityError(field, _record(*row))
