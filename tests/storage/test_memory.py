@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from wsgicliquet.backends import clear_backends, load_backend
-from wsgicliquet.storage import Sort
+from wsgicliquet.storage import COMPARISON, Filter, Sort, query
 from wsgicliquet.storage.memory import Storage
 from wsgicliquet.storage.testing import StorageContract
 
@@ -34,3 +34,51 @@ def test_default_order_after_updates_and_forced_timestamps():
         assert [record["id"] for record in records] == ["c", "a"] and total == 3
     records, _ = storage.get_all("c", "p", sorting=[Sort("last_modified", 1)])
     assert [record["id"] for record in records] == ["b", "a", "c"]
+
+
+@pytest.fixture(scope="module")
+def busy():
+    """A partition with updates, deletions and a forced timestamp, and everything it holds (tombstones too)."""
+    storage = Storage()
+    for index in range(60):
+        storage.create("c", "p", {"id": f"r{index:02}", "n": index % 7, "s": "abc"[index % 3]})
+    for index in range(0, 60, 4):
+        storage.update("c", "p", f"r{index:02}", {"n": index % 5})
+    for index in range(1, 60, 6):
+        storage.delete("c", "p", f"r{index:02}")
+    storage.create("c", "p", {"id": "late", "n": 3, "last_modified": storage.collection_timestamp("c", "p") + 50})
+    everything, _ = storage.get_all("c", "p", include_deleted=True)
+    return storage, everything
+
+
+def _stamp(everything, position):
+    return sorted(record["last_modified"] for record in everything)[position]
+
+
+@pytest.mark.parametrize("direction", [1, -1], ids=["oldest-first", "newest-first"])
+@pytest.mark.parametrize("include_deleted", [False, True], ids=["live", "with-tombstones"])
+@pytest.mark.parametrize("make_filters, make_rules", [
+    pytest.param(lambda e: [], lambda e: [], id="all"),
+    pytest.param(lambda e: [Filter("last_modified", _stamp(e, 20), COMPARISON.GT)], lambda e: [], id="since"),
+    pytest.param(lambda e: [Filter("last_modified", _stamp(e, 40), COMPARISON.LT)], lambda e: [], id="before"),
+    pytest.param(lambda e: [Filter("last_modified", _stamp(e, 10), COMPARISON.MIN),
+                            Filter("last_modified", _stamp(e, 50), COMPARISON.MAX),
+                            Filter("n", 3, COMPARISON.NOT)], lambda e: [], id="window-and-field"),
+    pytest.param(lambda e: [], lambda e: [[Filter("last_modified", _stamp(e, 30), COMPARISON.LT)],
+                                          [Filter("last_modified", _stamp(e, 30), COMPARISON.EQ),
+                                           Filter("id", "r30", COMPARISON.GT)]], id="keyset-rules"),
+    pytest.param(lambda e: [Filter("last_modified", _stamp(e, 5), COMPARISON.GT)],
+                 lambda e: [[Filter("last_modified", _stamp(e, 25), COMPARISON.GT)],
+                            [Filter("n", 0, COMPARISON.EQ)]], id="rule-without-bound"),
+])
+def test_timestamp_walk_answers_like_a_full_scan(busy, direction, include_deleted, make_filters, make_rules):
+    storage, everything = busy
+    candidates = everything if include_deleted else [record for record in everything if not record.get("deleted")]
+    filters, rules = make_filters(everything), make_rules(everything)
+    for sorting in ([Sort("last_modified", direction)], [Sort("s", 1), Sort("last_modified", direction)]):
+        for limit in (None, 7):
+            expected = query.apply(candidates, filters=filters, sorting=sorting, pagination_rules=rules, limit=limit,
+                                   count=lambda record: not record.get("deleted"))
+            got = storage.get_all("c", "p", filters=filters, sorting=sorting, pagination_rules=rules, limit=limit,
+                                  include_deleted=include_deleted)
+            assert got == expected

@@ -805,6 +805,6 @@ def run_storage_machine(storage: Storage, **overrides: Any) -> None:
     """Run :class:`StorageMachine` against ``storage`` (bounded: a network backend finishes in seconds)."""
     machine = type("BoundStorageMachine", (StorageMachine,), {"storage": storage})
     options: Dict[str, Any] = dict(max_examples=40, stateful_step_count=30, deadline=None, database=None,
-                                   suppress_health_check=list(HealthCheck))
+                                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
     options.update(overrides)
     run_state_machine_as_test(machine, settings=hypothesis_settings(**options))
