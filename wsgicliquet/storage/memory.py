@@ -1,10 +1,12 @@
 """In-process storage: records in Python dicts, lost on restart.  For development, tests and single-process demos.
 
 Each partition keeps its live records and its tombstones in two dicts whose insertion order is ``last_modified``
-order: every write gets a timestamp above the partition counter and is (re-)inserted at the end.  Listing in the
-default order (``-last_modified``) therefore walks the dicts backwards and stops after ``limit`` records, and the
-total of an unfiltered listing is a ``len()``.  Other sorts filter the whole partition and sort it
-(:mod:`wsgicliquet.storage.query`).  Records handed out are copies: callers may mutate them.
+order: every write gets a timestamp above the partition counter and is (re-)inserted at the end.  Listing in
+timestamp order (the default, ``-last_modified``) therefore walks the dicts from one end, skips to the range that
+``last_modified`` filters and keyset rules allow (``_since``, ``_before``, the next page) with a cheap comparison,
+and stops after ``limit`` records; the total of an unfiltered listing is a ``len()``.  Other sorts filter the whole
+partition and sort it (:mod:`wsgicliquet.storage.query`), fed in timestamp order so that the stable sort leaves
+``last_modified`` as the tie-breaker for free.  Records handed out are copies: callers may mutate them.
 """
 from __future__ import annotations
 
