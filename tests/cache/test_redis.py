@@ -7,6 +7,7 @@ import time
 import pytest
 
 from wsgicliquet.cache.redis import Cache
+from wsgicliquet.cache.testing import CacheContract
 
 pytestmark = pytest.mark.redis
 
@@ -23,6 +24,10 @@ def cache(redis_url):
     backend.flush()
     yield backend
     backend.flush()
+
+
+class TestRedisCacheContract(CacheContract):
+    pass
 
 
 @pytest.mark.parametrize("value", [

@@ -8,6 +8,7 @@ import pytest
 
 from wsgicliquet.permission.memory import Permission as MemoryPermission
 from wsgicliquet.permission.redis import Permission
+from wsgicliquet.permission.testing import PermissionContract
 
 pytestmark = pytest.mark.redis
 
@@ -20,6 +21,10 @@ def permission(redis_url):
     backend.flush()
     yield backend
     backend.flush()
+
+
+class TestRedisPermissionContract(PermissionContract):
+    pass
 
 
 @pytest.mark.parametrize("pattern, expected", [
