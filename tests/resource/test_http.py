@@ -10,6 +10,7 @@ from webob import Request
 from wsgicliquet.resource.app import ResourceApp
 from wsgicliquet.resource.resource import Resource
 from wsgicliquet.settings import ConfigurationError, load_settings
+from wsgicliquet.storage.memory import Storage as MemoryStorage
 
 from .conftest import ALICE, Bookmark, Note, as_user
 
@@ -144,6 +145,41 @@ def test_fallback_receives_unmatched_paths(make_app, storage):
     assert app.get("/v1/scores").json == {"path": "/scores", "script": "/v1", "total": 1}
     app.get("/v1/elsewhere", status=404)  # Flask's own 404
     assert app.get("/v1/bookmarks").json["data"][0]["url"] == "http://a.org"
+
+
+class CountingStorage(MemoryStorage):
+    """The memory backend, counting the calls each request makes."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __getattribute__(self, name):
+        if name in ("get", "get_all", "collection_timestamp", "create", "update", "delete", "delete_all"):
+            object.__getattribute__(self, "calls").append(name)
+        return object.__getattribute__(self, name)
+
+
+@pytest.mark.parametrize("method, url, calls", [
+    pytest.param("GET", "/notes?_limit=1&_sort=-x", ["collection_timestamp", "get_all"], id="list"),
+    pytest.param("HEAD", "/notes", ["collection_timestamp", "get_all"], id="count"),
+    pytest.param("GET", "/notes/{id}", ["get"], id="record"),
+    pytest.param("DELETE", "/notes/{id}", ["delete"], id="delete"),
+    pytest.param("PATCH", "/notes/{id}", ["get", "update"], id="patch"),
+    pytest.param("PUT", "/notes/{id}", ["get", "update"], id="put"),
+    pytest.param("POST", "/notes", ["create"], id="create"),
+    pytest.param("DELETE", "/notes?x=1", ["delete_all"], id="bulk-delete"),
+])
+def test_storage_round_trips(make_app, method, url, calls):
+    storage = CountingStorage()
+    app = make_app(backend=storage)
+    for i in range(3):
+        record = app.post_json("/notes", {"data": {"x": i}}).json["data"]
+    storage.calls.clear()
+    body = {"data": {"x": 9}} if method in ("POST", "PUT", "PATCH") else None
+    app.request(url.format(id=record["id"]), method=method, body=json.dumps(body).encode() if body else b"",
+                headers={"Content-Type": "application/json"} if body else {})
+    assert storage.calls == calls
 
 
 def test_bottle_fallback(make_app):
