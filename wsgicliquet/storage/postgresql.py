@@ -513,11 +513,11 @@ class Storage(StorageBase):
         where = _conjunction(filters)
         order = _order_by(sorting)
         if limit is None:
-            position, limit_clause, outer_order = (sql.SQL(", row_number() OVER (ORDER BY {}) AS position").format(
-                order), sql.SQL(""), sql.SQL("page.position"))
+            position = sql.SQL(", row_number() OVER (ORDER BY {}) AS position").format(order)
+            limit_clause, outer_order = sql.SQL(""), sql.SQL("page.position")
         else:
-            position, limit_clause, outer_order = (sql.SQL(""), sql.SQL("LIMIT {}").format(_Literal(int(limit))),
-                                                   order)
+            position, outer_order = sql.SQL(""), order
+            limit_clause = sql.SQL("LIMIT {}").format(_Literal(max(int(limit), 0)))
         return sql.SQL("""
         WITH total AS (
             SELECT count(*) AS n FROM records WHERE {partition} AND NOT deleted AND {where}
