@@ -11,10 +11,9 @@ Timeouts can be tuned in the URL with redis-py's query options, e.g.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
-from typing import Any, Callable, Dict, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Dict, Iterable, Mapping, TypeVar
 
 from wsgicliquet.backends import missing_extra
 from wsgicliquet.settings import ConfigurationError
@@ -28,7 +27,7 @@ except ImportError:  # pragma: no cover - depends on the installation
     redis = None  # type: ignore[assignment]
 
 __all__ = ["DEFAULT_KEY_PREFIX", "get_client", "client_from_settings", "key_prefix_from_settings",
-           "backend_errors", "wrap_errors", "unlink_prefix", "escape"]
+           "wrap_errors", "load_scripts", "unlink_prefix", "escape"]
 
 DEFAULT_KEY_PREFIX = "wsgicliquet:"
 
@@ -88,17 +87,8 @@ def key_prefix_from_settings(settings: Mapping[str, Any], prefix: str) -> str:
     return str(value)
 
 
-@contextlib.contextmanager
-def backend_errors() -> Iterator[None]:
-    """Turn every redis-py failure (unreachable, timeout, script error) into a BackendError."""
-    try:
-        yield
-    except redis.RedisError as exc:
-        raise BackendError(exc) from exc
-
-
 def wrap_errors(method: F) -> F:
-    """Decorator form of :func:`backend_errors` for backend methods."""
+    """Turn every redis-py failure of a backend method (unreachable, timeout, script error) into a BackendError."""
 
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -108,6 +98,12 @@ def wrap_errors(method: F) -> F:
             raise BackendError(exc) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def load_scripts(client: "redis.Redis", scripts: Iterable[Any]) -> None:
+    """``SCRIPT LOAD`` registered scripts ahead of their first use (``initialize_schema``)."""
+    for script in scripts:
+        script.sha = client.script_load(script.script)
 
 
 def unlink_prefix(client: "redis.Redis", prefix: str, batch: int = 500) -> int:

@@ -246,7 +246,28 @@ def test_settings(redis_url):
     with pytest.raises(ConfigurationError):
         Storage.from_settings({"storage_url": "memory://"})
     with pytest.raises(ConfigurationError):
+        Storage.from_settings({"storage_url": "redis://host:notaport/0"})
+    with pytest.raises(ConfigurationError):
         Storage.from_settings(dict(settings, storage_key_prefix=""))
+
+
+def test_loaded_by_url_scheme_sharing_one_pool(redis_url):
+    from wsgicliquet.backends import clear_backends, load_backend
+    from wsgicliquet.cache.redis import Cache
+    from wsgicliquet.permission.redis import Permission
+    from wsgicliquet.settings import load_settings
+
+    settings = load_settings({"storage_url": redis_url, "cache_url": redis_url, "permission_url": redis_url},
+                             environ={})
+    clear_backends()
+    try:
+        backends = [load_backend(kind, settings) for kind in ("storage", "cache", "permission")]
+    finally:
+        clear_backends()
+    assert [type(backend) for backend in backends] == [Storage, Cache, Permission]
+    assert len({id(backend.client) for backend in backends}) == 1
+    assert [backend.namespace for backend in backends] == [
+        "wsgicliquet:storage:", "wsgicliquet:cache:", "wsgicliquet:permission:"]
 
 
 # Concurrent writers in several processes, and pollers syncing with `_since`.

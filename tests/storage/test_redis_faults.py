@@ -151,6 +151,19 @@ def test_every_method_raises_backend_error_while_down_and_works_after(server):
     assert permission.principals_accessible_objects(["u"], "read") == {"/o"}
 
 
+def test_initialize_schema_loads_the_scripts_which_also_come_back_by_themselves(server):
+    storage, _, permission = _backends(f"redis://127.0.0.1:{server.port}/0")
+    client = storage.client
+    storage.initialize_schema(dry_run=True)
+    assert client.script_exists(storage._write.sha) == [False]
+    storage.initialize_schema()
+    permission.initialize_schema()
+    assert client.script_exists(storage._write.sha, storage._range.sha, permission._add_ace.sha) == [True] * 3
+    client.script_flush()
+    assert storage.create("c", "p", {})["last_modified"] > 0
+    permission.add_principal_to_ace("/o", "read", "u")
+
+
 class Load:
     """Threads writing and listing without pause; every outcome is logged with its start time."""
 

@@ -16,7 +16,7 @@ __all__ = ["Cache"]
 
 
 class Cache(BaseCache):
-    name = "cache"
+    name = "redis"
 
     def __init__(self, client: Any, *, prefix: str = "", key_prefix: str = redis_client.DEFAULT_KEY_PREFIX) -> None:
         super().__init__(prefix)

@@ -105,7 +105,7 @@ redis.call("DEL", members)
 
 
 class Permission(BasePermission):
-    name = "permission"
+    name = "redis"
 
     def __init__(self, client: Any, *, key_prefix: str = redis_client.DEFAULT_KEY_PREFIX) -> None:
         self.client = client
@@ -116,11 +116,19 @@ class Permission(BasePermission):
         self._delete_objects = client.register_script(_DELETE_OBJECTS)
         self._object_permissions = client.register_script(_OBJECT_PERMISSIONS)
         self._remove_principal = client.register_script(_REMOVE_PRINCIPAL)
+        self._scripts = [self._add_ace, self._remove_ace, self._replace, self._delete_objects,
+                         self._object_permissions, self._remove_principal]
 
     @classmethod
     def from_settings(cls, settings: Dict[str, Any], prefix: str = "permission") -> "Permission":
         return cls(redis_client.client_from_settings(settings, prefix),
                    key_prefix=redis_client.key_prefix_from_settings(settings, prefix))
+
+    @wrap_errors
+    def initialize_schema(self, dry_run: bool = False) -> None:
+        """Load the scripts (they are also loaded on first use, and again after a server restart)."""
+        if not dry_run:
+            redis_client.load_scripts(self.client, self._scripts)
 
     # Keys (the Lua helpers above build the same ones).
     def _user(self, user_id: str) -> str:

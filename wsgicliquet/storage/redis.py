@@ -307,6 +307,12 @@ class Storage(StorageBase):
         return [f"{self.namespace}{kind}:{partition}" for kind in ("records", "modified", "deleted", "timestamp")]
 
     @wrap_errors
+    def initialize_schema(self, dry_run: bool = False) -> None:
+        """Load the scripts (they are also loaded on first use, and again after a server restart)."""
+        if not dry_run:
+            redis_client.load_scripts(self.client, [self._write, self._delete, self._range])
+
+    @wrap_errors
     def flush(self) -> None:
         redis_client.unlink_prefix(self.client, self.namespace)
 
