@@ -194,7 +194,15 @@ QUERIES = [
                  id="since-ascending-limit"),
     pytest.param({"since": (12, COMPARISON.LT), "include_deleted": True}, id="before"),
     pytest.param({"since": (12, COMPARISON.MAX)}, id="to"),
+    pytest.param({"pagination_rules": [[Filter("n", 3, COMPARISON.EQ)], [Filter("id", "r27", COMPARISON.MIN)]],
+                  "limit": 3, "include_deleted": True}, id="sparse-rules-walk-several-windows"),
+    pytest.param({"since": (3, COMPARISON.GT), "pagination_rules": [[Filter("n", 100, COMPARISON.EQ)]], "limit": 2,
+                  "sorting": [Sort("last_modified", 1)]}, id="since-with-sparse-rules-ascending"),
     pytest.param({"filters": [Filter("n", 3, COMPARISON.MIN)], "limit": 5}, id="field-filter"),
+    pytest.param({"since": (8, COMPARISON.GT), "also": [Filter("n", 100, COMPARISON.NOT)], "include_deleted": True,
+                  "sorting": [Sort("title", 1), Sort("id", -1)]}, id="since-and-field-filter-read-a-range"),
+    pytest.param({"since": (20, COMPARISON.MAX), "also": [Filter("extra", True, COMPARISON.HAS)], "limit": 4},
+                 id="to-and-field-filter"),
     pytest.param({"filters": [Filter("extra", True, COMPARISON.HAS)], "sorting": [Sort("title", -1)]},
                  id="has-and-sort"),
     pytest.param({"sorting": [Sort("n", 1), Sort("id", -1)], "limit": 8, "include_deleted": True},
@@ -211,7 +219,7 @@ def test_get_all_answers_like_the_memory_backend(storage, memory, query):
         kwargs = dict(query)
         since = kwargs.pop("since", None)
         if since is not None:
-            kwargs["filters"] = _lm_filter(backend, *since)
+            kwargs["filters"] = _lm_filter(backend, *since) + kwargs.pop("also", [])
         records, total = backend.get_all("c", "p", **kwargs)
         answers.append(([(r["id"], r.get("n"), r.get("deleted", False)) for r in records], total))
     assert answers[0] == answers[1]

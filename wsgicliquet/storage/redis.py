@@ -258,13 +258,18 @@ class _Bounds:
         return self._text(self.high, self.high_open)
 
 
+def _bounds_timestamp(filter_: Filter) -> bool:
+    """True for a filter that bounds ``last_modified`` by a number (a range of sorted-set scores)."""
+    value = filter_.value
+    return (filter_.field == "last_modified" and COMPARISON(filter_.operator) in _BOUND_OPERATORS
+            and not isinstance(value, bool) and isinstance(value, (int, float)))
+
+
 def _timestamp_bounds(filters: Sequence[Filter]) -> Optional[_Bounds]:
     """The interval of ``filters`` when they all bound ``last_modified`` by a number, else None."""
     bounds = _Bounds()
     for filter_ in filters:
-        value = filter_.value
-        if (filter_.field != "last_modified" or COMPARISON(filter_.operator) not in _BOUND_OPERATORS
-                or isinstance(value, bool) or not isinstance(value, (int, float))):
+        if not _bounds_timestamp(filter_):
             return None
         bounds.narrow(filter_)
     return bounds
@@ -418,16 +423,18 @@ class Storage(StorageBase):
                 limit: Optional[int] = None, include_deleted: bool = False) -> Tuple[List[Record], int]:
         if limit is not None and limit <= 0:
             limit = 0
-        bounds = _timestamp_bounds(filters)
-        if bounds is not None and (not sorting or sorting[0].field == "last_modified"):
+        bounding = [filter_ for filter_ in filters if _bounds_timestamp(filter_)]
+        bounds = _timestamp_bounds(bounding) or _Bounds()
+        if len(bounding) == len(filters) and (not sorting or sorting[0].field == "last_modified"):
             # last_modified is unique in a partition: later sort keys cannot change the order.
             descending = not sorting or sorting[0].direction < 0
             return self._ranged(collection_id, parent_id, bounds, filters, pagination_rules, limit,
                                 include_deleted, descending)
-        page, total = apply(self._scan(collection_id, parent_id, include_deleted), filters=filters,
-                            sorting=sorting or [Sort("last_modified", -1)], pagination_rules=pagination_rules,
-                            limit=limit, count=_is_live if include_deleted else None)
-        return page, total
+        # Both the page and the total are among the records inside the timestamp bounds of the filters.
+        candidates = (self._scan_range(collection_id, parent_id, bounds, include_deleted) if bounding
+                      else self._scan(collection_id, parent_id, include_deleted))
+        return apply(candidates, filters=filters, sorting=sorting or [Sort("last_modified", -1)],
+                     pagination_rules=pagination_rules, limit=limit, count=_is_live if include_deleted else None)
 
     def _scan(self, collection_id: str, parent_id: str, include_deleted: bool) -> Iterator[Record]:
         """Every record (and tombstone) of the partition, read in one snapshot, decoded one at a time."""
@@ -442,6 +449,13 @@ class Storage(StorageBase):
         if include_deleted:
             for object_id, score in results[1]:
                 yield {"id": object_id.decode("utf-8"), "last_modified": score, "deleted": True}
+
+    def _scan_range(self, collection_id: str, parent_id: str, bounds: _Bounds, include_deleted: bool
+                    ) -> Iterator[Record]:
+        """The records (and tombstones) whose timestamps are within ``bounds``, read in one snapshot."""
+        args = [0, bounds.low_text, bounds.high_text, -1, int(include_deleted), "", ""]
+        live, bodies, tombstones, _ = self._range(keys=self._keys(collection_id, parent_id)[:3], args=args)
+        return self._merge(live, bodies, tombstones, descending=False)
 
     def _ranged(self, collection_id: str, parent_id: str, bounds: _Bounds, filters: Sequence[Filter],
                 pagination_rules: Sequence[Sequence[Filter]], limit: Optional[int], include_deleted: bool,
