@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import socket
 import threading
 import time
+import urllib.parse
 import uuid
 from typing import Dict, Iterator, List, Tuple
 
@@ -222,3 +224,81 @@ def test_http_writers_and_a_since_poller(storage: Storage) -> None:
     stamps = [stamp for _, stamp in seen]
     assert stamps == sorted(set(stamps))
     assert sorted(seen) == sorted(acknowledged) and len(acknowledged) > 50
+
+
+class Outage:
+    """A TCP relay in front of PostgreSQL that can go down and come back (a server restart, a network cut),
+    without touching the shared server."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = 0
+        self.sockets: List[socket.socket] = []
+        self.listener: socket.socket = socket.socket()
+
+    def up(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def down(self) -> None:
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        except OSError:
+            pass
+        self.listener.close()
+        for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        self.sockets.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                return
+            self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def test_server_unreachable_then_back(storage: Storage, url: str) -> None:
+    parts = urllib.parse.urlsplit(url)
+    outage = Outage(parts.hostname or "127.0.0.1", parts.port or 5432)
+    outage.up()
+    relayed = parts._replace(netloc=f"{parts.username}@127.0.0.1:{outage.port}").geturl()
+    victim = Storage(pg.Client(relayed, pool_size=4, pool_timeout=5))
+    first = victim.create(C, P, {"before": True})
+    outage.down()
+    for call in (lambda: victim.create(C, P, {}), lambda: victim.get_all(C, P),
+                 lambda: victim.collection_timestamp(C, P), lambda: victim.delete(C, P, first["id"])):
+        with pytest.raises(BackendError):
+            call()
+    assert victim.ping() is False and victim.ping(readonly=True) is False
+    outage.up()  # same port: the server is back
+    assert victim.ping() is True
+    after = victim.create(C, P, {"after": True})
+    records, total = victim.get_all(C, P)
+    assert total == 2 and {record["id"] for record in records} == {first["id"], after["id"]}
+    outage.down()
