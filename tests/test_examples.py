@@ -6,6 +6,7 @@ batch, JSON errors, and a framework view (``/v1/scores``) using the same storage
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import os
 import socket
@@ -39,6 +40,20 @@ PROJECT_NAMES = {"examples/flask_app": "arcade", "examples/bottle_app": "library
 BACKEND_SETTINGS = ("storage_url", "cache_url", "permission_url")
 
 
+PRIVATE_SCHEMA = "wsgicliquet_examples"
+PRIVATE_REDIS_PREFIX = "wsgicliquet-examples:"
+
+
+def private_postgresql_url(url: str) -> str:
+    """``url`` with its own schema, so that other suites flushing the shared test database leave these tests alone."""
+    import psycopg2
+
+    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+        cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {PRIVATE_SCHEMA}")
+    connection.close()
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{PRIVATE_SCHEMA}"
+
+
 def clear_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     """Remove environment overrides of the machine running the tests, so that the ini's values apply."""
     prefixes = ("WSGICLIQUET_",) + tuple(name.upper() + "_" for name in PROJECT_NAMES.values())
@@ -57,11 +72,31 @@ def user() -> Dict[str, str]:
     return basic_auth(f"player-{uuid.uuid4().hex[:8]}")
 
 
-@pytest.fixture(params=list(EXAMPLES))
+# The Python form: each example's app_factory, which calls make_app(settings) (build_pipeline in Python).
+PYTHON_FORMS = {f"{name}-python": f"examples.{name}_app.app" for name in ("flask", "bottle", "pyramid")}
+
+
+@pytest.fixture(params=list(EXAMPLES) + list(PYTHON_FORMS))
 def example(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> webtest.TestApp:
     clear_overrides(monkeypatch)
+    if request.param in PYTHON_FORMS:
+        module = importlib.import_module(PYTHON_FORMS[request.param])
+        name = PROJECT_NAMES[module.__name__.rpartition(".")[0].replace(".", "/")]
+        return webtest.TestApp(module.app_factory({}, project_name=name, userid_hmac_secret="s"), lint=True)
     ini, _site = EXAMPLES[request.param]
     return webtest.TestApp(loadapp(f"config:{ROOT / ini}"), lint=True)
+
+
+def test_flask_wsgi_app_idiom(monkeypatch, user):
+    """``app.wsgi_app = make_app(settings)``: the Flask object itself then serves the site and the API."""
+    from examples.flask_app import app as example_module
+
+    clear_overrides(monkeypatch)
+    monkeypatch.setattr(example_module.app, "wsgi_app", example_module.make_app({"project_name": "arcade"}))
+    client = webtest.TestApp(example_module.app, lint=True)
+    assert "Home" in client.get("/").text
+    assert client.post_json("/v1/scores", {"game": "g", "score": 1}, headers=user, status=201)
+    assert client.get("/v1/scores", status=401).json["errno"] == 104
 
 
 @pytest.mark.parametrize("path, text", [
@@ -298,6 +333,10 @@ def test_environment_moves_the_backends(kind, ini, request, monkeypatch, user):
     """``WSGICLIQUET_STORAGE_URL`` (and the cache and permission URLs) move an example off the memory backend."""
     url = request.getfixturevalue(f"{kind}_url")
     clear_overrides(monkeypatch)
+    if kind == "postgresql":
+        url = private_postgresql_url(url)
+    else:
+        monkeypatch.setenv("WSGICLIQUET_REDIS_KEY_PREFIX", PRIVATE_REDIS_PREFIX)
     for name in BACKEND_SETTINGS:
         monkeypatch.setenv("WSGICLIQUET_" + name.upper(), url)
     assert main(["migrate", "--ini", str(ROOT / ini)]) == 0

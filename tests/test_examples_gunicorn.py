@@ -27,6 +27,8 @@ from wsgicliquet.__main__ import main
 from wsgicliquet.backends import load_backend
 from wsgicliquet.settings import load_settings
 
+from tests.test_examples import private_postgresql_url
+
 pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,8 +87,9 @@ def _wait_until_serving(base: str, process: subprocess.Popen, log: Path, seconds
 def postgresql_environment(postgresql_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Dict[str, str]]:
     """The process environment of a production run: every backend on PostgreSQL, schema migrated, flushed after."""
     environment = {key: value for key, value in os.environ.items() if not key.startswith(OVERRIDDEN_PREFIXES)}
+    url = private_postgresql_url(postgresql_url)
     for kind in BACKENDS:
-        environment[f"WSGICLIQUET_{kind.upper()}_URL"] = postgresql_url
+        environment[f"WSGICLIQUET_{kind.upper()}_URL"] = url
     for key in list(os.environ):
         if key.startswith(OVERRIDDEN_PREFIXES):
             monkeypatch.delenv(key)
