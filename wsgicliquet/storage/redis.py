@@ -12,10 +12,11 @@ tombstone of the same id and stores the counter, all inside one ``EVALSHA``: Red
 timestamps strictly increase across processes and hosts, and a reader can never see a counter without the record
 that produced it.  Because every write takes a fresh counter value, ``last_modified`` is unique in a partition.
 
-Reads: listings sorted by ``last_modified`` (the default order) whose filters only touch ``last_modified`` (``_since``,
+Reads: listings sorted by ``last_modified`` (the default order) whose filters only bound ``last_modified`` (``_since``,
 ``_before``, keyset pagination) are served from the sorted sets: a range of scores, ``limit`` items, and a
-``ZCOUNT`` for the total.  Any other listing loads the partition once (``HGETALL``) and filters, sorts and pages it
-in Python with :mod:`wsgicliquet.storage.query`; its cost grows with the partition size (see ``docs/redis.md``).
+``ZCOUNT`` for the total.  Any other listing reads one snapshot of the records within the timestamp bounds of its
+filters (the whole partition when there are none), and filters, sorts and pages it in Python with
+:mod:`wsgicliquet.storage.query`; its cost grows with what it reads (see ``docs/redis.md``).
 """
 from __future__ import annotations
 
@@ -382,7 +383,7 @@ class Storage(StorageBase):
     def delete_all(self, collection_id: str, parent_id: str, filters: Sequence[Filter] = (), *,
                    with_deleted: bool = True) -> List[Record]:
         if filters:
-            doomed, _ = apply(self._scan(collection_id, parent_id, False), filters=filters)
+            doomed, _ = apply(self._candidates(collection_id, parent_id, filters, False), filters=filters)
             object_ids = [record["id"] for record in doomed]
         else:
             object_ids = [key.decode("utf-8") for key in self.client.hkeys(self._keys(collection_id, parent_id)[0])]
@@ -423,18 +424,24 @@ class Storage(StorageBase):
                 limit: Optional[int] = None, include_deleted: bool = False) -> Tuple[List[Record], int]:
         if limit is not None and limit <= 0:
             limit = 0
-        bounding = [filter_ for filter_ in filters if _bounds_timestamp(filter_)]
-        bounds = _timestamp_bounds(bounding) or _Bounds()
-        if len(bounding) == len(filters) and (not sorting or sorting[0].field == "last_modified"):
+        bounds = _timestamp_bounds(filters)
+        if bounds is not None and (not sorting or sorting[0].field == "last_modified"):
             # last_modified is unique in a partition: later sort keys cannot change the order.
             descending = not sorting or sorting[0].direction < 0
             return self._ranged(collection_id, parent_id, bounds, filters, pagination_rules, limit,
                                 include_deleted, descending)
-        # Both the page and the total are among the records inside the timestamp bounds of the filters.
-        candidates = (self._scan_range(collection_id, parent_id, bounds, include_deleted) if bounding
-                      else self._scan(collection_id, parent_id, include_deleted))
+        candidates = self._candidates(collection_id, parent_id, filters, include_deleted)
         return apply(candidates, filters=filters, sorting=sorting or [Sort("last_modified", -1)],
                      pagination_rules=pagination_rules, limit=limit, count=_is_live if include_deleted else None)
+
+    def _candidates(self, collection_id: str, parent_id: str, filters: Sequence[Filter], include_deleted: bool
+                    ) -> Iterator[Record]:
+        """What ``filters`` may match: the records inside their timestamp bounds, or the whole partition."""
+        bounding = [filter_ for filter_ in filters if _bounds_timestamp(filter_)]
+        if bounding:
+            return self._scan_range(collection_id, parent_id, _timestamp_bounds(bounding) or _Bounds(),
+                                    include_deleted)
+        return self._scan(collection_id, parent_id, include_deleted)
 
     def _scan(self, collection_id: str, parent_id: str, include_deleted: bool) -> Iterator[Record]:
         """Every record (and tombstone) of the partition, read in one snapshot, decoded one at a time."""
