@@ -164,6 +164,38 @@ def test_initialize_schema_loads_the_scripts_which_also_come_back_by_themselves(
     permission.add_principal_to_ace("/o", "read", "u")
 
 
+def test_http_answers_503_with_retry_after_during_the_outage(server):
+    import base64
+
+    import webtest
+
+    from wsgicliquet import Resource, ResourceApp, build_pipeline
+    from wsgicliquet.backends import clear_backends
+
+    class Note(Resource):
+        schema = {"type": "object"}
+
+    url = f"redis://127.0.0.1:{server.port}/0"
+    settings = {"userid_hmac_secret": "abc", "storage_url": url, "cache_url": url, "permission_url": url,
+                "retry_after_seconds": 7}
+    headers = {"Authorization": "Basic " + base64.b64encode(b"alice:secret").decode()}
+    clear_backends()
+    try:
+        api = webtest.TestApp(build_pipeline(ResourceApp([Note], settings), settings))
+        api.post_json("/v1/notes", {"data": {"text": "before"}}, headers=headers, status=201)
+        server.kill()
+        for response in (api.get("/v1/notes", headers=headers, status=503),
+                         api.post_json("/v1/notes", {"data": {"text": "during"}}, headers=headers, status=503)):
+            assert response.json["errno"] == 201 and response.headers["Retry-After"] == "7"
+        api.get("/v1/__heartbeat__", status=503)
+        server.start()
+        api.post_json("/v1/notes", {"data": {"text": "after"}}, headers=headers, status=201)
+        assert [note["text"] for note in api.get("/v1/notes", headers=headers).json["data"]] == ["after"]
+        assert api.get("/v1/__heartbeat__").json == {"storage": True, "cache": True, "permission": True}
+    finally:
+        clear_backends()
+
+
 class Load:
     """Threads writing and listing without pause; every outcome is logged with its start time."""
 
