@@ -174,6 +174,7 @@ def test_http_answers_503_with_retry_after_during_the_outage(server):
 
     class Note(Resource):
         schema = {"type": "object"}
+        preserve_unknown = True
 
     url = f"redis://127.0.0.1:{server.port}/0"
     settings = {"userid_hmac_secret": "abc", "storage_url": url, "cache_url": url, "permission_url": url,
