@@ -38,8 +38,7 @@ EXAMPLES = {
 }
 PROJECT_NAMES = {"examples/flask_app": "arcade", "examples/bottle_app": "library", "examples/pyramid_app": "chessclub"}
 BACKEND_SETTINGS = ("storage_url", "cache_url", "permission_url")
-
-
+OVERRIDE_PREFIXES = ("WSGICLIQUET_",) + tuple(name.upper() + "_" for name in PROJECT_NAMES.values())
 PRIVATE_SCHEMA = "wsgicliquet_examples"
 PRIVATE_REDIS_PREFIX = "wsgicliquet-examples:"
 
@@ -47,18 +46,18 @@ PRIVATE_REDIS_PREFIX = "wsgicliquet-examples:"
 def private_postgresql_url(url: str) -> str:
     """``url`` with its own schema, so that other suites flushing the shared test database leave these tests alone."""
     import psycopg2
+    from psycopg2 import sql
 
     with psycopg2.connect(url) as connection, connection.cursor() as cursor:
-        cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {PRIVATE_SCHEMA}")
+        cursor.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(PRIVATE_SCHEMA)))
     connection.close()
     return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{PRIVATE_SCHEMA}"
 
 
 def clear_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     """Remove environment overrides of the machine running the tests, so that the ini's values apply."""
-    prefixes = ("WSGICLIQUET_",) + tuple(name.upper() + "_" for name in PROJECT_NAMES.values())
     for variable in list(os.environ):
-        if variable.startswith(prefixes):
+        if variable.startswith(OVERRIDE_PREFIXES):
             monkeypatch.delenv(variable)
 
 
@@ -263,8 +262,7 @@ def test_pipeline_command_prints_the_chain(ini, site, monkeypatch, capsys):
 
 
 def _clean_environment() -> Dict[str, str]:
-    prefixes = ("WSGICLIQUET_",) + tuple(name.upper() + "_" for name in PROJECT_NAMES.values())
-    return {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
+    return {key: value for key, value in os.environ.items() if not key.startswith(OVERRIDE_PREFIXES)}
 
 
 def test_the_documented_pipeline_command():

@@ -27,13 +27,12 @@ from wsgicliquet.__main__ import main
 from wsgicliquet.backends import load_backend
 from wsgicliquet.settings import load_settings
 
-from tests.test_examples import private_postgresql_url
+from tests.test_examples import OVERRIDE_PREFIXES, private_postgresql_url
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("storage", "cache", "permission")
-OVERRIDDEN_PREFIXES = ("WSGICLIQUET_", "ARCADE_", "LIBRARY_", "CHESSCLUB_")
 
 
 def _gunicorn_command(ini: str, port: int) -> List[str]:
@@ -86,12 +85,12 @@ def _wait_until_serving(base: str, process: subprocess.Popen, log: Path, seconds
 @pytest.fixture
 def postgresql_environment(postgresql_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Dict[str, str]]:
     """The process environment of a production run: every backend on PostgreSQL, schema migrated, flushed after."""
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(OVERRIDDEN_PREFIXES)}
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(OVERRIDE_PREFIXES)}
     url = private_postgresql_url(postgresql_url)
     for kind in BACKENDS:
         environment[f"WSGICLIQUET_{kind.upper()}_URL"] = url
     for key in list(os.environ):
-        if key.startswith(OVERRIDDEN_PREFIXES):
+        if key.startswith(OVERRIDE_PREFIXES):
             monkeypatch.delenv(key)
     for key, value in environment.items():
         if key.startswith("WSGICLIQUET_"):
