@@ -171,3 +171,18 @@ def test_cli_requires_an_ini(monkeypatch, capsys):
     monkeypatch.delenv("WSGICLIQUET_INI", raising=False)
     assert main(["pipeline"]) == 2
     assert "--ini" in capsys.readouterr().err
+
+
+def test_backends_are_shared_per_configuration():
+    from wsgicliquet.backends import clear_backends, load_backend
+    from wsgicliquet.settings import load_settings
+
+    clear_backends()
+    try:
+        first = load_backend("storage", load_settings({}, environ={}))
+        assert load_backend("storage", load_settings({"project_name": "other"}, environ={})) is first
+        other_prefix = load_backend("cache", load_settings({"cache_prefix": "a:"}, environ={}))
+        assert load_backend("cache", load_settings({"cache_prefix": "b:"}, environ={})) is not other_prefix
+        assert load_backend("storage", load_settings({"storage_url": ""}, environ={})) is None
+    finally:
+        clear_backends()

@@ -27,6 +27,8 @@ def settings_from_ini(path: str) -> Dict[str, Any]:
 def _load_app(path: str, name: str = "main") -> Any:
     from paste.deploy import loadapp
 
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as gunicorn does: ini files name modules of the project they serve
     return loadapp(_config_uri(path), name=name)
 
 

@@ -20,7 +20,8 @@ MODULES: Dict[str, Dict[str, str]] = {
 }
 # The classes are named after their module (memory.Storage, postgresql.Storage...), so the mapping stays uniform.
 
-_instances: Dict[Tuple[str, str, str, int, str], Any] = {}
+_SHARED_OPTIONS = ("redis_key_prefix",)
+_instances: Dict[Tuple[str, str, str, Tuple[Tuple[str, str], ...]], Any] = {}
 _lock = threading.Lock()
 
 
@@ -43,7 +44,9 @@ def load_backend(kind: str, settings: Mapping[str, Any]) -> Optional[Any]:
     dotted = settings.get(f"{kind}_backend") or ""
     if not url and not dotted:
         return None
-    key = (kind, url, dotted, int(settings.get(f"{kind}_pool_size") or 0), str(settings.get("cache_prefix", "")))
+    # Every option of this backend kind (pool size, key prefixes...) is part of its identity.
+    key = (kind, url, dotted, tuple(sorted((name, repr(value)) for name, value in settings.items()
+                                           if name.startswith(f"{kind}_") or name in _SHARED_OPTIONS)))
     instance = _instances.get(key)
     if instance is not None:
         return instance

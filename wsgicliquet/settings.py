@@ -124,6 +124,7 @@ SETTINGS: Dict[str, Setting] = _table(
     ("id_generator", "wsgicliquet.resource.generators:UUID4", "str", "Record id generator (dotted path)."),
     ("paginate_by", None, "opt_int", "Forced maximum page size of collection listings."),
     ("resources", [], "list", "Resource classes served by the resource app (dotted paths `module:Class`)."),
+    ("resources_fallback", "", "str", "WSGI app (dotted path `module:app`) serving the paths no resource matches."),
     ("last_modified_margin_ms", 5000, "int", "How far in the future a client-supplied `last_modified` may be (ms)."),
     # Protocol middlewares
     ("version_prefix_redirect_enabled", True, "bool", "307 redirect of unprefixed URLs to the current version."),

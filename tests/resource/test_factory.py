@@ -22,6 +22,11 @@ class Bookmark(Resource):
 
 class Note(Resource):
     preserve_unknown = True
+
+
+def site(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"site:" + environ["PATH_INFO"].encode()]
 '''
 
 
@@ -71,3 +76,10 @@ def test_ini_values_are_coerced(ini):
 def test_factory_needs_resources():
     with pytest.raises(ConfigurationError, match="resources"):
         app_factory({}, storage_url="memory://")
+
+
+def test_fallback_named_in_the_ini_serves_unmatched_paths(ini):
+    app = webtest.TestApp(loadapp(ini("egg:wsgicliquet#resources", resources_fallback="factory_resources:site")),
+                          extra_environ=as_user(unique_user()))
+    assert app.get("/scores").text == "site:/scores"
+    assert app.get("/bookmarks").json == {"data": []}

@@ -180,8 +180,10 @@ def _negotiate(environ: Dict[str, Any], method: str) -> None:
 
 
 def app_factory(global_conf: Mapping[str, Any], **local_conf: Any) -> ResourceApp:
-    """PasteDeploy ``egg:wsgicliquet#resources``: resources named by dotted paths in the setting ``resources``."""
+    """PasteDeploy ``egg:wsgicliquet#resources``: resources named by dotted paths in the setting ``resources``,
+    and the app serving unmatched paths by the dotted path in ``resources_fallback`` (e.g. a Flask app)."""
     settings = load_settings({**global_conf, **local_conf})
     if not settings["resources"]:
         raise ConfigurationError("Setting 'resources' is empty: name at least one Resource (module:Class)")
-    return ResourceApp(settings["resources"], settings)
+    fallback = import_string(settings["resources_fallback"]) if settings["resources_fallback"] else None
+    return ResourceApp(settings["resources"], settings, fallback=fallback)
