@@ -114,3 +114,23 @@ def test_migrate_command_prepares_postgresql(postgresql_url, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "storage: wsgicliquet.storage.postgresql ready" in out
     assert "permission: wsgicliquet.permission.postgresql ready" in out
+
+
+def test_failing_heartbeat_keeps_its_map_through_the_error_converter(api):
+    from wsgicliquet.middleware import heartbeat
+
+    class Broken:
+        def ping(self, readonly=False):
+            return False
+
+    clear_backends()
+    app = webtest.TestApp(build_pipeline(ResourceApp([Bookmark], SETTINGS), SETTINGS))
+    # Reach the heartbeat layer of the built stack and give it a failing check, as a user's add_check would.
+    layer = app.app
+    while not isinstance(layer, heartbeat.Heartbeat):
+        layer = getattr(layer, "app", None) or next(iter(layer.versions.values()))
+    layer.checks["broken"] = Broken().ping
+    for path in ("/v1/__heartbeat__", "/__heartbeat__"):
+        response = app.get(path, status=503)
+        assert response.json == {"storage": True, "cache": True, "permission": True, "broken": False}
+        assert "Retry-After" not in response.headers

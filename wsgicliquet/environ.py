@@ -41,3 +41,7 @@ sub-request, appended by the batch middleware, read by the request log and Stats
 
 API_PREFIX = "wsgicliquet.api_prefix"
 """The version prefix (``/v1``) under which the request is served, set by the version prefix middleware."""
+
+NOT_AN_ERROR = "wsgicliquet.not_an_error"
+"""Set by a view whose 4xx/5xx status is a report, not an error (the heartbeat's 503 with the map of check results,
+PROTOCOL.md §1.5): the JSON error converter and ``Retry-After`` leave that response unchanged."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from wsgicliquet.environ import NOT_AN_ERROR
 from wsgicliquet.errors import retry_after_headers
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError
@@ -56,7 +57,8 @@ class Backoff:
             if backoff is not None:
                 headers.append(("Backoff", backoff))
             code = int(status[:3])
-            if code in (503, 429) and not any(name.lower() == "retry-after" for name, _ in headers):
+            if code in (503, 429) and not environ.get(NOT_AN_ERROR) \
+                    and not any(name.lower() == "retry-after" for name, _ in headers):
                 headers.extend(retry_after_headers(code, self.retry_after_seconds))
             return start_response(status, headers, exc_info)
 

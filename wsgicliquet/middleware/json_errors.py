@@ -122,6 +122,9 @@ class JsonErrors:
         """Pass a uniform JSON error through; turn anything else into one, keeping the non-entity headers."""
         code = _code(status)
         payload = _json(headers, body)
+        if payload is not None and environ.get(keys.NOT_AN_ERROR):
+            start_response(status, headers, exc_info)
+            return [body]
         if is_error_body(payload):
             environ[keys.ERRNO] = payload["errno"]
             start_response(status, self._retry_after(code, headers), exc_info)
