@@ -22,15 +22,6 @@ def resource_app(make_app, any_storage):
     return make_app(userid=userid, backend=any_storage).app, userid
 
 
-REDIS_KEYSET_BUG = ("Redis storage: a keyset page can stop before the limit when records and tombstones share the "
-                    "last window (_ranged breaks on 'complete' after truncating the merged batch)")
-
-
-def xfail_on_redis(request) -> None:
-    if "redis" in request.node.callspec.id:
-        request.applymarker(pytest.mark.xfail(reason=REDIS_KEYSET_BUG, strict=False))
-
-
 def client(app, userid) -> webtest.TestApp:
     """One client per thread (WebTest apps are not shared between threads; the WSGI app is)."""
     return webtest.TestApp(app, extra_environ=as_user(userid), lint=True)
@@ -57,8 +48,7 @@ def test_paging_with_concurrent_inserts_returns_each_existing_record_once(resour
     assert len(seen) == len(set(seen))
 
 
-def test_since_poller_converges_with_four_writers(resource_app, request):
-    xfail_on_redis(request)
+def test_since_poller_converges_with_four_writers(resource_app):
     app, userid = resource_app
     done = threading.Event()
     errors: List[BaseException] = []
@@ -149,9 +139,8 @@ def test_same_millisecond_writes(resource_app):
 
 
 @pytest.mark.parametrize("limit", [2, 3, 5, 7])
-def test_paged_since_walk_equals_the_unpaged_listing(resource_app, any_storage, limit, request):
+def test_paged_since_walk_equals_the_unpaged_listing(resource_app, any_storage, limit):
     """Pages mixing records and tombstones, boundaries anywhere: the walk returns exactly the full answer."""
-    xfail_on_redis(request)
     app, userid = resource_app
     api = client(app, userid)
     rng = random.Random(limit)

@@ -483,7 +483,9 @@ class Storage(StorageBase):
             if total is None:
                 total = int(found)
             batch = list(self._merge(live, bodies, tombstones, descending))
-            complete = count < 0 or (len(live) < 2 * count and len(tombstones) < 2 * count)
+            # Complete only when neither range was cut and the merged batch fits: records dropped by the
+            # truncation below lie after batch[-1] and are fetched by the next round.
+            complete = count < 0 or (len(live) < 2 * count and len(tombstones) < 2 * count and len(batch) <= count)
             if count > 0:
                 del batch[count:]
             for record in batch:
