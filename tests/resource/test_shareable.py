@@ -708,3 +708,55 @@ def test_a_poll_between_the_steps_of_a_write(action):
         later = api.request("reader", "GET", f"{api.url}?_since={etag}").json["data"]
         texts = [record["text"] for record in later if record["id"] == object_id]
         assert texts == ["after"] or seen.get(object_id, {}).get("text") == "after"
+
+
+# -- every storage with every permission backend ---------------------------------------------------------------
+
+def _sharing_flow(api: Api) -> None:
+    reader = api.userid("reader")
+    first = api.create(tag="a", permissions={"read": [reader]})
+    second = api.create(tag="b")
+    etag = _etag(api.request("reader", "GET", api.url))
+    api.request("owner", "PUT", api.uri(MISSING), {"data": {"tag": "c"}, "permissions": {"read": [reader]}},
+                status=201)
+    api.share(second, read=[reader])
+    api.share(first, read=[])
+    assert api.ids("reader", f"?_since={etag}") == {second, MISSING}
+    # a unique conflict (with a record the owner may write but not read: 403) leaves the ACL as it was
+    api.request("owner", "PATCH", api.uri(second), {"data": {"tag": "c"}, "permissions": {"read": []}}, status=403)
+    assert api.permission.object_permissions(api.uri(second))["read"] == {reader}
+    api.request("owner", "DELETE", api.uri(MISSING))
+    assert api.permission.object_permissions(api.uri(MISSING)) == {}
+    assert {t["id"] for t in api.request("owner", "DELETE", api.url).json["data"]} == {first, second}
+    assert api.permission.object_permissions(api.uri(first)) == {}
+
+
+def test_sharing_on_every_storage(make_api, any_storage, permission):
+    resource = shareable(unique_fields=("tag",))
+    api = make_api(resource, storage=any_storage, **{f"{resource.name}_create_principals": "system.Authenticated"})
+    _sharing_flow(api)
+
+
+@pytest.mark.postgresql
+def test_postgresql_storage_and_permission_in_one_transaction(postgresql_url):
+    """On one database the ACL and the record commit together (and the record is written first)."""
+    from wsgicliquet.permission.postgresql import Permission
+    from wsgicliquet.resource.shareable import _one_transaction
+    from wsgicliquet.storage.postgresql import Storage
+
+    from .conftest import own_database
+
+    url = own_database(postgresql_url, "wsgicliquet_resource_tests")
+    storage = Storage.from_settings({"storage_url": url, "storage_pool_size": 5})
+    permission = Permission.from_settings({"permission_url": url, "permission_pool_size": 5})
+    storage.initialize_schema()
+    permission.initialize_schema()
+    assert _one_transaction(storage, permission)
+    assert not _one_transaction(MemoryStorage(), permission)
+    resource = shareable(unique_fields=("tag",))
+    api = Api(permission, [resource], storage=storage,
+              **{f"{resource.name}_create_principals": "system.Authenticated"})
+    try:
+        _sharing_flow(api)
+    finally:
+        api.cleanup()

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import sys
 from typing import Any, ClassVar, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from wsgicliquet.environ import PERMISSION, PRINCIPALS, USERID
@@ -250,12 +251,15 @@ class SharedStorage:
     written *before* the record version it belongs to, so that a record becomes visible to a new reader with a
     timestamp above any ETag that reader got without it.  A record created under an id the client chose is
     created first (an existing record's ACL is never touched), then given its ACL, then rewritten once (a fresh
-    timestamp, same content).  Reads go straight to the storage.
+    timestamp, same content).  When both backends share one PostgreSQL transaction, the ACL and the record commit
+    together, so the record is written first: every request then locks the collection before any ACL row, and
+    concurrent writes cannot deadlock.  Reads go straight to the storage.
     """
 
     def __init__(self, storage: Storage, resource: ShareableResource) -> None:
         self._storage = storage
         self._resource = resource
+        self._atomic = _one_transaction(storage, resource.permission)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._storage, name)
@@ -269,6 +273,11 @@ class SharedStorage:
         resource, storage = self._resource, self._storage
         acl = resource.new_acl({}, replace=True)
         with storage.transaction():
+            if self._atomic:
+                stored = storage.create(collection_id, parent_id, record, id_generator=id_generator,
+                                        unique_fields=unique_fields)
+                self._write_acl(resource.record_uri(stored["id"]), acl)
+                return stored
             if record.get("id") is None and id_generator is not None:
                 record = {**record, "id": id_generator()}  # a fresh id: nobody else can hold its ACL
                 uri = resource.record_uri(record["id"])
@@ -290,8 +299,13 @@ class SharedStorage:
         uri = resource.record_uri(object_id)
         current = {perm: set(principals) for perm, principals in resource.current_acl(uri).items()}
         acl = resource.new_acl(current, replace=resource.request.method == "PUT")
+        changed = _differs(current, acl)
         with storage.transaction():
-            changed = _differs(current, acl)
+            if self._atomic:
+                stored = storage.update(collection_id, parent_id, object_id, record, unique_fields=unique_fields)
+                if changed:
+                    self._write_acl(uri, acl)
+                return stored
             if changed:
                 self._write_acl(uri, acl)
             try:
@@ -340,6 +354,13 @@ def validate_permissions(value: Any, declared: Sequence[str]) -> Dict[str, List[
         raise validation_error([{"location": "body", "name": name, "description": description}
                                 for name, description in problems])
     return permissions
+
+
+def _one_transaction(storage: Any, permission: Any) -> bool:
+    """Whether the storage and the permission backend write in one transaction (PostgreSQL, one shared pool)."""
+    module = sys.modules.get("wsgicliquet.postgresql")  # not loaded: no PostgreSQL backend in use
+    client = getattr(storage, "client", None)
+    return module is not None and isinstance(client, module.Client) and client is getattr(permission, "client", None)
 
 
 def _show(value: Any) -> str:
