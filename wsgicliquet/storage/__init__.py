@@ -9,6 +9,12 @@ counter (PROTOCOL.md Part A, D1): an integer number of milliseconds that strictl
 is ``max(candidate, counter + 1)`` where ``candidate`` is the current time in milliseconds, or the record's
 client-supplied ``last_modified`` on creation (D2).  It is assigned under a per-partition lock (or an atomic
 script) that is held until the write is visible, so that commit order equals timestamp order.
+
+Conditional writes (D4, PROTOCOL.md §6): ``update`` and ``delete`` take ``if_match`` (and ``update``
+``if_absent``), checked under that same lock or script, against the state the write would replace.  Two writers
+presenting the same ``if_match`` can therefore never both succeed: the second finds the first one's timestamp and
+gets :class:`PreconditionFailed`.  This is what makes ``If-Match`` safe and what a read-merge-write (PATCH) needs
+to never lose a concurrent write.
 """
 from __future__ import annotations
 
@@ -17,10 +23,10 @@ import contextlib
 import enum
 from typing import Any, Callable, ContextManager, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-from .exceptions import BackendError, RecordNotFoundError, StorageError, UnicityError
+from .exceptions import BackendError, PreconditionFailed, RecordNotFoundError, StorageError, UnicityError
 
-__all__ = ["Storage", "Filter", "Sort", "COMPARISON", "BackendError", "RecordNotFoundError", "StorageError",
-           "UnicityError", "Record"]
+__all__ = ["Storage", "Filter", "Sort", "COMPARISON", "BackendError", "PreconditionFailed", "RecordNotFoundError",
+           "StorageError", "UnicityError", "Record", "check_conditions"]
 
 Record = Dict[str, Any]
 
@@ -139,20 +145,31 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def update(self, collection_id: str, parent_id: str, object_id: str, record: Record, *,
-               unique_fields: Sequence[str] = ()) -> Record:
+               unique_fields: Sequence[str] = (), if_match: Optional[int] = None,
+               if_absent: bool = False) -> Record:
         """Replace (or create) the record ``object_id`` with ``record``; a fresh timestamp is always assigned.
 
-        Removes a tombstone with the same id.  Raises :class:`UnicityError` when another live record has the
-        same value of one of ``unique_fields``.  Returns the stored record.
+        Removes a tombstone with the same id.  Conditions, checked atomically with the write (under the partition
+        lock or in the write script), before unicity:
+
+        * ``if_match``: write only when a live record ``object_id`` exists with ``last_modified == if_match``;
+        * ``if_absent``: write only when no live record ``object_id`` exists (a tombstone does not count).
+
+        A failed condition raises :class:`PreconditionFailed` carrying the live record, else its tombstone, else
+        None; nothing is written and the counter does not move.  (Both conditions together are never met.)
+        Raises :class:`UnicityError` when another live record has the same value of one of ``unique_fields``.
+        Returns the stored record.
         """
 
     @abc.abstractmethod
     def delete(self, collection_id: str, parent_id: str, object_id: str, *, with_deleted: bool = True,
-               last_modified: Optional[int] = None) -> Record:
+               last_modified: Optional[int] = None, if_match: Optional[int] = None) -> Record:
         """Delete a live record and return its tombstone (kept unless ``with_deleted`` is false).
 
         ``last_modified`` is the candidate timestamp of the deletion (same ``max`` rule as creation).
-        Raises :class:`RecordNotFoundError` when there is no live record.
+        With ``if_match``, delete only when the live record has ``last_modified == if_match``, else raise
+        :class:`PreconditionFailed` (with the live record, else its tombstone, else None), atomically as in
+        :meth:`update`.  Without it, raises :class:`RecordNotFoundError` when there is no live record.
         """
 
     @abc.abstractmethod
@@ -180,6 +197,19 @@ class Storage(abc.ABC):
         ``total`` counts the live records matching ``filters``, ignoring pagination, limit and tombstones.
         Never truncates: without ``limit`` every matching record is returned.
         """
+
+
+def check_conditions(current: Optional[Record], if_match: Optional[int], if_absent: bool = False) -> None:
+    """Raise :class:`PreconditionFailed` unless ``current`` meets the conditions of :meth:`Storage.update`.
+
+    For backends that read the target under their partition lock; ``current`` is the live record, else its
+    tombstone, else None.
+    """
+    live = current if current is not None and not current.get("deleted") else None
+    if if_match is not None and (live is None or live["last_modified"] != if_match):
+        raise PreconditionFailed(current)
+    if if_absent and live is not None:
+        raise PreconditionFailed(current)
 
 
 def load_storage(settings: Dict[str, Any]) -> Storage:

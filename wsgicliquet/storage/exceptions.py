@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-__all__ = ["StorageError", "BackendError", "RecordNotFoundError", "UnicityError"]
+__all__ = ["StorageError", "BackendError", "RecordNotFoundError", "UnicityError", "PreconditionFailed"]
 
 
 class StorageError(Exception):
@@ -31,3 +31,15 @@ class UnicityError(StorageError):
         self.field = field
         self.record = record
         super().__init__(f"Conflict of field {field} on record {record.get('id')}")
+
+
+class PreconditionFailed(StorageError):
+    """A conditional write (``if_match``, ``if_absent``) found the record in another state; nothing was written.
+
+    ``existing`` is what the write found, read under the same lock: the live record, else its tombstone, else None.
+    """
+
+    def __init__(self, existing: Optional[Dict[str, Any]]) -> None:
+        self.existing = existing
+        found = "no record" if existing is None else f"record {existing.get('id')} at {existing.get('last_modified')}"
+        super().__init__(f"Precondition failed: found {found}")

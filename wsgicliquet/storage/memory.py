@@ -17,7 +17,8 @@ import time
 import uuid
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from . import COMPARISON, Filter, Record, RecordNotFoundError, Sort, Storage as StorageBase, UnicityError
+from . import (COMPARISON, Filter, PreconditionFailed, Record, RecordNotFoundError, Sort, Storage as StorageBase,
+               UnicityError, check_conditions)
 from .query import MISSING, apply, compile_filters, compile_rules, copy_record, json_equal, resolve
 
 __all__ = ["Storage"]
@@ -60,6 +61,13 @@ class _Partition:
             return iter(records)
         tombstones = reversed(self.tombstones.values()) if descending else self.tombstones.values()
         return heapq.merge(records, tombstones, key=_last_modified, reverse=descending)
+
+    def current(self, object_id: str) -> Optional[Record]:
+        """A copy of the live record, else of its tombstone, else None (what a failed condition reports)."""
+        found = self.records.get(object_id)
+        if found is None:
+            found = self.tombstones.get(object_id)
+        return copy_record(found) if found is not None else None
 
     def check_unique(self, record: Record, unique_fields: Sequence[str], exclude: Optional[str] = None) -> None:
         for field in unique_fields:
@@ -158,11 +166,14 @@ class Storage(StorageBase):
         raise RecordNotFoundError(f"Record {object_id!r} not found")
 
     def update(self, collection_id: str, parent_id: str, object_id: str, record: Record, *,
-               unique_fields: Sequence[str] = ()) -> Record:
+               unique_fields: Sequence[str] = (), if_match: Optional[int] = None,
+               if_absent: bool = False) -> Record:
         record = copy_record(record)
         record["id"] = object_id
         partition = self._partition(collection_id, parent_id)
         with partition.lock:
+            if if_match is not None or if_absent:
+                check_conditions(partition.current(object_id), if_match, if_absent)
             partition.check_unique(record, unique_fields, exclude=object_id)
             record["last_modified"] = partition.next_timestamp()
             partition.tombstones.pop(object_id, None)
@@ -171,12 +182,16 @@ class Storage(StorageBase):
             return copy_record(record)
 
     def delete(self, collection_id: str, parent_id: str, object_id: str, *, with_deleted: bool = True,
-               last_modified: Optional[int] = None) -> Record:
+               last_modified: Optional[int] = None, if_match: Optional[int] = None) -> Record:
         partition = self._partition(collection_id, parent_id, create=False)
         if partition is not None:
             with partition.lock:
+                if if_match is not None:
+                    check_conditions(partition.current(object_id), if_match)
                 if object_id in partition.records:
                     return dict(self._bury(partition, object_id, with_deleted, last_modified))
+        if if_match is not None:
+            raise PreconditionFailed(None)
         raise RecordNotFoundError(f"Record {object_id!r} not found")
 
     @staticmethod

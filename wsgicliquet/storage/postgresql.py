@@ -7,6 +7,7 @@ Tables (created by ``wsgicliquet migrate``; see docs/postgresql.md):
 * ``timestamps(collection_id, parent_id, last_modified BIGINT)``: the partition counter (PROTOCOL.md D1).
 
 Timestamps: every write first locks the partition's counter row (an upsert that changes nothing), then checks
+its conditions (``if_match``, ``if_absent``: the row read after the lock is the latest committed one) and
 unicity, then bumps the counter to ``GREATEST(counter + 1, candidate)`` and writes the row in one statement.  The row
 lock is held until the transaction commits, so writers of one partition are serialized and commit order equals
 timestamp order; no two writes can ever get the same value (PROTOCOL.md §21.2-21.4).  Reads never write (§21.6).
@@ -23,7 +24,7 @@ import uuid
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from wsgicliquet.postgresql import Client, Json, Migration, get_client, migrate, settings_options, sql
-from wsgicliquet.storage import COMPARISON, Filter, Record, Sort, Storage as StorageBase
+from wsgicliquet.storage import COMPARISON, Filter, Record, Sort, Storage as StorageBase, check_conditions
 from wsgicliquet.storage.exceptions import RecordNotFoundError, UnicityError
 
 __all__ = ["Storage", "MIGRATIONS", "SCHEMA_VERSION"]
@@ -383,10 +384,13 @@ class Storage(StorageBase):
         self._execute(_LOCK, {"cid": collection_id, "pid": parent_id})
 
     def _live(self, collection_id: str, parent_id: str, object_id: str) -> Optional[Record]:
+        current = self._current(collection_id, parent_id, object_id)
+        return current if current is not None and not current.get("deleted") else None
+
+    def _current(self, collection_id: str, parent_id: str, object_id: str) -> Optional[Record]:
+        """The live record, else its tombstone, else None."""
         row = self._execute(_GET, {"cid": collection_id, "pid": parent_id, "id": object_id}, fetch="one")
-        if row is None or row[2]:
-            return None
-        return _record(*row)
+        return _record(*row) if row is not None else None
 
     def _check_unique(self, collection_id: str, parent_id: str, object_id: str, record: Record,
                       unique_fields: Sequence[str]) -> None:
@@ -438,25 +442,30 @@ class Storage(StorageBase):
         return _record(*row)
 
     def update(self, collection_id: str, parent_id: str, object_id: str, record: Record, *,
-               unique_fields: Sequence[str] = ()) -> Record:
+               unique_fields: Sequence[str] = (), if_match: Optional[int] = None,
+               if_absent: bool = False) -> Record:
         data = dict(record)
         data.pop("id", None)
         data.pop("last_modified", None)
         with self.client.transaction():
             self._ready()
             self._lock(collection_id, parent_id)
+            if if_match is not None or if_absent:
+                check_conditions(self._current(collection_id, parent_id, object_id), if_match, if_absent)
             self._check_unique(collection_id, parent_id, object_id, data, unique_fields)
             timestamp = self._write(collection_id, parent_id, object_id, data, None)
         return _record(object_id, timestamp, False, data)
 
     def delete(self, collection_id: str, parent_id: str, object_id: str, *, with_deleted: bool = True,
-               last_modified: Optional[int] = None) -> Record:
+               last_modified: Optional[int] = None, if_match: Optional[int] = None) -> Record:
         params = {"cid": collection_id, "pid": parent_id, "id": object_id, "candidate": _as_ms(last_modified),
                   "count": 1}
         with self.client.transaction():
             self._ready()
             self._lock(collection_id, parent_id)
-            if self._live(collection_id, parent_id, object_id) is None:
+            if if_match is not None:
+                check_conditions(self._current(collection_id, parent_id, object_id), if_match)
+            elif self._live(collection_id, parent_id, object_id) is None:
                 raise RecordNotFoundError(object_id)
             timestamp = self._execute(_TOMBSTONE if with_deleted else _REMOVE, params, fetch="one")[0]
         return _record(object_id, timestamp, True, {})

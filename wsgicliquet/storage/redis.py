@@ -11,6 +11,8 @@ A write script reads the counter, stamps the record with ``max(candidate, counte
 tombstone of the same id and stores the counter, all inside one ``EVALSHA``: Redis runs scripts one at a time, so
 timestamps strictly increase across processes and hosts, and a reader can never see a counter without the record
 that produced it.  Because every write takes a fresh counter value, ``last_modified`` is unique in a partition.
+The conditions of a write (``if_match``, ``if_absent``) are checked by the same script, so nothing can come between
+the check and the write.
 
 Reads: listings sorted by ``last_modified`` (the default order) whose filters only bound ``last_modified`` (``_since``,
 ``_before``, keyset pagination) are served from the sorted sets: a range of scores, ``limit`` items, and a
@@ -30,7 +32,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 from wsgicliquet import redis_client
 from wsgicliquet.redis_client import escape, wrap_errors
 
-from . import COMPARISON, Filter, Record, RecordNotFoundError, Sort, Storage as StorageBase, UnicityError
+from . import (COMPARISON, Filter, PreconditionFailed, Record, RecordNotFoundError, Sort, Storage as StorageBase,
+               UnicityError)
 from .query import MISSING, apply, compile_filters, compile_rules, resolve
 
 try:  # optional: decodes records about five times faster than the json module
@@ -85,15 +88,36 @@ local function resolve(record, field)
 end
 """
 
+# Condition of a write on one id: "" (none), "absent" (no live record), or the last_modified the live record must
+# have.  Returns nothing when met, else {"precondition", live record JSON or "", tombstone timestamp or ""}.
+_LUA_CONDITION = """
+local function unmet(records, modified, deleted, id, condition)
+  if condition == "" then return nil end
+  local live = redis.call("HGET", records, id)
+  if live then
+    if condition ~= "absent" and tonumber(redis.call("ZSCORE", modified, id)) == tonumber(condition) then
+      return nil
+    end
+    return {"precondition", live, ""}
+  end
+  if condition == "absent" then return nil end
+  return {"precondition", "", redis.call("ZSCORE", deleted, id) or ""}
+end
+"""
+
 # KEYS: records, modified, deleted, counter.
-# ARGV: mode ("create" | "update"), id, record JSON without last_modified, candidate ms, n unique fields,
-#       the n field names, the n canonical values (empty string: null or missing, never in conflict), the n
-#       needles (text that the stored JSON of a record holding the value must contain; empty: no such text).
-# Returns {"ok", last_modified} or {"conflict", field, existing record JSON}.
+# ARGV: mode ("create" | "update"), id, record JSON without last_modified, candidate ms, condition (see
+#       _LUA_CONDITION), n unique fields, the n field names, the n canonical values (empty string: null or missing,
+#       never in conflict), the n needles (text that the stored JSON of a record holding the value must contain;
+#       empty: no such text).
+# Returns {"ok", last_modified}, {"conflict", field, existing record JSON} or the answer of an unmet condition.
 # The unique check reads the whole partition; the needles let it decode only the records that may conflict.
-_WRITE = _LUA_CANONICAL + """
+_WRITE = _LUA_CANONICAL + _LUA_CONDITION + """
 local records, modified, deleted, counter = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local mode, id, body, candidate, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local mode, id, body, candidate = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local n = tonumber(ARGV[6])
+local failed = unmet(records, modified, deleted, id, ARGV[5])
+if failed then return failed end
 if mode == "create" then
   local existing = redis.call("HGET", records, id)
   if existing then return {"conflict", "id", existing} end
@@ -102,7 +126,7 @@ if n > 0 then
   local values, decoded = redis.call("HVALS", records), {}
   local own = redis.call("HGET", records, id)  -- the record being replaced is no conflict
   for f = 1, n do
-    local field, wanted, needle = ARGV[5 + f], ARGV[5 + n + f], ARGV[5 + 2 * n + f]
+    local field, wanted, needle = ARGV[6 + f], ARGV[6 + n + f], ARGV[6 + 2 * n + f]
     if wanted ~= "" then
       for i, raw in ipairs(values) do
         if (needle == "" or string.find(raw, needle, 1, true)) and raw ~= own then
@@ -122,14 +146,18 @@ redis.call("SET", counter, stamp)
 return {"ok", stamp}
 """
 
-# KEYS: records, modified, deleted, counter.  ARGV: candidate ms, keep tombstones ("1" | "0"), ids...
-# Deletes the ids that are live, each with the next timestamp; returns {id, last_modified, id, ...}.
-_DELETE = """
+# KEYS: records, modified, deleted, counter.
+# ARGV: candidate ms, keep tombstones ("1" | "0"), condition (see _LUA_CONDITION; only with a single id), ids...
+# Deletes the ids that are live, each with the next timestamp; returns {"ok", {id, last_modified, id, ...}} or the
+# answer of an unmet condition.
+_DELETE = _LUA_CONDITION + """
 local records, modified, deleted, counter = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local candidate, keep = tonumber(ARGV[1]), ARGV[2] == "1"
+local failed = unmet(records, modified, deleted, ARGV[4], ARGV[3])
+if failed then return failed end
 local previous = tonumber(redis.call("GET", counter) or "0")
 local current, result = previous, {}
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local id = ARGV[i]
   if redis.call("HDEL", records, id) == 1 then
     current = math.max(candidate, current + 1)
@@ -141,7 +169,7 @@ for i = 3, #ARGV do
   end
 end
 if current ~= previous then redis.call("SET", counter, string.format("%.0f", current)) end
-return result
+return {"ok", result}
 """
 
 # KEYS: records, modified, deleted.
@@ -207,6 +235,25 @@ def _dumps(value: Any) -> str:
 
 def _is_live(record: Record) -> bool:
     return not record.get("deleted")
+
+
+def _condition(if_match: Optional[int], if_absent: bool = False) -> str:
+    """The condition argument of the write scripts (see ``_LUA_CONDITION``)."""
+    if if_match is not None and if_absent:
+        return "-1"  # never met: a live record cannot both exist and not exist
+    if if_match is not None:
+        return str(int(if_match))
+    return "absent" if if_absent else ""
+
+
+def _precondition_failed(reply: List[Any], object_id: str) -> PreconditionFailed:
+    """The exception of an unmet condition, from the ``{"precondition", record, tombstone}`` script answer."""
+    live, buried = reply[1], reply[2]
+    if live:
+        return PreconditionFailed(_loads(live))
+    if buried:
+        return PreconditionFailed({"id": object_id, "last_modified": int(float(buried)), "deleted": True})
+    return PreconditionFailed(None)
 
 
 class _Bounds:
@@ -330,7 +377,7 @@ class Storage(StorageBase):
     # Writes
 
     def _store(self, mode: str, collection_id: str, parent_id: str, record: Record, candidate: int,
-               unique_fields: Sequence[str]) -> Record:
+               unique_fields: Sequence[str], condition: str = "") -> Record:
         body = {key: value for key, value in record.items() if key != "last_modified"}
         fields = list(unique_fields)
         values, needles = [], []
@@ -338,8 +385,10 @@ class Storage(StorageBase):
             value = resolve(body, field)
             values.append("" if value is MISSING or value is None else _canonical(value))
             needles.append(_dumps(value) if isinstance(value, str) else "")
-        args = [mode, body["id"], _dumps(body), candidate, len(fields), *fields, *values, *needles]
+        args = [mode, body["id"], _dumps(body), candidate, condition, len(fields), *fields, *values, *needles]
         result = self._write(keys=self._keys(collection_id, parent_id), args=args)
+        if result[0] == b"precondition":
+            raise _precondition_failed(result, body["id"])
         if result[0] == b"conflict":
             raise UnicityError(result[1].decode("utf-8"), _loads(result[2]))
         stored = _loads(args[2])  # a copy: the caller may mutate what it gets back
@@ -360,21 +409,28 @@ class Storage(StorageBase):
 
     @wrap_errors
     def update(self, collection_id: str, parent_id: str, object_id: str, record: Record, *,
-               unique_fields: Sequence[str] = ()) -> Record:
+               unique_fields: Sequence[str] = (), if_match: Optional[int] = None,
+               if_absent: bool = False) -> Record:
         record = dict(record, id=object_id)
-        return self._store("update", collection_id, parent_id, record, _now_ms(), unique_fields)
+        return self._store("update", collection_id, parent_id, record, _now_ms(), unique_fields,
+                           _condition(if_match, if_absent))
 
     def _bury(self, collection_id: str, parent_id: str, object_ids: Sequence[str], with_deleted: bool,
-              candidate: Optional[int]) -> List[Record]:
-        flat = self._delete(keys=self._keys(collection_id, parent_id),
-                            args=[_now_ms() if candidate is None else int(candidate), int(with_deleted), *object_ids])
+              candidate: Optional[int], condition: str = "") -> List[Record]:
+        result = self._delete(keys=self._keys(collection_id, parent_id),
+                              args=[_now_ms() if candidate is None else int(candidate), int(with_deleted), condition,
+                                    *object_ids])
+        if result[0] == b"precondition":
+            raise _precondition_failed(result, object_ids[0])
+        flat = result[1]
         return [{"id": flat[i].decode("utf-8"), "last_modified": int(flat[i + 1]), "deleted": True}
                 for i in range(0, len(flat), 2)]
 
     @wrap_errors
     def delete(self, collection_id: str, parent_id: str, object_id: str, *, with_deleted: bool = True,
-               last_modified: Optional[int] = None) -> Record:
-        tombstones = self._bury(collection_id, parent_id, [object_id], with_deleted, last_modified)
+               last_modified: Optional[int] = None, if_match: Optional[int] = None) -> Record:
+        tombstones = self._bury(collection_id, parent_id, [object_id], with_deleted, last_modified,
+                                _condition(if_match))
         if not tombstones:
             raise RecordNotFoundError(f"Record {object_id!r} not found")
         return tombstones[0]

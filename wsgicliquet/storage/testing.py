@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 from hypothesis import HealthCheck, settings as hypothesis_settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
-from . import COMPARISON, Filter, RecordNotFoundError, Sort, Storage, UnicityError
+from . import COMPARISON, Filter, PreconditionFailed, RecordNotFoundError, Sort, Storage, UnicityError
 from .query import keyset_rules
 
 __all__ = ["StorageContract", "StorageMachine", "run_storage_machine"]
@@ -68,6 +68,26 @@ def page_through(storage: Storage, sorting: Sequence[Sort], limit: int, *, filte
         seen.extend(page)
         rules = keyset_rules(page[-1], sorting)
     raise AssertionError("pagination does not end")
+
+
+def run_concurrently(count: int, task: Callable[[int], Any]) -> List[Any]:
+    """Run ``task(slot)`` in ``count`` threads started together; each slot's result, or the exception it raised."""
+    outcomes: List[Any] = [None] * count
+    barrier = threading.Barrier(count)
+
+    def run(slot: int) -> None:
+        barrier.wait()
+        try:
+            outcomes[slot] = task(slot)
+        except BaseException as exc:  # returned, for the test thread to look at
+            outcomes[slot] = exc
+
+    workers = [threading.Thread(target=run, args=(slot,)) for slot in range(count)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return outcomes
 
 
 # Records of the filter matrix: every operator against numbers, strings, booleans, null, missing, nested values
@@ -455,6 +475,124 @@ class StorageContract:
         assert storage.purge_deleted(C, P) == 0
         assert storage.purge_deleted("never", "written") == 0
         assert storage.collection_timestamp(C, P) == stamp
+
+    # --- conditional writes (PROTOCOL.md Part A D4, §6) -------------------------------------------------------
+
+    def test_update_if_match(self, storage: Storage) -> None:
+        record = storage.create(C, P, {"v": 1, "email": "a"})
+        other = storage.create(C, P, {"email": "b"})
+        updated = storage.update(C, P, record["id"], {"v": 2, "email": "a"}, if_match=record["last_modified"])
+        assert updated["v"] == 2 and updated["last_modified"] > other["last_modified"]
+        stamp = storage.collection_timestamp(C, P)
+        for stale in (record["last_modified"], updated["last_modified"] + 1, 0):
+            with pytest.raises(PreconditionFailed) as info:  # checked before unicity
+                storage.update(C, P, record["id"], {"email": "b"}, if_match=stale, unique_fields=["email"])
+            assert info.value.existing == updated
+        assert storage.get(C, P, record["id"]) == updated
+        assert storage.collection_timestamp(C, P) == stamp, "a failed condition writes nothing"
+
+    def test_update_if_match_needs_a_live_record(self, storage: Storage) -> None:
+        with pytest.raises(PreconditionFailed) as info:
+            storage.update(C, P, "never-existed", {}, if_match=1)
+        assert info.value.existing is None
+        record = storage.create(C, P, {"id": "a"})
+        tombstone = storage.delete(C, P, "a")
+        for stamp in (record["last_modified"], tombstone["last_modified"]):
+            with pytest.raises(PreconditionFailed) as info:
+                storage.update(C, P, "a", {}, if_match=stamp)
+            assert info.value.existing == tombstone
+        assert storage.get(C, P, "a", include_deleted=True) == tombstone
+        assert storage.collection_timestamp(C, P) == tombstone["last_modified"]
+        with pytest.raises(RecordNotFoundError):
+            storage.get(C, P, "never-existed", include_deleted=True)
+
+    def test_update_if_absent(self, storage: Storage) -> None:
+        created = storage.update(C, P, "a", {"v": 1}, if_absent=True)
+        assert storage.get(C, P, "a") == created
+        stamp = storage.collection_timestamp(C, P)
+        with pytest.raises(PreconditionFailed) as info:
+            storage.update(C, P, "a", {"v": 2}, if_absent=True)
+        assert info.value.existing == created
+        assert storage.get(C, P, "a") == created and storage.collection_timestamp(C, P) == stamp
+        storage.delete(C, P, "a")
+        recreated = storage.update(C, P, "a", {"v": 3}, if_absent=True)  # a tombstone does not count
+        assert storage.get(C, P, "a") == recreated
+
+    def test_update_with_both_conditions_never_writes(self, storage: Storage) -> None:
+        record = storage.create(C, P, {})
+        for object_id, stamp in ((record["id"], record["last_modified"]), ("missing", 1)):
+            with pytest.raises(PreconditionFailed):
+                storage.update(C, P, object_id, {}, if_match=stamp, if_absent=True)
+        assert storage.get_all(C, P) == ([record], 1)
+
+    def test_delete_if_match(self, storage: Storage) -> None:
+        record = storage.create(C, P, {"v": 1})
+        with pytest.raises(PreconditionFailed) as info:
+            storage.delete(C, P, record["id"], if_match=record["last_modified"] - 1)
+        assert info.value.existing == record
+        assert storage.get(C, P, record["id"]) == record
+        tombstone = storage.delete(C, P, record["id"], if_match=record["last_modified"])
+        assert tombstone["deleted"] is True and tombstone["last_modified"] > record["last_modified"]
+        with pytest.raises(PreconditionFailed) as info:
+            storage.delete(C, P, record["id"], if_match=record["last_modified"])
+        assert info.value.existing == tombstone
+        with pytest.raises(PreconditionFailed) as info:
+            storage.delete(C, P, "never-existed", if_match=1)
+        assert info.value.existing is None
+        with pytest.raises(PreconditionFailed) as info:
+            storage.delete("never", "written", "x", if_match=1)
+        assert info.value.existing is None
+        assert storage.collection_timestamp(C, P) == tombstone["last_modified"]
+
+    def test_concurrent_updates_with_the_same_if_match_one_wins(self, storage: Storage) -> None:
+        threads = 8
+        for round_ in range(10):
+            record = storage.create(C, P, {"round": round_})
+            outcomes = run_concurrently(threads, lambda slot: storage.update(
+                C, P, record["id"], {"round": round_, "writer": slot}, if_match=record["last_modified"]))
+            winners = [outcome for outcome in outcomes if isinstance(outcome, dict)]
+            losers = [outcome for outcome in outcomes if isinstance(outcome, PreconditionFailed)]
+            assert len(winners) == 1 and len(losers) == threads - 1, outcomes
+            assert all(loser.existing == winners[0] for loser in losers)
+            assert storage.get(C, P, record["id"]) == winners[0]
+
+    def test_concurrent_deletes_with_the_same_if_match_one_wins(self, storage: Storage) -> None:
+        threads = 8
+        for _ in range(10):
+            record = storage.create(C, P, {})
+            outcomes = run_concurrently(threads, lambda slot: storage.delete(
+                C, P, record["id"], if_match=record["last_modified"]))
+            winners = [outcome for outcome in outcomes if isinstance(outcome, dict)]
+            losers = [outcome for outcome in outcomes if isinstance(outcome, PreconditionFailed)]
+            assert len(winners) == 1 and len(losers) == threads - 1, outcomes
+            assert all(loser.existing == winners[0] for loser in losers)
+            assert storage.get(C, P, record["id"], include_deleted=True) == winners[0]
+
+    def test_read_modify_write_with_if_match_loses_no_update(self, storage: Storage) -> None:
+        """Each thread adds its own field, re-reading after every failed attempt: every field lands."""
+        threads, fields = 8, 5
+        record = storage.create(C, P, {"id": "shared"})
+
+        def add_fields(slot: int) -> int:
+            attempts = 0
+            for index in range(fields):
+                while True:
+                    attempts += 1
+                    current = storage.get(C, P, "shared")
+                    try:
+                        storage.update(C, P, "shared", {**current, f"f{slot}-{index}": True},
+                                       if_match=current["last_modified"])
+                        break
+                    except PreconditionFailed:
+                        continue
+            return attempts
+
+        outcomes = run_concurrently(threads, add_fields)
+        assert all(isinstance(outcome, int) for outcome in outcomes), outcomes
+        final = storage.get(C, P, "shared")
+        assert {key for key in final if key not in ("id", "last_modified")} == {
+            f"f{slot}-{index}" for slot in range(threads) for index in range(fields)}
+        assert final["last_modified"] > record["last_modified"]
 
     # --- listing -------------------------------------------------------------------------------------------------
 
