@@ -14,7 +14,7 @@ from typing import Dict, Optional, Set
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from wsgicliquet.permission.memory import Permission as MemoryPermission
 
@@ -54,9 +54,16 @@ class SharingMachine(RuleBasedStateMachine):
 
     # -- rules --------------------------------------------------------------------------------------------------
 
+    @initialize()
+    def two_records(self):
+        self.create_record("owner", set())
+        self.create_record("ann", {"group:red"})
+
     @rule(user=st.sampled_from(USERS), data=st.data())
     def create(self, user, data):
-        read = data.draw(st.sets(st.sampled_from(GROUPS + SPECIAL), max_size=2))
+        self.create_record(user, data.draw(st.sets(st.sampled_from(GROUPS + SPECIAL), max_size=2)))
+
+    def create_record(self, user, read):
         body = {"data": {"text": "new"}, "permissions": {"read": sorted(read)}}
         response = self.api.request(user, "POST", self.api.url, body, status="*")
         if user is None:
@@ -139,6 +146,6 @@ class SharingMachine(RuleBasedStateMachine):
             assert response.headers["Total-Records"] == str(len(readable))
 
 
-SharingMachine.TestCase.settings = settings(max_examples=30, stateful_step_count=20, deadline=None,
+SharingMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=25, deadline=None,
                                             suppress_health_check=[HealthCheck.too_slow])
 TestSharing = SharingMachine.TestCase

@@ -72,10 +72,11 @@ class ShareableResource(Resource):
     #: The permissions a record's ACL may hold; the author always gets ``write``.
     record_permissions: ClassVar[Sequence[str]] = ("read", "write")
     needs_permission_backend: ClassVar[bool] = True
+    spec: ShareableSpec
 
     def __init__(self, request: Any, spec: ResourceSpec, matchdict: Dict[str, str]) -> None:
         super().__init__(request, spec, matchdict)
-        self.collection_uri = spec.collection_template.format(**matchdict)  # type: ignore[attr-defined]
+        self.collection_uri = self.spec.collection_template.format(**matchdict)
         #: ``permissions`` of the request body, validated (None when absent).
         self.body_permissions: Optional[Dict[str, List[str]]] = None
         self._restricted: Dict[str, Optional[Set[str]]] = {}  # collection permission -> shared ids (None: to read)
@@ -133,7 +134,7 @@ class ShareableResource(Resource):
         key = (permission, object_id)
         if key not in self._granted:
             principals = self.principals
-            allowed = self.spec.bypass.get(permission, frozenset())  # type: ignore[attr-defined]
+            allowed = self.spec.bypass.get(permission, frozenset())
             self._granted[key] = bool(allowed.intersection(principals)) or self.permission.check_permission(
                 object_id, self._backend_permission(permission), principals, self.get_bound_permissions)
         return self._granted[key]
@@ -192,8 +193,7 @@ class ShareableResource(Resource):
         payload = parse_json(body) if body.strip() else {}
         if isinstance(payload, dict) and "permissions" in payload:
             payload = dict(payload)
-            self.body_permissions = validate_permissions(payload.pop("permissions"),
-                                                         self.spec.record_permissions)  # type: ignore[attr-defined]
+            self.body_permissions = validate_permissions(payload.pop("permissions"), self.spec.record_permissions)
         if patch:
             return envelope_data(payload, data_required=False) or {}
         return envelope_data(payload, data_required=data_required)
@@ -204,7 +204,7 @@ class ShareableResource(Resource):
             return {"data": data}
         uri = self.record_uri(record["id"])
         permissions: Dict[str, List[str]] = {}
-        if self.is_granted("write", uri) or self._is_author_of(uri):
+        if self._is_author_of(uri) or self.is_granted("write", uri):
             acl = self._acls.get(uri)
             if acl is None:
                 acl = self.permission.object_permissions(uri)
@@ -227,7 +227,7 @@ class ShareableResource(Resource):
 
     def new_acl(self, current: Mapping[str, Iterable[str]], replace: bool) -> ACL:
         """The ACL after this write: body permissions replace theirs (all, on ``replace``); the author writes."""
-        declared = self.spec.record_permissions  # type: ignore[attr-defined]
+        declared = self.spec.record_permissions
         acl = {perm: set() if replace else set(current.get(perm, ())) for perm in declared}
         for perm, principals in (self.body_permissions or {}).items():
             acl[perm] = set(principals)
@@ -238,7 +238,6 @@ class ShareableResource(Resource):
 
     def has_pending_changes(self) -> bool:
         """A PATCH writes when the record's ACL changes, so that the change reaches ``_since`` pollers."""
-        assert self.matchdict.get("id") is not None
         uri = self.record_uri(self.matchdict["id"])
         current = self.current_acl(uri)
         return _differs(current, self.new_acl(current, replace=False))
