@@ -268,13 +268,13 @@ class SharedStorage:
         self._resource._acls[uri] = {**self._resource._acls.get(uri, {}), **acl}
 
     def create(self, collection_id: str, parent_id: str, record: Record, *, id_generator: Any = None,
-               unique_fields: Sequence[str] = ()) -> Record:
+               unique_fields: Sequence[str] = (), **options: Any) -> Record:
         resource, storage = self._resource, self._storage
         acl = resource.new_acl({}, replace=True)
         with storage.transaction():
             if self._atomic:
                 stored = storage.create(collection_id, parent_id, record, id_generator=id_generator,
-                                        unique_fields=unique_fields)
+                                        unique_fields=unique_fields, **options)
                 self._write_acl(resource.record_uri(stored["id"]), acl)
                 return stored
             if record.get("id") is None and id_generator is not None:
@@ -282,18 +282,18 @@ class SharedStorage:
                 uri = resource.record_uri(record["id"])
                 self._write_acl(uri, acl)
                 try:
-                    return storage.create(collection_id, parent_id, record, unique_fields=unique_fields)
+                    return storage.create(collection_id, parent_id, record, unique_fields=unique_fields, **options)
                 except Exception:
                     resource.permission.delete_object_permissions(uri)
                     resource._acls.pop(uri, None)
                     raise
             stored = storage.create(collection_id, parent_id, record, id_generator=id_generator,
-                                    unique_fields=unique_fields)
+                                    unique_fields=unique_fields, **options)
             self._write_acl(resource.record_uri(stored["id"]), acl)
             return storage.update(collection_id, parent_id, stored["id"], _without_timestamp(stored))
 
     def update(self, collection_id: str, parent_id: str, object_id: str, record: Record, *,
-               unique_fields: Sequence[str] = ()) -> Record:
+               unique_fields: Sequence[str] = (), **options: Any) -> Record:
         resource, storage = self._resource, self._storage
         uri = resource.record_uri(object_id)
         current = {perm: set(principals) for perm, principals in resource.current_acl(uri).items()}
@@ -301,16 +301,18 @@ class SharedStorage:
         changed = _differs(current, acl)
         with storage.transaction():
             if self._atomic:
-                stored = storage.update(collection_id, parent_id, object_id, record, unique_fields=unique_fields)
+                stored = storage.update(collection_id, parent_id, object_id, record, unique_fields=unique_fields,
+                                        **options)
                 if changed:
                     self._write_acl(uri, acl)
                 return stored
             if changed:
                 self._write_acl(uri, acl)
             try:
-                return storage.update(collection_id, parent_id, object_id, record, unique_fields=unique_fields)
+                return storage.update(collection_id, parent_id, object_id, record, unique_fields=unique_fields,
+                                      **options)
             except Exception:
-                if changed:  # the write failed (409...): the ACL stays as it was
+                if changed:  # the write failed (409, 412...): the ACL stays as it was
                     resource.permission.replace_object_permissions(
                         uri, {perm: sorted(current.get(perm, ())) for perm in acl})
                     resource._acls[uri] = current
