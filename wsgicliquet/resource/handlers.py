@@ -5,6 +5,11 @@ placeholders and the record id, and computed the partition (``parent_id``, which
 Storage round trips are kept to what each verb needs: a record GET is one ``get``; a list is
 ``collection_timestamp`` plus one ``get_all`` (page and ``Total-Records`` together); writes look the target up
 first only when a precondition or PUT semantics need it.
+
+Preconditions are checked twice: against what the handler read (for the exact 404/412 answers of §3), then by the
+storage, atomically with the write (``if_match``: PROTOCOL.md Part A D4, §6).  Two requests presenting the same
+``If-Match`` can never both succeed, and a PATCH without ``If-Match`` writes only over the version it merged into,
+re-reading and re-applying its changes when a concurrent write came first, so that no change is lost.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from wsgicliquet.resource.body import empty_response, json_response, read_body
 from wsgicliquet.resource.preconditions import etag_headers
 from wsgicliquet.resource.resource import Record, Resource, ResourceSpec
 from wsgicliquet.resource.schema import META_FIELDS
-from wsgicliquet.storage import RecordNotFoundError, Storage, UnicityError
+from wsgicliquet.storage import PreconditionFailed, RecordNotFoundError, Storage, UnicityError
 from wsgicliquet.storage.query import json_equal
 
 __all__ = ["Options", "Call", "HANDLERS"]
@@ -31,6 +36,10 @@ __all__ = ["Options", "Call", "HANDLERS"]
 TO_ALERT = json.dumps({"code": "soft-eol", "message": "_to is now deprecated, you should use _before instead",
                        "url": "http://cliquet.rtfd.org/en/2.4.0/api/resource.html"
                               "#list-of-available-url-parameters"})
+
+#: How many times a PATCH without ``If-Match`` merges its changes into the current record before giving up with a
+#: 412; each failed attempt means another write to the record succeeded meanwhile.
+PATCH_ATTEMPTS = 10
 
 
 class Options(NamedTuple):
@@ -79,6 +88,12 @@ def conflict(error: UnicityError) -> HTTPError:
     return HTTPError(409, ERRORS.CONSTRAINT_VIOLATED,
                      message=f"Conflict of field {error.field} on record {existing.get('id')}",
                      details={"field": error.field, "existing": existing})
+
+
+def _precondition_failed(failed: PreconditionFailed) -> HTTPError:
+    """The 412 of a write whose condition the storage found unmet: what it found instead, and its ETag."""
+    existing = failed.existing
+    return preconditions.modified_meanwhile(existing, None if existing is None else existing["last_modified"])
 
 
 def _get(call: Call, object_id: str, *, include_deleted: bool = False) -> Optional[Record]:
@@ -287,7 +302,10 @@ def record_put(call: Call) -> Response:
                                              _without_timestamp(record), unique_fields=spec.unique_fields)
         else:
             stored = call.storage.update(spec.collection_id, call.parent_id, call.object_id,
-                                         _without_timestamp(record), unique_fields=spec.unique_fields)
+                                         _without_timestamp(record), unique_fields=spec.unique_fields,
+                                         if_match=pre.if_match)
+    except PreconditionFailed as failed:
+        raise _precondition_failed(failed) from None
     except UnicityError as error:
         call.resource.authorize("read", error.record["id"])  # the answer shows the conflicting record
         if error.field == "id":
@@ -306,18 +324,7 @@ def record_patch(call: Call) -> Response:
     call.resource.authorize("write", call.object_id)
     existing = _get_live(call)
     pre.check(existing["last_modified"], existing, exists=True)
-    merged = call.resource.apply_changes(existing, changes)
-    merged = call.resource.process_record(merged, existing)
-    if _same_content(merged, existing) and not call.resource.has_pending_changes():
-        stored, written = existing, False
-    else:
-        try:
-            stored = call.storage.update(call.spec.collection_id, call.parent_id, call.object_id,
-                                         _without_timestamp(merged), unique_fields=call.spec.unique_fields)
-        except UnicityError as error:
-            call.resource.authorize("read", error.record["id"])  # the answer shows the conflicting record
-            raise conflict(error) from None
-        written = True
+    stored, written = _merge_and_write(call, existing, changes, retry=pre.if_match is None)
     behavior = (call.environ.get("HTTP_RESPONSE_BEHAVIOR") or "full").lower()
     data: Any = None
     if behavior == "light":
@@ -325,6 +332,38 @@ def record_patch(call: Call) -> Response:
     elif behavior == "diff":
         data = {key: stored[key] for key in changes if key in stored and not json_equal(stored[key], changes[key])}
     return _record_response(call, 200, stored, data, written=written)
+
+
+def _merge_and_write(call: Call, existing: Record, changes: Mapping[str, Any], *, retry: bool
+                     ) -> Tuple[Record, bool]:
+    """Merge ``changes`` into ``existing`` and write the result over that very version; ``(stored, written)``.
+
+    The storage refuses the write when another one came first (``if_match``).  That is a 412 when the client sent
+    ``If-Match``; otherwise (``retry``) the changes are merged again into the record the storage found, up to
+    :data:`PATCH_ATTEMPTS` times, so concurrent PATCHes of different fields all land.  The hooks
+    (``apply_changes``, ``process_record``) may therefore run more than once.
+    """
+    attempts = 1
+    while True:
+        merged = call.resource.apply_changes(existing, changes)
+        merged = call.resource.process_record(merged, existing)
+        if _same_content(merged, existing) and not call.resource.has_pending_changes():
+            return existing, False
+        try:
+            stored = call.storage.update(call.spec.collection_id, call.parent_id, call.object_id,  # type: ignore
+                                         _without_timestamp(merged), unique_fields=call.spec.unique_fields,
+                                         if_match=existing["last_modified"])
+        except UnicityError as error:
+            call.resource.authorize("read", error.record["id"])  # the answer shows the conflicting record
+            raise conflict(error) from None
+        except PreconditionFailed as failed:
+            if not retry or attempts >= PATCH_ATTEMPTS:
+                raise _precondition_failed(failed) from None
+            if failed.existing is None or failed.existing.get("deleted"):
+                raise not_found(call, call.object_id) from None
+            existing, attempts = failed.existing, attempts + 1
+            continue
+        return stored, True
 
 
 def _same_content(left: Record, right: Record) -> bool:
@@ -339,9 +378,12 @@ def record_delete(call: Call) -> Response:
         existing = _get_live(call)
         pre.check(existing["last_modified"], existing, exists=True)
     try:
-        tombstone = call.storage.delete(call.spec.collection_id, call.parent_id, call.object_id)  # type: ignore
+        tombstone = call.storage.delete(call.spec.collection_id, call.parent_id, call.object_id,  # type: ignore
+                                        if_match=pre.if_match)
     except RecordNotFoundError:
         raise not_found(call, call.object_id) from None
+    except PreconditionFailed as failed:
+        raise _precondition_failed(failed) from None
     return _record_response(call, 200, tombstone)
 
 
