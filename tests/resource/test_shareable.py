@@ -760,3 +760,35 @@ def test_postgresql_storage_and_permission_in_one_transaction(postgresql_url):
         _sharing_flow(api)
     finally:
         api.cleanup()
+
+
+def test_concurrent_edits_do_not_lose_a_sharing(make_api):
+    """A sharing PATCH racing with PATCHes of other fields: every field lands and the sharing stays."""
+    import json
+    import threading
+
+    from webob import Request
+
+    resource = shareable(preserve_unknown=True, schema={"type": "object"})
+    api = make_api(resource, **{f"{resource.name}_create_principals": "system.Authenticated"})
+    object_id = api.create()
+    reader = api.userid("reader")
+    bodies = [{"data": {f"f{n}": n}} for n in range(8)] + [{"permissions": {"read": [reader]}}]
+    barrier = threading.Barrier(len(bodies))
+    statuses = []
+
+    def patch(body):
+        request = Request.blank(api.uri(object_id), method="PATCH", headers=api.headers("owner"),
+                                body=json.dumps(body).encode(), content_type="application/json")
+        barrier.wait()
+        statuses.append(request.get_response(api.app.app).status_int)
+
+    threads = [threading.Thread(target=patch, args=(body,)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * len(bodies)
+    record = api.request("reader", "GET", api.uri(object_id)).json["data"]
+    assert {f"f{n}" for n in range(8)} <= set(record)
+    assert api.permission.object_permissions(api.uri(object_id))["read"] == {reader}

@@ -300,23 +300,31 @@ class SharedStorage:
         acl = resource.new_acl(current, replace=resource.request.method == "PUT")
         changed = _differs(current, acl)
         with storage.transaction():
-            if self._atomic:
-                stored = storage.update(collection_id, parent_id, object_id, record, unique_fields=unique_fields,
-                                        **options)
+            try:
+                if self._atomic:
+                    stored = storage.update(collection_id, parent_id, object_id, record,
+                                            unique_fields=unique_fields, **options)
+                    if changed:
+                        self._write_acl(uri, acl)
+                    return stored
                 if changed:
                     self._write_acl(uri, acl)
-                return stored
-            if changed:
-                self._write_acl(uri, acl)
-            try:
-                return storage.update(collection_id, parent_id, object_id, record, unique_fields=unique_fields,
-                                      **options)
+                try:
+                    return storage.update(collection_id, parent_id, object_id, record,
+                                          unique_fields=unique_fields, **options)
+                except Exception:
+                    if changed:  # the write failed (409, 412...): the ACL goes back to what it was
+                        self._undo_acl(uri, current, acl)
+                    raise
             except Exception:
-                if changed:  # the write failed (409, 412...): the ACL stays as it was
-                    resource.permission.replace_object_permissions(
-                        uri, {perm: sorted(current.get(perm, ())) for perm in acl})
-                    resource._acls[uri] = current
+                resource._acls.pop(uri, None)  # a retried PATCH reads the ACL again: another write came first
                 raise
+
+    def _undo_acl(self, uri: str, before: ACL, written: ACL) -> None:
+        """Put ``before`` back, unless another request changed the ACL after this one wrote ``written``."""
+        permission = self._resource.permission
+        if not _differs(permission.object_permissions(uri, list(written)), written):
+            permission.replace_object_permissions(uri, {perm: sorted(before.get(perm, ())) for perm in written})
 
     def delete(self, collection_id: str, parent_id: str, object_id: str, **options: Any) -> Record:
         with self._storage.transaction():
