@@ -513,7 +513,7 @@ def test_since_sync_of_sharing_and_unsharing(api):
     assert [record["id"] for record in full.json["data"]] == [second] and full.headers["Total-Records"] == "1"
     api.request("reader", "GET", api.uri(first), status=403)
 
-    # a deleted shared record: its tombstone reaches readers who may still read... nobody, since its ACL is gone
+    # a deleted shared record: its ACL goes with it, so the reader gets no tombstone (docs/permissions.md)
     api.request("owner", "DELETE", api.uri(second))
     poll = api.request("reader", "GET", f"{api.url}?_since={_etag(full)}")
     assert poll.json["data"] == []
