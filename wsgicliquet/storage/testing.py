@@ -31,7 +31,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from . import COMPARISON, Filter, PreconditionFailed, RecordNotFoundError, Sort, Storage, UnicityError
 from .query import keyset_rules
 
-__all__ = ["StorageContract", "StorageMachine", "run_storage_machine"]
+__all__ = ["StorageContract", "StorageMachine", "run_storage_machine", "run_concurrently"]
 
 C, P = "test-collection", "test-parent"   # the partition most tests use
 OTHER_P = "other-parent"
