@@ -609,14 +609,17 @@ def test_records_inherit_the_collection_permissions(api, shared):
 def test_nested_shareable_resource(make_api):
     resource = shareable(collection_path="/boards/{board_id}/cards")
     api = make_api(resource, **{f"{resource.name}_create_principals": "system.Authenticated"})
-    response = api.request("owner", "POST", "/boards/b1/cards", {"data": {}, "permissions": {"read": [GROUP]}})
+    b1, b2 = (uuid.uuid4().hex for _ in range(2))  # boards of this test only (servers are shared)
+    response = api.request("owner", "POST", f"/boards/{b1}/cards", {"data": {}, "permissions": {"read": [GROUP]}})
     object_id = response.json["data"]["id"]
-    assert api.permission.object_permissions(f"/boards/b1/cards/{object_id}")["read"] == {GROUP}
-    api.permission.add_user_principal(api.userid("member"), GROUP)
-    assert [r["id"] for r in api.request("member", "GET", "/boards/b1/cards").json["data"]] == [object_id]
-    assert api.request("member", "GET", "/boards/b2/cards").json["data"] == []
-    api.request("member", "GET", f"/boards/b2/cards/{object_id}", status=403)
-    api.permission.delete_object_permissions(f"/boards/b1/cards/{object_id}")
+    try:
+        assert api.permission.object_permissions(f"/boards/{b1}/cards/{object_id}")["read"] == {GROUP}
+        api.permission.add_user_principal(api.userid("member"), GROUP)
+        assert [r["id"] for r in api.request("member", "GET", f"/boards/{b1}/cards").json["data"]] == [object_id]
+        assert api.request("member", "GET", f"/boards/{b2}/cards").json["data"] == []
+        api.request("member", "GET", f"/boards/{b2}/cards/{object_id}", status=403)
+    finally:
+        api.permission.delete_object_permissions(f"/boards/{b1}/cards/{object_id}")
 
 
 def test_a_permission_backend_is_required():
@@ -792,3 +795,35 @@ def test_concurrent_edits_do_not_lose_a_sharing(make_api):
     record = api.request("reader", "GET", api.uri(object_id)).json["data"]
     assert {f"f{n}" for n in range(8)} <= set(record)
     assert api.permission.object_permissions(api.uri(object_id))["read"] == {reader}
+
+
+class Card(ShareableResource):
+    """The parent inheritance example of docs/permissions.md."""
+
+    collection_path = "/boards/{board_id}/cards"
+    schema = SCHEMA
+
+    def get_bound_permissions(self, object_id, permission):
+        pairs = super().get_bound_permissions(object_id, permission)
+        board = "/boards/" + self.matchdict["board_id"]
+        return pairs + [(board, permission)]
+
+
+def test_records_inherit_from_a_parent_object(make_api):
+    resource = type("Card" + uuid.uuid4().hex[:8], (Card,), {"name": "c" + uuid.uuid4().hex[:10]})
+    api = make_api(resource, **{f"{resource.name}_create_principals": "system.Authenticated"})
+    b1, b2 = (uuid.uuid4().hex for _ in range(2))  # boards of this test only (servers are shared)
+    cards = {board: api.request("owner", "POST", f"/boards/{board}/cards", {"data": {}}).json["data"]["id"]
+             for board in (b1, b2)}
+    api.permission.add_principal_to_ace(f"/boards/{b1}", "read", GROUP)
+    api.permission.add_user_principal(api.userid("member"), GROUP)
+    try:
+        listing = api.request("member", "GET", f"/boards/{b1}/cards").json["data"]
+        assert [card["id"] for card in listing] == [cards[b1]]
+        api.request("member", "GET", f"/boards/{b1}/cards/{cards[b1]}", status=200)
+        api.request("member", "GET", f"/boards/{b2}/cards/{cards[b2]}", status=403)
+        assert api.request("member", "GET", f"/boards/{b2}/cards").json["data"] == []
+        api.request("member", "PATCH", f"/boards/{b1}/cards/{cards[b1]}", {"data": {}}, status=403)
+    finally:
+        objects = [f"/boards/{board}/cards/{card}" for board, card in cards.items()]
+        api.permission.delete_object_permissions(f"/boards/{b1}", *objects)
