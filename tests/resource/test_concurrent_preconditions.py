@@ -7,6 +7,7 @@ same ETag can never both succeed, and a PATCH without ``If-Match`` never overwri
 from __future__ import annotations
 
 import sys
+import uuid
 from typing import Any, Callable, Dict, List
 
 import pytest
@@ -106,3 +107,13 @@ def test_patches_of_different_fields_without_if_match_all_land(make_client):
             "initial": True, **{f"field{slot}": slot for slot in range(THREADS)}}
         stamps = sorted(response.json["data"]["last_modified"] for response in responses)
         assert len(set(stamps)) == THREADS and stamps[-1] == final["last_modified"], "each PATCH wrote once"
+
+
+def test_put_with_if_none_match_star_creates_once(make_client):
+    url = f"/notes/{uuid.uuid4()}"
+    responses = concurrently(make_client, lambda each, slot: each.put_json(
+        url, {"data": {"writer": slot}}, headers={"If-None-Match": "*"}, expect_errors=True))
+    created = [response for response in responses if response.status_int == 201]
+    assert len(created) == 1, [response.status for response in responses]
+    assert sorted(response.status_int for response in responses) == [201] + [412] * (THREADS - 1)
+    assert make_client().get(url).json["data"] == created[0].json["data"]
