@@ -26,6 +26,8 @@ from wsgicliquet.resource.shareable import ShareableResource
 from wsgicliquet.settings import ConfigurationError, load_settings
 from wsgicliquet.storage.memory import Storage as MemoryStorage
 
+from .conftest import own_database
+
 SCHEMA = {"type": "object", "properties": {"text": {"type": "string"}, "tag": {"type": "string"}}}
 USERS = ("owner", "reader", "member", "stranger", "writer", "editor")
 GROUP = "group:friends"
@@ -118,8 +120,9 @@ def permission(request):
         else:
             from wsgicliquet.permission.postgresql import Permission
 
-            backend = Permission.from_settings({"permission_url": request.getfixturevalue("postgresql_url"),
-                                                "permission_pool_size": 5})
+            # the database of the resource tests: no other test module flushes it under our feet
+            url = own_database(request.getfixturevalue("postgresql_url"), "wsgicliquet_resource_tests")
+            backend = Permission.from_settings({"permission_url": url, "permission_pool_size": 5})
             backend.initialize_schema()
         _BACKENDS[kind] = backend
     return _BACKENDS[kind]
@@ -746,8 +749,6 @@ def test_postgresql_storage_and_permission_in_one_transaction(postgresql_url):
     from wsgicliquet.permission.postgresql import Permission
     from wsgicliquet.resource.shareable import _one_transaction
     from wsgicliquet.storage.postgresql import Storage
-
-    from .conftest import own_database
 
     url = own_database(postgresql_url, "wsgicliquet_resource_tests")
     storage = Storage.from_settings({"storage_url": url, "storage_pool_size": 5})
