@@ -286,6 +286,16 @@ def test_put_new_record_needs_create(api, user, status):
         assert response.json["permissions"] == {"write": [api.userid(user)]}
 
 
+@pytest.mark.parametrize("user, status", [
+    pytest.param("owner", 412, id="writer-learns-it-exists"),
+    pytest.param("stranger", 403, id="creator-gets-no-details"),
+])
+def test_put_if_none_match_on_a_taken_id(shared, user, status):
+    api, object_id = shared
+    response = api.request(user, "PUT", api.uri(object_id), {"data": {}}, status=status, **{"If-None-Match": "*"})
+    assert ("shared" in response.text) is (status == 412)
+
+
 def test_put_new_record_without_create_permission(make_api):
     api = make_api()
     assert api.request("owner", "PUT", api.uri(MISSING), {"data": {}}, status=403).json["errno"] == 121
