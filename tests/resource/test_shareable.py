@@ -360,10 +360,13 @@ def test_bypass_grants_on_top_of_the_backend(make_api):
     resource = shareable()
     api = make_api(resource, **{f"{resource.name}_read_principals": "group:editors",
                                 f"{resource.name}_create_principals": "system.Authenticated"})
+    api.permission.add_user_principal(api.userid("editor"), "group:editors")
     shared = api.create(permissions={"read": [api.userid("reader")]})
-    api.create()
+    other = api.create()
+    assert api.ids("editor") == {shared, other}
     assert api.ids("reader") == {shared}
     api.request("reader", "GET", api.uri(shared), status=200)
+    api.request("reader", "GET", api.uri(other), status=403)
 
 
 def test_create_for_everyone_has_no_author(make_api):
