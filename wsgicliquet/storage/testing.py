@@ -875,6 +875,54 @@ class StorageMachine(RuleBasedStateMachine):
         if with_deleted:
             self.tombstones[object_id] = tombstone
 
+    def _current(self, object_id: str) -> Optional[Dict[str, Any]]:
+        record = self.records.get(object_id)
+        return record if record is not None else self.tombstones.get(object_id)
+
+    def _if_match(self, object_id: str, current: bool) -> int:
+        """With ``current``, the timestamp of the record or tombstone ``object_id`` (a tombstone's never matches);
+        else (or when there is neither) a timestamp that no record has."""
+        found = self._current(object_id)
+        if current and found is not None:
+            return found["last_modified"]
+        return self.counter + 1
+
+    @rule(object_id=_IDS, data=_DATA, condition=st.sampled_from(["current", "stale", "absent"]))
+    def update_conditionally(self, object_id: str, data: Dict[str, Any], condition: str) -> None:
+        live = self.records.get(object_id)
+        if condition == "absent":
+            options: Dict[str, Any] = {"if_absent": True}
+            met = live is None
+        else:
+            options = {"if_match": self._if_match(object_id, condition == "current")}
+            met = live is not None and live["last_modified"] == options["if_match"]
+        if not met:
+            with pytest.raises(PreconditionFailed) as info:
+                self.storage.update(C, P, object_id, data, **options)
+            assert info.value.existing == self._current(object_id)
+            return
+        record = self.storage.update(C, P, object_id, data, **options)
+        assert record == dict(data, id=object_id, last_modified=record["last_modified"])
+        self._stamped(record)
+        self.tombstones.pop(object_id, None)
+        self.records[object_id] = record
+
+    @rule(object_id=_IDS, current=st.booleans(), with_deleted=st.booleans())
+    def delete_conditionally(self, object_id: str, current: bool, with_deleted: bool) -> None:
+        stamp = self._if_match(object_id, current)
+        live = self.records.get(object_id)
+        if live is None or live["last_modified"] != stamp:
+            with pytest.raises(PreconditionFailed) as info:
+                self.storage.delete(C, P, object_id, with_deleted=with_deleted, if_match=stamp)
+            assert info.value.existing == self._current(object_id)
+            return
+        tombstone = self.storage.delete(C, P, object_id, with_deleted=with_deleted, if_match=stamp)
+        assert tombstone == {"id": object_id, "deleted": True, "last_modified": tombstone["last_modified"]}
+        self._stamped(tombstone)
+        del self.records[object_id]
+        if with_deleted:
+            self.tombstones[object_id] = tombstone
+
     @rule(datas=st.lists(_DATA, min_size=1, max_size=4))
     def create_several(self, datas: List[Dict[str, Any]]) -> None:
         for data in datas:
