@@ -34,6 +34,17 @@ GROUP = "group:friends"
 MISSING = "5cd3bb6e-2b5d-4c4b-9f3a-2f2cd5a9c0e1"
 
 
+def basic_userid(secret: str, user: str) -> str:
+    """The user id the Basic Auth policy gives ``user`` (password ``pw``)."""
+    return "basicauth:" + hmac.new(secret.encode(), f"{user}:pw".encode(), hashlib.sha256).hexdigest()
+
+
+def basic_headers(user: Optional[str], **extra: str) -> Dict[str, str]:
+    if user is not None:
+        extra["Authorization"] = "Basic " + base64.b64encode(f"{user}:pw".encode()).decode()
+    return extra
+
+
 def shareable(name: Optional[str] = None, **attributes: Any) -> type:
     """A ShareableResource subclass with a name of its own (``/<name>s``)."""
     name = name or "n" + uuid.uuid4().hex[:12]
@@ -55,14 +66,10 @@ class Api:
                                    lint=True)
 
     def userid(self, user: str) -> str:
-        digest = hmac.new(self.secret.encode(), f"{user}:pw".encode(), hashlib.sha256).hexdigest()
-        return f"basicauth:{digest}"
+        return basic_userid(self.secret, user)
 
     def headers(self, user: Optional[str], **extra: str) -> Dict[str, str]:
-        if user is not None:
-            token = base64.b64encode(f"{user}:pw".encode()).decode()
-            extra["Authorization"] = f"Basic {token}"
-        return extra
+        return basic_headers(user, **extra)
 
     def request(self, user: Optional[str], method: str, url: str, body: Any = None, status: Any = None,
                 **headers: str) -> webtest.TestResponse:
@@ -840,3 +847,25 @@ def test_records_inherit_from_a_parent_object(make_api):
     finally:
         objects = [f"/boards/{board}/cards/{card}" for board, card in cards.items()]
         api.permission.delete_object_permissions(f"/boards/{b1}", *objects)
+
+
+def test_in_the_full_pipeline_with_batch():
+    """From settings alone: the app and the Authentication middleware share the permission backend (groups)."""
+    from wsgicliquet import build_pipeline
+    from wsgicliquet.backends import load_backend
+
+    resource = shareable()
+    settings = load_settings({"permission_url": "memory://", "storage_url": "memory://",
+                              "userid_hmac_secret": uuid.uuid4().hex,
+                              f"{resource.name}_create_principals": "system.Authenticated"}, environ={})
+    app = webtest.TestApp(build_pipeline(ResourceApp([resource], settings), settings))
+    url = f"/v1/{resource.name}s"
+    batch = app.post_json("/v1/batch", {"requests": [
+        {"method": "POST", "path": url, "body": {"data": {"text": "hi"}, "permissions": {"read": [GROUP]}}},
+        {"method": "GET", "path": url}]}, headers=basic_headers("owner"))
+    created, listing = batch.json["responses"]
+    assert created["status"] == 201 and listing["body"] == {"data": []}  # the author may write, not read
+    member = basic_userid(settings["userid_hmac_secret"], "member")
+    load_backend("permission", settings).add_user_principal(member, GROUP)
+    response = app.get(url, headers=basic_headers("member"))
+    assert [record["id"] for record in response.json["data"]] == [created["body"]["data"]["id"]]
