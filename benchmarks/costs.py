@@ -13,6 +13,7 @@ throughput a client sees.  ``--seed`` empties (flush) and seeds the PostgreSQL d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import json
@@ -75,32 +76,34 @@ def per_request(app: Callable, workload: run.Workload, count: int, rounds: int =
 
 def interleaved(variants: Dict[str, Any], count: int, rounds: int = 5,
                 clock: Callable[[], float] = time.perf_counter) -> Dict[str, float]:
-    """Best round of each ``name: (app, workload)``, the variants taking turns so that a disturbance (another
-    process on the machine) hits them alike; the best round is the least disturbed one."""
+    """Best round of each ``name: (app, workload[, context])``, the variants taking turns so that a disturbance
+    (another process on the machine) hits them alike; the best round is the least disturbed one.  ``context`` is a
+    callable returning a context manager active while its variant runs (a patch of the library)."""
     best: Dict[str, float] = {}
     etags: Dict[str, Optional[str]] = {}
     counter = int(time.time())
-    for name, (app, workload) in variants.items():
+    for name, (app, workload, *_) in variants.items():
         if workload.patch:
             answer = call(app, Request.blank(workload.path.format(id=targets.record_id(0, salt=1)),
                                              headers=workload.headers()).environ)
             etags[name] = answer[1].get("ETag")
     for _ in range(rounds):
-        for name, (app, workload) in variants.items():
+        for name, (app, workload, *context) in variants.items():
             environs = []
             for _ in range(count):
                 counter += 1
                 environs.append(environ_of(workload, counter))
-            started = clock()
-            for environ in environs:
-                if workload.patch:
-                    environ["HTTP_IF_MATCH"] = etags[name]
-                status, headers, _ = call(app, environ)
-                if status != workload.expect:
-                    raise RuntimeError(f"{workload.name}: {status}")
-                if workload.patch:
-                    etags[name] = headers.get("ETag")
-            cost = (clock() - started) / count * 1e6
+            with (context[0]() if context else contextlib.nullcontext()):
+                started = clock()
+                for environ in environs:
+                    if workload.patch:
+                        environ["HTTP_IF_MATCH"] = etags[name]
+                    status, headers, _ = call(app, environ)
+                    if status != workload.expect:
+                        raise RuntimeError(f"{workload.name}: {status}")
+                    if workload.patch:
+                        etags[name] = headers.get("ETag")
+                cost = (clock() - started) / count * 1e6
             best[name] = min(cost, best.get(name, cost))
     return best
 
@@ -168,6 +171,70 @@ def profile(args: argparse.Namespace) -> None:
     print(out.getvalue())
 
 
+# -- what if: the library with one change, against the library as it is -------------------------------------------
+
+def _mozlog_value_fast(value: Any) -> Any:
+    """``logs._mozlog_value`` with the common scalars first (no ``typing.Mapping`` isinstance for them)."""
+    kind = type(value)
+    if value is None or kind is str or kind is int or kind is float or kind is bool:
+        return value
+    return _ORIGINAL["mozlog"](value)
+
+
+_ORIGINAL: Dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def _patched(module: Any, name: str, value: Any) -> Any:
+    original = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+def _fresh(target: str, build_patch: Optional[Callable[[], Any]] = None) -> Callable:
+    """A new app on a new storage instance (so that an instrumentation patch applies to it alone)."""
+    from wsgicliquet.backends import clear_backends
+
+    clear_backends()
+    with (build_patch() if build_patch else contextlib.nullcontext()):
+        return targets.build(target)
+
+
+def what_if(args: argparse.Namespace) -> None:
+    """µs of CPU per request with the library as it is, and with one candidate change (patched in memory)."""
+    from wsgicliquet import logs
+    from wsgicliquet.middleware import statsd
+    from wsgicliquet.resource import body
+
+    targets.configure_logging()
+    _ORIGINAL["mozlog"] = logs._mozlog_value
+    named = {w.name: w for w in run.workloads(args.records)}
+    experiments = [
+        # (label, workloads, (build patch, run patch) of "before", (build patch, run patch) of "after")
+        ("responses: stdlib json -> orjson (body.render)", ["get one", "list 100 of 10,000", "batch of 25 creates"],
+         (None, lambda: _patched(body, "_orjson", None)), (None, None)),
+        ("request log: mozlog scalars first (logs._mozlog_value)", ["hello", "get one", "flask (pipeline on)"],
+         (None, None), (None, lambda: _patched(logs, "_mozlog_value", _mozlog_value_fast))),
+        ("StatsD: no per-call backend timers (statsd.instrument_backend)", ["get one", "create one",
+                                                                             "batch of 25 creates"],
+         (None, None), (lambda: _patched(statsd, "instrument_backend", lambda *a, **k: None), None)),
+    ]
+    print(f"{'change':64} {'workload':22} {'before':>8} {'after':>8}  µs CPU/request")
+    for label, names, before, after in experiments:
+        for name in names:
+            workload = named[name]
+            variants = {}
+            for key, (build_patch, run_patch) in (("before", before), ("after", after)):
+                app = _fresh(workload.target, build_patch)
+                variants[key] = (app, workload, run_patch) if run_patch else (app, workload)
+            count = max(20, args.count // (25 if workload.path == "/v1/batch" else 1))
+            costs = interleaved(variants, count, rounds=5, clock=time.process_time)
+            print(f"{label:64} {name:22} {costs['before']:8.1f} {costs['after']:8.1f}", flush=True)
+
+
 def json_costs(args: argparse.Namespace) -> None:
     """orjson against the standard library on a page of 100 records, one record and a batch body."""
     import orjson
@@ -211,6 +278,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--sort", default="tottime", help="pstats sort key (default tottime)")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--json", action="store_true", help="orjson against the standard library")
+    parser.add_argument("--what-if", action="store_true", help="candidate fixes, patched in memory, before/after")
     args = parser.parse_args(argv)
     args.only = [value.strip() for value in args.only.split(",") if value.strip()]
     os.environ["WSGICLIQUET_STORAGE_URL"] = args.storage_url
@@ -219,6 +287,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         run.prepare_postgresql(args.storage_url, args.records)
     if args.json:
         json_costs(args)
+    elif args.what_if:
+        what_if(args)
     elif args.layers:
         layer_costs(args)
     elif args.profile:
