@@ -186,3 +186,13 @@ def test_backends_are_shared_per_configuration():
         assert load_backend("storage", load_settings({"storage_url": ""}, environ={})) is None
     finally:
         clear_backends()
+
+
+def test_wsgi_factory_imports_an_app_by_dotted_path():
+    from wsgicliquet.pipeline import wsgi_factory
+
+    assert wsgi_factory({}, app="tests.test_pipeline:hello_app") is hello_app
+    with pytest.raises(ConfigurationError, match="needs 'app"):
+        wsgi_factory({})
+    with pytest.raises(ConfigurationError, match="not a WSGI application"):
+        wsgi_factory({}, app="tests.test_pipeline:INI")

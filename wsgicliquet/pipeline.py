@@ -31,7 +31,7 @@ from wsgicliquet.backends import import_string
 from wsgicliquet.settings import ConfigurationError, Settings, api_prefix, load_settings
 
 __all__ = ["Use", "build_pipeline", "CANONICAL", "OUTER", "PER_VERSION", "make_filter_factory",
-           "mount", "mount_factory", "versions_factory", "api_factory", "pipeline_filter_factory", "describe"]
+           "mount", "mount_factory", "versions_factory", "wsgi_factory", "api_factory", "pipeline_filter_factory", "describe"]
 
 WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -149,6 +149,20 @@ def pipeline_filter_factory(global_conf: Mapping[str, Any], **local_conf: Any) -
     """
     settings = load_settings({**global_conf, **local_conf})
     return lambda app: build_pipeline(app, settings)
+
+
+def wsgi_factory(global_conf: Mapping[str, Any], **local_conf: str) -> WSGIApp:
+    """PasteDeploy ``egg:wsgicliquet#wsgi``: any WSGI app by dotted path (``app = mysite.app:app``).
+
+    So an ini can mount an existing Flask, Bottle or Pyramid app without writing a factory for it.
+    """
+    path = local_conf.get("app") or global_conf.get("app")
+    if not path:
+        raise ConfigurationError("egg:wsgicliquet#wsgi needs 'app = package.module:attribute'")
+    app = import_string(path)
+    if not callable(app):
+        raise ConfigurationError(f"Setting 'app': {path!r} is not a WSGI application")
+    return app
 
 
 def mount(apps: Mapping[str, WSGIApp], default: Optional[WSGIApp] = None) -> WSGIApp:

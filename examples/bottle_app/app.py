@@ -104,17 +104,6 @@ def app_factory(global_conf: Mapping[str, Any], **local_conf: Any) -> WSGIApp:
     return make_app({**global_conf, **local_conf})
 
 
-def site_factory(global_conf: Mapping[str, Any], **local_conf: Any) -> WSGIApp:
-    """PasteDeploy: the Bottle site alone (``/ = site`` of ``egg:wsgicliquet#api``)."""
-    return app
-
-
-def api_factory(global_conf: Mapping[str, Any], **local_conf: Any) -> WSGIApp:
-    """PasteDeploy: the resource app, falling back to the Bottle API views (``/v1 = api``)."""
-    settings = load_settings({**global_conf, **local_conf})
-    return ResourceApp([Bookmark], settings, fallback=api)
-
-
 if __name__ == "__main__":
     from bottle import run
 

@@ -109,17 +109,6 @@ def app_factory(global_conf: Mapping[str, Any], **local_conf: Any) -> WSGIApp:
     return make_app({**global_conf, **local_conf})
 
 
-def site_factory(global_conf: Mapping[str, Any], **local_conf: Any) -> WSGIApp:
-    """PasteDeploy: the Flask site alone (``/ = site`` of ``egg:wsgicliquet#api``)."""
-    return app
-
-
-def api_factory(global_conf: Mapping[str, Any], **local_conf: Any) -> WSGIApp:
-    """PasteDeploy: the resource app, falling back to the Flask views (``/v1 = api`` of ``egg:wsgicliquet#api``)."""
-    settings = load_settings({**global_conf, **local_conf})
-    return ResourceApp([Bookmark], settings, fallback=app)
-
-
 if __name__ == "__main__":
     app.wsgi_app = make_app()  # type: ignore[method-assign]
     app.run(port=8888)

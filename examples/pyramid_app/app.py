@@ -115,6 +115,10 @@ def make_site() -> WSGIApp:
         return config.make_wsgi_app()
 
 
+app = make_site()
+"""The site, for ``egg:wsgicliquet#wsgi`` in the ini (and as the fallback of the resources under ``/v1``)."""
+
+
 def make_app(settings: Optional[Mapping[str, Any]] = None) -> WSGIApp:
     """The site wrapped by the pipeline, with the resources (falling back to the site) mounted at ``/v1``."""
     settings = load_settings(settings or {})
@@ -125,17 +129,6 @@ def make_app(settings: Optional[Mapping[str, Any]] = None) -> WSGIApp:
 def app_factory(global_conf: Mapping[str, Any], **local_conf: Any) -> WSGIApp:
     """PasteDeploy: the whole service from the ini's settings (``use = call:examples.pyramid_app.app:app_factory``)."""
     return make_app({**global_conf, **local_conf})
-
-
-def site_factory(global_conf: Mapping[str, Any], **local_conf: Any) -> WSGIApp:
-    """PasteDeploy: the Pyramid site alone (``/ = site`` of ``egg:wsgicliquet#api``)."""
-    return make_site()
-
-
-def api_factory(global_conf: Mapping[str, Any], **local_conf: Any) -> WSGIApp:
-    """PasteDeploy: the resource app, falling back to the Pyramid views (``/v1 = api``)."""
-    settings = load_settings({**global_conf, **local_conf})
-    return ResourceApp([Bookmark], settings, fallback=make_site())
 
 
 if __name__ == "__main__":
