@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List
 import pytest
 import webtest
 
+from wsgicliquet.middleware.transaction import Transaction
 from wsgicliquet.storage.testing import run_concurrently
 
 from .conftest import unique_user
@@ -29,13 +30,15 @@ def switch_threads_often():
     sys.setswitchinterval(before)
 
 
-@pytest.fixture
-def make_client(make_app, any_storage) -> Callable[[], webtest.TestApp]:
-    """A factory of clients of one app (per test) on each backend, all as the same user of their own."""
+@pytest.fixture(params=[pytest.param(False, id="alone"), pytest.param(True, id="transaction")])
+def make_client(request, make_app, any_storage) -> Callable[[], webtest.TestApp]:
+    """A factory of clients of one app (per test) on each backend, all as the same user of their own; the app
+    alone, or in one storage transaction per request (PostgreSQL then holds the partition lock until the end)."""
     shared = make_app(userid=unique_user(), backend=any_storage)
+    app = Transaction(shared.app, storage=any_storage) if request.param else shared.app
 
     def client() -> webtest.TestApp:
-        return webtest.TestApp(shared.app, extra_environ=shared.extra_environ, lint=True)
+        return webtest.TestApp(app, extra_environ=shared.extra_environ, lint=True)
 
     return client
 
