@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import sys
 import uuid
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, ClassVar, Dict, List
 
 import pytest
 import webtest
 
 from wsgicliquet.middleware.transaction import Transaction
+from wsgicliquet.resource import handlers
+from wsgicliquet.resource.resource import Resource
 from wsgicliquet.storage.testing import run_concurrently
 
 from .conftest import unique_user
@@ -120,3 +122,78 @@ def test_put_with_if_none_match_star_creates_once(make_client):
     assert len(created) == 1, [response.status for response in responses]
     assert sorted(response.status_int for response in responses) == [201] + [412] * (THREADS - 1)
     assert make_client().get(url).json["data"] == created[0].json["data"]
+
+
+class Racy(Resource):
+    """Schema-less; before each merge, ``process_record`` runs the next queued write of the test, which therefore
+    lands between the app's read and its write, exactly when a concurrent request would."""
+
+    schema = {"type": "object"}
+    preserve_unknown = True
+    meanwhile: ClassVar[List[Callable[[], Any]]] = []
+
+    def process_record(self, new, old=None):
+        if self.meanwhile:
+            self.meanwhile.pop(0)()
+        return new
+
+
+@pytest.fixture
+def racy(make_app, any_storage):
+    """(client, record URL, writes): ``writes["change"](field)`` sets a field, ``writes["delete"]`` deletes the record;
+    queue them in ``Racy.meanwhile``."""
+    userid = unique_user()
+    client = make_app(userid=userid, resources=(Racy,), backend=any_storage)
+    record = client.post_json("/racys", {"data": {"initial": True}}, status=201).json["data"]
+    Racy.meanwhile = []
+
+    def change(field: str) -> Callable[[], Any]:
+        def write() -> None:
+            current = any_storage.get("racy", userid, record["id"])
+            any_storage.update("racy", userid, record["id"], {**current, field: True})
+        return write
+
+    def delete() -> None:
+        any_storage.delete("racy", userid, record["id"])
+
+    yield client, f"/racys/{record['id']}", {"change": change, "delete": delete}
+    Racy.meanwhile = []
+
+
+def test_patch_merges_again_after_a_write_in_between(racy):
+    client, url, writes = racy
+    Racy.meanwhile = [writes["change"]("theirs"), writes["change"]("again")]
+    data = client.patch_json(url, {"data": {"mine": True}}).json["data"]
+    assert Racy.meanwhile == [], "merged three times: two writes came in between"
+    assert {key: data[key] for key in ("initial", "theirs", "again", "mine")} == dict.fromkeys(
+        ("initial", "theirs", "again", "mine"), True)
+    assert client.get(url).json["data"] == data
+
+
+def test_patch_with_if_match_does_not_merge_again(racy):
+    client, url, writes = racy
+    etag = client.get(url).headers["ETag"]
+    Racy.meanwhile = [writes["change"]("theirs")]
+    response = client.patch_json(url, {"data": {"mine": True}}, headers={"If-Match": etag}, status=412)
+    current = client.get(url)
+    assert response.json["details"]["existing"] == current.json["data"]
+    assert response.headers["ETag"] == current.headers["ETag"]
+    assert "mine" not in current.json["data"]
+
+
+def test_patch_of_a_record_deleted_in_between_is_a_404(racy):
+    client, url, writes = racy
+    Racy.meanwhile = [writes["delete"]]
+    response = client.patch_json(url, {"data": {"mine": True}}, status=404)
+    assert response.json["errno"] == 110
+    client.get(url, status=404)
+
+
+def test_patch_gives_up_after_its_attempts(racy, monkeypatch):
+    client, url, writes = racy
+    monkeypatch.setattr(handlers, "PATCH_ATTEMPTS", 2)
+    Racy.meanwhile = [writes["change"]("theirs"), writes["change"]("again")]
+    response = client.patch_json(url, {"data": {"mine": True}}, status=412)
+    current = client.get(url).json["data"]
+    assert response.json["details"]["existing"] == current
+    assert current["again"] is True and "mine" not in current
