@@ -242,6 +242,14 @@ def test_batch_mixes_a_bookmark_and_a_framework_view(example, user):
     assert [r["url"] for r in example.get("/v1/bookmarks", headers=user).json["data"]] == ["https://example.com/b"]
 
 
+def test_framework_errors_inside_a_batch_are_json(example, user):
+    batch = {"requests": [{"method": "GET", "path": "/nope"}, {"method": "GET", "path": "/about"}]}
+    responses = example.post_json("/v1/batch", batch, headers=user).json["responses"]
+    # The framework answers both with its own HTML 404 (its pages live at the root, not under /v1).
+    assert [(r["status"], r["body"]["errno"]) for r in responses] == [(404, 111), (404, 111)]
+    assert responses[0]["headers"]["Content-Type"] == "application/json; charset=UTF-8"
+
+
 def test_batch_sub_requests_are_authenticated_one_by_one(example):
     batch = {"requests": [{"method": "GET", "path": "/scores"}, {"method": "GET", "path": "/bookmarks"}]}
     responses = example.post_json("/v1/batch", batch).json["responses"]
@@ -256,9 +264,9 @@ def test_pipeline_command_prints_the_chain(ini, site, monkeypatch, capsys):
     names = [line.split(" ")[0] for line in lines]
     assert names[:7] == ["Profiler", "RequestLog", "StatsdMetrics", "Cors", "JsonErrors", "Sentry", "VersionPrefix"]
     assert names[7] == "/v1:"
-    assert names[8:18] == ["EndOfLife", "Backoff", "Heartbeat", "Transaction", "Batch", "Authentication",
-                           "ReadOnly", "Hello", "Backends", "ResourceApp"]
-    assert names[18] == site
+    assert names[8:19] == ["EndOfLife", "Backoff", "Heartbeat", "Transaction", "Batch", "JsonErrors",
+                           "Authentication", "ReadOnly", "Hello", "Backends", "ResourceApp"]
+    assert names[19] == site
 
 
 def _clean_environment() -> Dict[str, str]:

@@ -12,11 +12,13 @@ The canonical order, outermost first, and why:
 8. ``heartbeat``: ``__heartbeat__``, ``__lbheartbeat__``, ``__version__`` (also at the root, Dockerflow).
 9. ``transaction``: one storage transaction per request; a batch is one transaction.
 10. ``batch``: sub-requests run through every layer below, so each is authenticated and handled as if alone.
-11. ``auth``: puts the user id and principals in the environ.
-12. ``readonly``: below the batch, so ``POST /batch`` works and its write sub-requests get 405.
-13. ``hello``: below auth, so it can show the authenticated user.
-14. ``backends``: puts the storage, cache and permission backends in the environ for any app.
-15. the app(s).
+11. ``json_errors`` again: so that each batch sub-response (a Flask HTML 404, an exception) is already in the
+    JSON error format when the batch embeds it, or aborts the batch as the JSON 500 it would be alone.
+12. ``auth``: puts the user id and principals in the environ.
+13. ``readonly``: below the batch, so ``POST /batch`` works and its write sub-requests get 405.
+14. ``hello``: below auth, so it can show the authenticated user.
+15. ``backends``: puts the storage, cache and permission backends in the environ for any app.
+16. the app(s).
 
 Any middleware is switched off with the setting ``middleware.<name> = off`` or replaced with
 ``middleware.<name> = package.module:Class`` (a class with ``from_settings(app, settings)``).  For full control,
@@ -50,6 +52,7 @@ PER_VERSION: List[Tuple[str, str]] = [
     ("heartbeat", "wsgicliquet.middleware.heartbeat:Heartbeat"),
     ("transaction", "wsgicliquet.middleware.transaction:Transaction"),
     ("batch", "wsgicliquet.middleware.batch:Batch"),
+    ("json_errors", "wsgicliquet.middleware.json_errors:JsonErrors"),
     ("auth", "wsgicliquet.middleware.auth:Authentication"),
     ("readonly", "wsgicliquet.middleware.readonly:ReadOnly"),
     ("hello", "wsgicliquet.middleware.hello:Hello"),
