@@ -134,3 +134,20 @@ def test_failing_heartbeat_keeps_its_map_through_the_error_converter(api):
         response = app.get(path, status=503)
         assert response.json == {"storage": True, "cache": True, "permission": True, "broken": False}
         assert "Retry-After" not in response.headers
+
+
+@pytest.mark.parametrize("path, method, status, allowed", [
+    pytest.param("/v1/", "GET", 200, "GET,HEAD,OPTIONS", id="hello"),
+    pytest.param("/v1/", "POST", 400, None, id="hello-post"),
+    pytest.param("/v1/__heartbeat__", "GET", 200, "GET,HEAD,OPTIONS", id="heartbeat"),
+    pytest.param("/v1/bookmarks", "DELETE", 200, "GET,HEAD,POST,DELETE,OPTIONS", id="collection"),
+    pytest.param("/v1/bookmarks/abc", "PATCH", 200, "GET,HEAD,PUT,PATCH,DELETE,OPTIONS", id="record"),
+])
+def test_preflights_list_each_endpoint_methods(api, path, method, status, allowed):
+    response = api.options(path, headers={"Origin": "http://x.org", "Access-Control-Request-Method": method},
+                           status=status)
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    if allowed is None:
+        assert response.json["message"] == "Access-Control-Request-Method in header: Method not allowed"
+    else:
+        assert response.headers["Access-Control-Allow-Methods"].replace(" ", "") == allowed

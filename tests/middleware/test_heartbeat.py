@@ -158,7 +158,7 @@ def test_head(path, status):
 @pytest.mark.parametrize("path", ["/__heartbeat__", "/__lbheartbeat__", "/__version__"])
 def test_writes_are_not_allowed(method, path):
     response = webtest.TestApp(Heartbeat(bare_app), lint=True).request(path, method=method, status=405)
-    assert response.headers["Allow"] == "GET, HEAD"
+    assert response.headers["Allow"] == "GET, HEAD, OPTIONS"
     assert response.json == {"code": 405, "errno": 115, "error": "Method Not Allowed",
                              "message": "Method not allowed on this endpoint."}
 
@@ -207,15 +207,17 @@ def test_pass_through_is_untouched():
     assert Heartbeat(app)(Request.blank("/page").environ, lambda *args: None) is body
 
 
-def test_options_goes_to_the_app():
+@pytest.mark.parametrize("path", ["/__heartbeat__", "/__lbheartbeat__", "/__version__"])
+def test_options_lists_the_methods_for_cors_preflights(path):
     calls = []
 
     def app(environ, start_response):
         calls.append(environ["REQUEST_METHOD"])
         return bare_app(environ, start_response)
 
-    webtest.TestApp(Heartbeat(app), lint=True).options("/__heartbeat__", status=404)
-    assert calls == ["OPTIONS"]
+    response = webtest.TestApp(Heartbeat(app), lint=True).options(path)
+    assert response.headers["Allow"] == "GET, HEAD, OPTIONS"
+    assert calls == []
 
 
 @pytest.mark.parametrize("options", [

@@ -123,7 +123,7 @@ def test_head_has_headers_and_no_body():
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
 def test_writes_on_hello_are_405(method):
     response = webtest.TestApp(Hello(bare_app), lint=True).request("/", method=method, status=405)
-    assert response.headers["Allow"] == "GET, HEAD"
+    assert response.headers["Allow"] == "GET, HEAD, OPTIONS"
     assert response.json == {"code": 405, "errno": 115, "error": "Method Not Allowed",
                              "message": "Method not allowed on this endpoint."}
 
@@ -134,7 +134,13 @@ def test_view_name():
     assert environ[keys.VIEW] == "hello"
 
 
-@pytest.mark.parametrize("path,method", [("/page", "GET"), ("/page", "POST"), ("/", "OPTIONS"), ("/page/", "GET")])
+def test_options_lists_the_methods_for_cors_preflights():
+    response = webtest.TestApp(Hello(bare_app), lint=True).options("/")
+    assert response.headers["Allow"] == "GET, HEAD, OPTIONS"
+    assert response.body == b""
+
+
+@pytest.mark.parametrize("path,method", [("/page", "GET"), ("/page", "POST"), ("/page", "OPTIONS"), ("/page/", "GET")])
 def test_other_requests_pass_through_untouched(path, method):
     body = [b"untouched"]
 

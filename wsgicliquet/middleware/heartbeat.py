@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Union
 from wsgicliquet import environ as keys
 from wsgicliquet.backends import load_backend
 from wsgicliquet.errors import ERRORS, JSON_CONTENT_TYPE, HTTPError
+from wsgicliquet.middleware import answer_options
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError
 
@@ -43,6 +44,7 @@ CheckOrBackend = Union[Check, Any]  # a callable, or a backend with ``ping(reado
 CHECKS: Dict[str, Check] = {}
 """Checks registered with :func:`add_check`; every Heartbeat built by ``from_settings`` runs them."""
 
+_ALLOWED = "GET, HEAD, OPTIONS"
 _VIEWS = {"/__heartbeat__": "heartbeat", "/__lbheartbeat__": "lbheartbeat", "/__version__": "version"}
 
 
@@ -101,11 +103,11 @@ class Heartbeat:
         if view is None:
             return self.app(environ, start_response)
         method = environ.get("REQUEST_METHOD", "GET")
-        if method == "OPTIONS":  # CORS preflights are answered above
-            return self.app(environ, start_response)
+        if method == "OPTIONS":  # CORS preflights ask which methods the endpoint has
+            return answer_options(start_response, _ALLOWED)
         environ[keys.VIEW] = view
         if method not in ("GET", "HEAD"):
-            return HTTPError(405, ERRORS.METHOD_NOT_ALLOWED, headers=[("Allow", "GET, HEAD")])(
+            return HTTPError(405, ERRORS.METHOD_NOT_ALLOWED, headers=[("Allow", _ALLOWED)])(
                 environ, start_response)
         if view == "lbheartbeat":
             return _json_response(start_response, "200 OK", {}, method)

@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 from wsgicliquet import environ as keys
 from wsgicliquet.errors import ERRORS, JSON_CONTENT_TYPE, HTTPError
 from wsgicliquet.middleware.version_prefix import absolute_url
+from wsgicliquet.middleware import answer_options
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError
 
@@ -39,7 +40,7 @@ CAPABILITIES: Dict[str, Dict[str, Any]] = {}
 PUBLIC_SETTINGS: List[str] = ["batch_max_requests", "readonly"]
 """Names of the settings shown in ``settings``; ``cliquet.X`` / ``<project>.X`` show setting X under that key."""
 
-_ALLOWED = "GET, HEAD"
+_ALLOWED = "GET, HEAD, OPTIONS"
 
 
 def _capability(description: str, url: str, extra: Mapping[str, Any]) -> Dict[str, Any]:
@@ -119,8 +120,8 @@ class Hello:
         if environ.get("PATH_INFO") not in ("/", ""):
             return self.app(environ, start_response)
         method = environ.get("REQUEST_METHOD", "GET")
-        if method == "OPTIONS":  # CORS preflights are answered above
-            return self.app(environ, start_response)
+        if method == "OPTIONS":  # CORS preflights ask which methods the endpoint has
+            return answer_options(start_response, _ALLOWED)
         environ[keys.VIEW] = "hello"
         if method not in ("GET", "HEAD"):
             return HTTPError(405, ERRORS.METHOD_NOT_ALLOWED, headers=[("Allow", _ALLOWED)])(environ, start_response)
