@@ -171,11 +171,16 @@ function request()
   headers["If-Match"] = etag
   return wrk.format("PATCH", path, headers, '{"data":{"position":' .. n .. '}}')
 end
+local reported = 0
 function response(status, hdrs, body)
   if status == 200 then
     etag = hdrs["ETag"] or hdrs["Etag"] or hdrs["etag"]
   else
     etag = nil
+    if reported < 3 then
+      reported = reported + 1
+      io.write("STATUS " .. status .. " " .. string.gsub(string.sub(body or "", 1, 200), "\\n", " ") .. "\\n")
+    end
   end
 end
 """
@@ -222,7 +227,12 @@ class WrkClient:
         requests, micros = int(values[0]), int(values[1])
         errors = sum(int(value) for value in values[2:7])
         p50, p99, mean = (float(value) / 1000 for value in values[7:10])
-        return Result(requests=requests, seconds=micros / 1e6, errors=errors, p50_ms=p50, p99_ms=p99, mean_ms=mean)
+        kinds = ", ".join(f"{kind} {value}" for kind, value in zip(("connect", "read", "write", "status", "timeout"),
+                                                                   values[2:7]) if value != "0")
+        statuses = sorted({line[7:] for line in completed.stdout.splitlines() if line.startswith("STATUS ")})
+        note = f"wrk errors: {kinds}" + (f"; answers {' | '.join(statuses[:3])}" if statuses else "") if errors else ""
+        return Result(requests=requests, seconds=micros / 1e6, errors=errors, p50_ms=p50, p99_ms=p99, mean_ms=mean,
+                      note=note)
 
 
 class PythonClient:
@@ -534,7 +544,8 @@ def measure(client: Any, workload: Workload, port: int, duration: float, warmup:
     best = max(results, key=lambda result: result.rps)
     best.errors = sum(result.errors for result in results)
     if best.errors:
-        best.note = diagnose(client, workload, base, connections)
+        best.note = "; ".join(filter(None, [result.note for result in results] +
+                                     [diagnose(client, workload, base, connections)]))
     return best
 
 

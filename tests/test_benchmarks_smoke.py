@@ -6,6 +6,7 @@ one real gunicorn server is started and driven for a fraction of a second by the
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 
 import pytest
@@ -99,3 +100,15 @@ def test_gunicorn_server_and_python_client(tmp_path):
         assert run.preflight(workload, server.port) is None
         result = run.PythonClient().run(workload, f"http://127.0.0.1:{server.port}", 0.2, 2)
     assert result.requests > 0 and result.errors == 0
+
+
+@pytest.mark.skipif(not shutil.which("wrk"), reason="wrk is not installed")
+def test_wrk_runs_the_patch_script(tmp_path, monkeypatch):
+    """The generated Lua is valid and the If-Match chain holds: no 412 while four connections PATCH."""
+    monkeypatch.setenv("BENCHMARK_RECORDS", str(RECORDS))
+    workload = next(w for w in run.workloads(RECORDS) if w.patch)
+    with run.Server("api", 1, run._free_port(), {"WSGICLIQUET_STORAGE_URL": "memory://"}, None, str(tmp_path),
+                    threads=2) as server:
+        result = run.WrkClient(shutil.which("wrk"), str(tmp_path)).run(
+            workload, f"http://127.0.0.1:{server.port}", 1, 4)
+    assert result.requests > 4 and result.errors == 0, result.note
