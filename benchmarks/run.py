@@ -575,6 +575,7 @@ def run(args: argparse.Namespace) -> List[Row]:
     if args.client == "wrk" and not wrk:
         raise SystemExit("wrk is not installed (apt-get install -y wrk), use --client python")
     client = WrkClient(wrk, workdir) if wrk and args.client != "python" else PythonClient()
+    args.client = client.name
     print(f"client: {client.name}, {args.connections} connections, {args.duration:g} s per workload "
           f"(+{args.warmup:g} s warm-up)", flush=True)
     rows: List[Row] = []
