@@ -60,8 +60,13 @@ def _dumps(value: Any) -> str:
     return str(value)
 
 
+_SCALARS = (str, int, float, bool)
+
+
 def _mozlog_value(value: Any) -> Any:
     """§13.4: mappings are JSON-encoded into a string; lists are kept only when all items are strings."""
+    if value is None or type(value) in _SCALARS:  # most fields; skips the slow abstract Mapping check
+        return value
     if isinstance(value, Mapping):
         return _dumps(dict(value))
     if isinstance(value, (list, tuple, set, frozenset)):
