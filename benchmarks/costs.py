@@ -173,17 +173,6 @@ def profile(args: argparse.Namespace) -> None:
 
 # -- what if: the library with one change, against the library as it is -------------------------------------------
 
-def _mozlog_value_fast(value: Any) -> Any:
-    """``logs._mozlog_value`` with the common scalars first (no ``typing.Mapping`` isinstance for them)."""
-    kind = type(value)
-    if value is None or kind is str or kind is int or kind is float or kind is bool:
-        return value
-    return _ORIGINAL["mozlog"](value)
-
-
-_ORIGINAL: Dict[str, Any] = {}
-
-
 @contextlib.contextmanager
 def _patched(module: Any, name: str, value: Any) -> Any:
     original = getattr(module, name)
@@ -205,19 +194,15 @@ def _fresh(target: str, build_patch: Optional[Callable[[], Any]] = None) -> Call
 
 def what_if(args: argparse.Namespace) -> None:
     """µs of CPU per request with the library as it is, and with one candidate change (patched in memory)."""
-    from wsgicliquet import logs
     from wsgicliquet.middleware import statsd
     from wsgicliquet.resource import body
 
     targets.configure_logging()
-    _ORIGINAL["mozlog"] = logs._mozlog_value
     named = {w.name: w for w in run.workloads(args.records)}
     experiments = [
         # (label, workloads, (build patch, run patch) of "before", (build patch, run patch) of "after")
         ("responses: stdlib json -> orjson (body.render)", ["get one", "list 100 of 10,000", "batch of 25 creates"],
          (None, lambda: _patched(body, "_orjson", None)), (None, None)),
-        ("request log: mozlog scalars first (logs._mozlog_value)", ["hello", "get one", "flask (pipeline on)"],
-         (None, None), (None, lambda: _patched(logs, "_mozlog_value", _mozlog_value_fast))),
         ("StatsD: no per-call backend timers (statsd.instrument_backend)", ["get one", "create one",
                                                                              "batch of 25 creates"],
          (None, None), (lambda: _patched(statsd, "instrument_backend", lambda *a, **k: None), None)),
