@@ -33,8 +33,8 @@ from wsgicliquet.resource.resource import Resource
 from wsgicliquet.settings import Settings, load_settings
 from wsgicliquet.storage import Storage
 
-__all__ = ["Task", "TARGETS", "build", "configure_logging", "settings", "credentials", "user_id", "record_id", "seed", "SEED_BASE_MS",
-           "PATCH_RECORDS", "READER", "WRITER", "PATCHER"]
+__all__ = ["Task", "TARGETS", "build", "configure_logging", "settings", "credentials", "user_id", "record_id",
+           "seed", "SEED_BASE_MS", "PATCH_RECORDS", "READER", "WRITER", "PATCHER"]
 
 WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 

@@ -112,3 +112,20 @@ def test_wrk_runs_the_patch_script(tmp_path, monkeypatch):
         result = run.WrkClient(shutil.which("wrk"), str(tmp_path)).run(
             workload, f"http://127.0.0.1:{server.port}", 1, 4)
     assert result.requests > 4 and result.errors == 0, result.note
+
+
+@pytest.mark.skipif(not shutil.which("wrk"), reason="wrk is not installed")
+def test_wrk_patch_chain_recovers_from_a_stale_etag(tmp_path, monkeypatch):
+    """Another writer changes a record under the benchmark: one 412, then the chain GETs afresh and goes on."""
+    monkeypatch.setenv("BENCHMARK_RECORDS", str(RECORDS))
+    workload = next(w for w in run.workloads(RECORDS) if w.patch)
+    with run.Server("api", 1, run._free_port(), {"WSGICLIQUET_STORAGE_URL": "memory://"}, None, str(tmp_path),
+                    threads=2) as server:
+        client = run.WrkClient(shutil.which("wrk"), str(tmp_path))
+        script = client.lua(workload, 1).replace('etag = hdrs["ETag"]', 'etag = (n == 5) and \'"1"\' or hdrs["ETag"]')
+        path = tmp_path / "stale.lua"
+        path.write_text(script)
+        client.script = lambda *args: str(path)
+        result = client.run(workload, f"http://127.0.0.1:{server.port}", 1, 1)
+    assert result.errors == 1 and result.requests > 20, result.note
+    assert "STATUS 412" not in result.note and "412" in result.note
