@@ -22,6 +22,9 @@ def environment(monkeypatch):
     monkeypatch.setenv("WSGICLIQUET_STORAGE_URL", "memory://")
     monkeypatch.setenv("BENCHMARK_RECORDS", str(RECORDS))
     monkeypatch.delenv("BENCHMARK_READY_DIR", raising=False)
+    # A cache prefix of our own gives these apps their own shared backend instances (the prefix is part of the
+    # key of wsgicliquet.backends), so that the seeded records and the StatsD timers stay out of other tests.
+    monkeypatch.setenv("WSGICLIQUET_CACHE_PREFIX", "benchmark-smoke:")
 
 
 def _send(app: webtest.TestApp, workload: run.Workload, **kwargs) -> webtest.TestResponse:
