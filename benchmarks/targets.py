@@ -63,6 +63,10 @@ class Task(Resource):
     }
 
 
+#: Storage namespace of the Task records (the resource's default collection id).
+COLLECTION = "task"
+
+
 def _free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -110,18 +114,17 @@ def seed(storage: Storage, records: int) -> None:
 
     Identical in every process, so that each gunicorn worker of a memory target holds the same data.
     """
-    collection = Task.__name__.lower()
     reader = user_id(READER)
     for start in range(0, records, 100):
         # One transaction per 100 records: every write of a partition updates its counter row, and PostgreSQL
         # slows down on a row updated thousands of times in one transaction.
         with storage.transaction():
             for index in range(start, min(start + 100, records)):
-                storage.create(collection, reader, seed_record(index))
+                storage.create(COLLECTION, reader, seed_record(index))
     patcher = user_id(PATCHER)
     with storage.transaction():
         for index in range(PATCH_RECORDS):
-            storage.create(collection, patcher, {"id": record_id(index, salt=1), "title": "patched", "position": 0})
+            storage.create(COLLECTION, patcher, {"id": record_id(index, salt=1), "title": "patched", "position": 0})
 
 
 def configure_logging() -> None:
@@ -155,7 +158,7 @@ def _bare(environ: Dict[str, Any], start_response: Callable[..., Any]) -> List[b
 def _api() -> WSGIApp:
     config = settings()
     storage = load_backend("storage", config)
-    if config["storage_url"].startswith("memory") and not storage.collection_timestamp("task", user_id(PATCHER)):
+    if config["storage_url"].startswith("memory") and not storage.collection_timestamp(COLLECTION, user_id(PATCHER)):
         seed(storage, int(os.environ.get("BENCHMARK_RECORDS", "10000")))  # once per process
     return build_pipeline(ResourceApp([Task], config, storage=storage), config)
 
