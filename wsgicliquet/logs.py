@@ -49,7 +49,7 @@ def _severity(levelno: int) -> int:
 def _dumps(value: Any) -> str:
     """JSON text of ``value``; what JSON cannot encode becomes its string, never an exception."""
     try:
-        return json.dumps(value, default=str, separators=(",", ":"))
+        return _encode(value)
     except (TypeError, ValueError):
         pass
     if isinstance(value, Mapping):  # keys JSON refuses (tuples...) become strings
@@ -61,12 +61,15 @@ def _dumps(value: Any) -> str:
 
 
 _SCALARS = (str, int, float, bool)
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode  # what json.dumps builds on every call
 
 
 def _mozlog_value(value: Any) -> Any:
     """§13.4: mappings are JSON-encoded into a string; lists are kept only when all items are strings."""
     if value is None or type(value) in _SCALARS:  # most fields; skips the slow abstract Mapping check
         return value
+    if type(value) is dict:
+        return _dumps(value) if value else "{}"
     if isinstance(value, Mapping):
         return _dumps(dict(value))
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -93,6 +96,7 @@ class MozlogFormatter(JsonFormatter):
 
     def __init__(self, *args: Any, logger_name: Optional[str] = None, hostname: Optional[str] = None,
                  **kwargs: Any) -> None:
+        explicit = set(kwargs)
         kwargs.setdefault("json_default", str)
         kwargs.setdefault("json_serializer", functools.partial(json.dumps, separators=(",", ":")))
         kwargs.setdefault("json_ensure_ascii", False)
@@ -101,6 +105,34 @@ class MozlogFormatter(JsonFormatter):
         # The mozlog standard reads HOSTNAME, set by most container runtimes, before the node name.
         self.hostname = hostname or os.environ.get("HOSTNAME") or platform.node()
         self.pid = os.getpid()
+        # Request summaries skip the generic record handling of JsonFormatter.format (the same output), unless a
+        # subclass changes how the fields are added; the default serializer gets a prebuilt encoder.
+        self._plain = (type(self).add_fields is MozlogFormatter.add_fields
+                       and type(self).process_log_record is JsonFormatter.process_log_record)
+        self._encode: Optional[Any] = None
+        cls = type(self)
+        if ("json_serializer" not in explicit and self.json_encoder is None and self.json_indent is None
+                and cls.jsonify_log_record is JsonFormatter.jsonify_log_record
+                and cls.serialize_log_record is JsonFormatter.serialize_log_record):
+            self._encode = json.JSONEncoder(separators=(",", ":"), default=self.json_default,
+                                            ensure_ascii=self.json_ensure_ascii).encode
+
+    def _summary(self, record: logging.LogRecord, fields: Dict[str, Any]) -> str:
+        """What ``JsonFormatter.format`` renders for a request log record, built directly."""
+        log_data = {
+            "Timestamp": int(record.created * 1000) * 1_000_000,
+            "Logger": self.logger_name or getattr(record, LOGGER_ATTR, None) or record.name,
+            "Type": getattr(record, EVENT_ATTR, None) or record.getMessage(),
+            "Hostname": self.hostname,
+            "Severity": _severity(record.levelno),
+            "Pid": record.process if record.process is not None else self.pid,
+            "EnvVersion": "2.0",
+            "Fields": {key if type(key) is str else str(key): _mozlog_value(value)
+                       for key, value in fields.items()},
+        }
+        if self._encode is not None:
+            return self.prefix + self._encode(log_data)
+        return self.serialize_log_record(log_data)
 
     def add_fields(self, log_data: Dict[str, Any], record: logging.LogRecord,
                    message_dict: Dict[str, Any]) -> None:
@@ -126,6 +158,9 @@ class MozlogFormatter(JsonFormatter):
 
     def format(self, record: logging.LogRecord) -> str:
         try:
+            fields = record.__dict__.get(FIELDS_ATTR)
+            if type(fields) is dict and self._plain and not record.exc_info and not record.stack_info:
+                return self._summary(record, fields)
             return super().format(record)
         except Exception:  # a broken field never loses the line
             fallback = logging.LogRecord(record.name, record.levelno, record.pathname, record.lineno,

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import re
-import time
-import uuid
+from time import perf_counter
+from urllib.parse import parse_qsl
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from wsgicliquet import environ as keys
@@ -40,8 +41,8 @@ _CORE = ("agent", "path", "method", "querystring", "lang", "uid", "authn_type", 
 
 def _querystring(raw: str) -> Dict[str, Any]:
     """``{name: value}``; a repeated parameter keeps all its values as a list."""
-    from urllib.parse import parse_qsl
-
+    if not raw:
+        return {}
     result: Dict[str, Any] = {}
     for name, value in parse_qsl(raw, keep_blank_values=True):
         if name in result:
@@ -80,7 +81,7 @@ def summary_fields(environ: Mapping[str, Any], *, code: int, duration: float, pa
         "rid": request_id if request_id is not None else environ.get(keys.REQUEST_ID),
     }
     extra = environ.get(keys.LOG_CONTEXT)
-    if isinstance(extra, Mapping):
+    if extra and (type(extra) is dict or isinstance(extra, Mapping)):
         for key, value in extra.items():
             if key not in _CORE:
                 fields[str(key)] = value
@@ -103,29 +104,19 @@ class RequestLog:
                    project_name=str(settings.get("project_name") or ""))
 
     def __call__(self, environ: Dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        started = time.perf_counter()
-        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        started = perf_counter()
         request_id = environ.get(keys.REQUEST_ID) or _request_id(environ.get("HTTP_X_REQUEST_ID"))
         environ[keys.REQUEST_ID] = request_id
-        environ.setdefault(keys.SUBREQUESTS, [])
-        status: List[int] = []
-
-        def log_start_response(status_line: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Any:
-            status[:] = [_code(status_line)]
-            headers = [(name, value) for name, value in headers if name.lower() != "x-request-id"]
-            headers.append(("X-Request-Id", request_id))
-            return start_response(status_line, headers, exc_info)
-
-        def done(failed: bool) -> None:
-            code = 500 if failed or not status else status[0]
-            self._emit(environ, path, request_id, code, time.perf_counter() - started)
-
+        if keys.SUBREQUESTS not in environ:
+            environ[keys.SUBREQUESTS] = []
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")  # before the layers below change it
+        response = _LoggedResponse(self, environ, path, request_id, start_response, started)
         try:
-            result = self.app(environ, log_start_response)
+            response.result = self.app(environ, response.start_response)
         except BaseException:
-            done(failed=True)
+            response.done(True)
             raise
-        return _LoggedResponse(result, done)
+        return response
 
     def _emit(self, environ: Dict[str, Any], path: str, request_id: str, code: int, duration: float) -> None:
         """Sub-request events first (in order), then the request's own; failures are reported, never raised."""
@@ -174,7 +165,16 @@ def _renderer(renderer: str, project_name: str) -> logging.Formatter:
 def _request_id(header: Optional[str]) -> str:
     if header and _REQUEST_ID.match(header):
         return header
-    return str(uuid.uuid4())
+    return _uuid4()
+
+
+def _uuid4() -> str:
+    """``str(uuid.uuid4())``, without building the UUID object."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def _code(status_line: str) -> int:
@@ -184,20 +184,47 @@ def _code(status_line: str) -> int:
         return 500
 
 
+def _without_request_id(headers: List[Tuple[str, str]]) -> List[Tuple[str, str]]:
+    """A copy of ``headers`` without the app's own ``X-Request-Id``."""
+    for name, _ in headers:
+        if len(name) == 12 and name.lower() == "x-request-id":
+            return [(name, value) for name, value in headers if name.lower() != "x-request-id"]
+    return list(headers)
+
+
 class _LoggedResponse:
-    """The app's response iterable; its ``close()`` (called by the server once the body is sent) logs."""
+    """One request: wraps ``start_response`` to echo the id, and the app's response iterable, whose ``close()``
+    (called by the server once the body is sent) logs."""
 
-    __slots__ = ("_result", "_iterator", "_done", "_failed", "_closed")
+    __slots__ = ("_layer", "_environ", "_path", "_request_id", "_start_response", "_started", "_code", "result",
+                 "_iterator", "_failed", "_closed")
 
-    def __init__(self, result: Iterable[bytes], done: Callable[[bool], None]) -> None:
-        self._result = result
+    def __init__(self, layer: RequestLog, environ: Dict[str, Any], path: str, request_id: str,
+                 start_response: StartResponse, started: float) -> None:
+        self._layer = layer
+        self._environ = environ
+        self._path = path
+        self._request_id = request_id
+        self._start_response = start_response
+        self._started = started
+        self._code: Optional[int] = None
+        self.result: Iterable[bytes] = ()
         self._iterator: Optional[Iterator[bytes]] = None
-        self._done = done
         self._failed = False
         self._closed = False
 
+    def start_response(self, status_line: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Any:
+        self._code = _code(status_line)
+        headers = _without_request_id(headers)
+        headers.append(("X-Request-Id", self._request_id))
+        return self._start_response(status_line, headers, exc_info)
+
+    def done(self, failed: bool) -> None:
+        code = 500 if failed or self._code is None else self._code
+        self._layer._emit(self._environ, self._path, self._request_id, code, perf_counter() - self._started)
+
     def __iter__(self) -> "_LoggedResponse":
-        self._iterator = iter(self._result)
+        self._iterator = iter(self.result)
         return self
 
     def __next__(self) -> bytes:
@@ -214,14 +241,14 @@ class _LoggedResponse:
             return
         self._closed = True
         try:
-            close = getattr(self._result, "close", None)
+            close = getattr(self.result, "close", None)
             if close is not None:
                 close()
         except BaseException:
             self._failed = True
             raise
         finally:
-            self._done(self._failed)
+            self.done(self._failed)
 
 
 filter_factory = make_filter_factory(RequestLog)
