@@ -102,6 +102,48 @@ def _timestamp_bound(alternatives: Sequence[Sequence[Filter]], descending: bool)
     return max(bounds) if descending else min(bounds)
 
 
+def _timestamp_range(filters: Sequence[Filter]) -> Tuple[Optional[int], Optional[int], List[Filter]]:
+    """The inclusive ``last_modified`` range ``(low, high)`` that integer bounds of ``filters`` imply, and the
+    filters left to test.  Timestamps are integers, so ``> T`` is ``>= T + 1`` and ``< T`` is ``<= T - 1``."""
+    low: Optional[int] = None
+    high: Optional[int] = None
+    rest: List[Filter] = []
+    for filter_ in filters:
+        value = filter_.value
+        if filter_.field == "last_modified" and type(value) is int:
+            operator = COMPARISON(filter_.operator)
+            if operator in _LOWER:
+                bound = value + 1 if operator == COMPARISON.GT else value
+                low = bound if low is None else max(low, bound)
+            if operator in _UPPER:
+                bound = value - 1 if operator == COMPARISON.LT else value
+                high = bound if high is None else min(high, bound)
+            if operator in _LOWER or operator in _UPPER:
+                continue
+        rest.append(filter_)
+    return low, high, rest
+
+
+def _count_live(partition: _Partition, filters: Sequence[Filter]) -> int:
+    """How many live records match ``filters``: only the records inside the ``last_modified`` range are visited
+    (from the newest end when there is a lower bound, as with ``_since`` polling), and none when nothing filters."""
+    low, high, rest = _timestamp_range(filters)
+    keep = compile_filters(rest)
+    records: Iterable[Record] = partition.records.values()
+    if low is not None:
+        records = reversed(partition.records.values())
+        if high is not None:
+            records = itertools.dropwhile(lambda record: record["last_modified"] > high, records)
+        records = itertools.takewhile(lambda record: record["last_modified"] >= low, records)
+    elif high is not None:
+        records = itertools.takewhile(lambda record: record["last_modified"] <= high, records)
+    elif keep is None:
+        return len(partition.records)
+    if keep is not None:
+        records = filter(keep, records)
+    return sum(1 for _ in records)
+
+
 class Storage(StorageBase):
     """Memory backend; see the module docstring.  Thread-safe: one lock per partition, one for the partition map."""
 
@@ -268,8 +310,4 @@ class Storage(StorageBase):
         if page_filter is not None:
             selected = filter(page_filter, selected)
         page = list(itertools.islice(selected, max(limit, 0)) if limit is not None else selected)
-        if keep is None:
-            total = len(partition.records)
-        else:
-            total = sum(1 for record in partition.records.values() if keep(record))
-        return page, total
+        return page, _count_live(partition, filters)
