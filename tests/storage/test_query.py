@@ -68,6 +68,18 @@ RECORD = {"id": "a", "last_modified": 10, "n": 2, "f": 1.5, "s": "Wikipedia", "b
     pytest.param("author.nope", COMPARISON.NOT, "x", True, id="dotted-missing-not"),
     pytest.param("s.x", COMPARISON.EQ, "x", False, id="dotted-through-string"),
     pytest.param("n", "==", 2, True, id="operator-as-string"),
+    pytest.param("b", COMPARISON.EQ, False, False, id="eq-bool-other"),
+    pytest.param("n", COMPARISON.EQ, True, False, id="eq-true-vs-number"),
+    pytest.param("missing", COMPARISON.EQ, False, False, id="eq-bool-missing"),
+    pytest.param("missing", COMPARISON.NOT, True, True, id="not-bool-missing"),
+    pytest.param("b", COMPARISON.NOT, True, False, id="not-bool-equal"),
+    pytest.param("z", COMPARISON.NOT, None, False, id="not-null-equal"),
+    pytest.param("missing", COMPARISON.NOT, None, True, id="not-null-missing"),
+    pytest.param("n", COMPARISON.NOT, None, True, id="not-null-present"),
+    pytest.param("author.nope", COMPARISON.EQ, None, False, id="dotted-eq-null-missing"),
+    pytest.param("author.name", COMPARISON.NOT, False, True, id="dotted-not-bool"),
+    pytest.param("obj", COMPARISON.GT, 0, False, id="gt-object-never"),
+    pytest.param("n", COMPARISON.GT, 1.5, True, id="gt-int-vs-float"),
 ])
 def test_filter_semantics(field, operator, value, expected):
     assert query.matches(RECORD, [Filter(field, value, operator)]) is expected
@@ -94,6 +106,17 @@ def test_sort_orders_by_type_then_value_missing_last():
     assert _ids(ordered) == ["bool", "neg", "num", "str", "arr", "obj", "missing", "null"]
     ordered = query.sort_records(list(MIXED), [Sort("v", -1), Sort("id", 1)])
     assert _ids(ordered) == ["missing", "null", "obj", "arr", "str", "num", "neg", "bool"]
+
+
+@pytest.mark.parametrize("direction", [1, -1], ids=["asc", "desc"])
+def test_partial_sort_of_a_page_equals_the_full_sort(direction):
+    records = [dict(record, n=index) for index, record in enumerate(MIXED * 3)]
+    records += [{"id": "float", "v": 1.5, "n": 90}, {"id": "true", "v": True, "n": 91}, {"id": "int", "v": 1, "n": 92}]
+    for limit in range(1, len(records) + 1):
+        page, total = query.apply(records, filters=[Filter("n", 1, COMPARISON.NOT)], sorting=[Sort("v", direction)],
+                                  limit=limit)
+        expected = query.sort_records([r for r in records if r["n"] != 1], [Sort("v", direction)])[:limit]
+        assert page == expected and total == len(records) - 1
 
 
 def test_sort_several_keys_mixed_directions():

@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import heapq
 import json
+from operator import ge, gt, le, lt, methodcaller
 import re
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -120,8 +121,15 @@ def _order(value: Any) -> Tuple[Any, ...]:
     return (kind, value)
 
 
+# Ranks of the scalar types, by exact type: the common sort keys skip the isinstance() chain of _rank.
+_SCALAR_RANKS: Dict[type, int] = {bool: _BOOL, int: _NUMBER, float: _NUMBER, str: _STRING}
+
+
 def sort_value(value: Any) -> Tuple[Any, ...]:
     """Ascending sort key of a field value: present values by type then value, then null and missing together."""
+    kind = _SCALAR_RANKS.get(type(value))
+    if kind is not None:
+        return (0, (kind, value))
     if value is MISSING or value is None:
         return (1,)
     return (0, _order(value))
@@ -130,10 +138,10 @@ def sort_value(value: Any) -> Tuple[Any, ...]:
 # Comparison operators: which ranks they apply to, and the test on two values of the same rank.
 _RANGE_RANKS = (_BOOL, _NUMBER, _STRING)
 _RANGE_TESTS: Dict[COMPARISON, Callable[[Any, Any], bool]] = {
-    COMPARISON.LT: lambda left, right: left < right,
-    COMPARISON.MAX: lambda left, right: left <= right,
-    COMPARISON.GT: lambda left, right: left > right,
-    COMPARISON.MIN: lambda left, right: left >= right,
+    COMPARISON.LT: lt,
+    COMPARISON.MAX: le,
+    COMPARISON.GT: gt,
+    COMPARISON.MIN: ge,
 }
 
 
@@ -159,15 +167,28 @@ def compile_filter(filter_: Filter) -> Predicate:
         if kind not in _RANGE_RANKS:
             return lambda record: False
 
+        ranks = _SCALAR_RANKS
+
         def compare(record: Record) -> bool:
             left = get(record)
-            return left is not MISSING and _rank(left) == kind and test(left, value)
+            rank = ranks.get(type(left))
+            if rank is None:
+                rank = _rank(left) if left is not MISSING else None
+            return rank == kind and test(left, value)
         return compare
 
     if operator in (COMPARISON.EQ, COMPARISON.NOT):
         wanted = _canonical(value)
         equal = operator == COMPARISON.EQ
         kind = _rank(value)
+        if kind in (_BOOL, _NULL):  # singletons: identity is JSON equality (and MISSING is neither)
+            if "." not in field:  # inlined getter: this test runs once per record of a partition
+                if equal:
+                    return lambda record: record.get(field, MISSING) is value
+                return lambda record: record.get(field, MISSING) is not value
+            if equal:
+                return lambda record: get(record) is value
+            return lambda record: get(record) is not value
         if kind in (_STRING, _NUMBER):  # the common case, without building canonical forms per record
             types = (str,) if kind == _STRING else (int, float)
 
@@ -228,7 +249,7 @@ def compile_filter(filter_: Filter) -> Predicate:
 def _getter(field: str) -> Callable[[Record], Any]:
     """A fast field reader: a plain ``dict.get`` for undotted fields."""
     if "." not in field:
-        return lambda record: record.get(field, MISSING)
+        return methodcaller("get", field, MISSING)
     return functools.partial(resolve, field=field)
 
 
@@ -271,7 +292,13 @@ def sort_records(records: List[Record], sorting: Sequence[Sort]) -> List[Record]
 
 def _sort_key(field: str) -> Callable[[Record], Tuple[Any, ...]]:
     get = _getter(field)
-    return lambda record: sort_value(get(record))
+    ranks = _SCALAR_RANKS
+
+    def key(record: Record) -> Tuple[Any, ...]:
+        value = get(record)
+        kind = ranks.get(type(value))
+        return (0, (kind, value)) if kind is not None else sort_value(value)
+    return key
 
 
 def apply(records: Iterable[Record], *, filters: Sequence[Filter] = (), sorting: Sequence[Sort] = (),
@@ -285,6 +312,25 @@ def apply(records: Iterable[Record], *, filters: Sequence[Filter] = (), sorting:
     """
     keep = compile_filters(filters)
     page_filter = compile_rules(pagination_rules)
+    selected: List[Record]
+    if count is None and page_filter is None:  # the page is every match: no per-record loop in Python
+        selected = list(records if keep is None else filter(keep, records))
+        total = len(selected)
+    else:
+        selected, total = _select(records, keep, page_filter, count)
+    if limit is not None and len(sorting) == 1 and limit < len(selected):
+        # A partial sort; heapq.nsmallest/nlargest are documented to equal sorted(...)[:limit], ties included.
+        pick = heapq.nlargest if sorting[0].direction < 0 else heapq.nsmallest
+        return pick(max(limit, 0), selected, key=_sort_key(sorting[0].field)), total
+    sort_records(selected, sorting)
+    if limit is not None:
+        del selected[max(limit, 0):]
+    return selected, total
+
+
+def _select(records: Iterable[Record], keep: Optional[Predicate], page_filter: Optional[Predicate],
+            count: Optional[Predicate]) -> Tuple[List[Record], int]:
+    """The records matching ``keep`` and ``page_filter``, and how many match ``keep`` and ``count``."""
     selected: List[Record] = []
     total = 0
     for record in records:
@@ -294,13 +340,6 @@ def apply(records: Iterable[Record], *, filters: Sequence[Filter] = (), sorting:
             total += 1
         if page_filter is None or page_filter(record):
             selected.append(record)
-    if limit is not None and len(sorting) == 1 and limit < len(selected):
-        # A partial sort; heapq.nsmallest/nlargest are documented to equal sorted(...)[:limit], ties included.
-        pick = heapq.nlargest if sorting[0].direction < 0 else heapq.nsmallest
-        return pick(max(limit, 0), selected, key=_sort_key(sorting[0].field)), total
-    sort_records(selected, sorting)
-    if limit is not None:
-        del selected[max(limit, 0):]
     return selected, total
 
 
