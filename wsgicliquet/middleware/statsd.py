@@ -10,7 +10,9 @@ Per response, in one UDP packet:
 * the same counters for each batch sub-request (from ``environ["wsgicliquet.subrequests"]``).
 
 Backend timers ``storage.<class>.<method>``, ``cache.<class>.<method>``, ``permission.<class>.<method>`` come
-from wrapping each public method of the shared backend instances once, when the middleware is built.
+from wrapping each public method of the shared backend instances once, when the middleware is built.  Those
+measured while a request runs are held (in a context variable) and go out in the packet of that request; calls made
+outside any request are sent at once.
 
 Settings: ``statsd_url`` (``udp://host:8125``; unset: pass-through), ``project_name`` (prefix) else
 ``statsd_prefix``.  Metrics go over UDP and every error is swallowed, so an absent StatsD server never slows or
@@ -18,14 +20,13 @@ fails a request.  Needs ``pip install 'wsgicliquet[monitoring]'``.
 """
 from __future__ import annotations
 
+import contextvars
 import functools
 import re
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
-
-from werkzeug.wsgi import ClosingIterator
 
 from wsgicliquet import environ as keys
 from wsgicliquet.backends import import_string, load_backend, missing_extra
@@ -86,6 +87,21 @@ class _Holder:
         self.client = client
 
 
+class _Pending:
+    """The backend timers measured during one request, sent with its metrics by ``client``."""
+
+    __slots__ = ("client", "timers", "open")
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.timers: List[Tuple[str, float]] = []
+        self.open = True
+
+
+_pending: contextvars.ContextVar[Optional[_Pending]] = contextvars.ContextVar("wsgicliquet_statsd_pending",
+                                                                             default=None)
+
+
 def _timed(method: Callable, holder: _Holder, name: str) -> Callable:
     @functools.wraps(method)
     def timed(*args: Any, **kwargs: Any) -> Any:
@@ -93,10 +109,15 @@ def _timed(method: Callable, holder: _Holder, name: str) -> Callable:
         try:
             return method(*args, **kwargs)
         finally:
-            try:
-                holder.client.timing(name, (time.perf_counter() - started) * 1000)
-            except Exception:
-                pass
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            pending = _pending.get()
+            if pending is not None and pending.open and pending.client is holder.client:
+                pending.timers.append((name, elapsed_ms))
+            else:
+                try:
+                    holder.client.timing(name, elapsed_ms)
+                except Exception:
+                    pass
     return timed
 
 
@@ -148,24 +169,23 @@ class StatsdMetrics:
     def __call__(self, environ: Dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if self.client is None:
             return self.app(environ, start_response)
-        started = time.perf_counter()
-        method = str(environ.get("REQUEST_METHOD", ""))
-        environ.setdefault(keys.SUBREQUESTS, [])
-
-        def done() -> None:
-            self._send(environ, method, (time.perf_counter() - started) * 1000)
-
+        if keys.SUBREQUESTS not in environ:
+            environ[keys.SUBREQUESTS] = []
+        response = _Measured(self, environ, time.perf_counter())
         try:
-            result = self.app(environ, start_response)
+            response.result = self.app(environ, start_response)
         except BaseException:
-            done()
+            response.close()
             raise
-        return ClosingIterator(result, done)
+        return response
 
-    def _send(self, environ: Mapping[str, Any], method: str, elapsed_ms: float) -> None:
+    def _send(self, environ: Mapping[str, Any], method: str, elapsed_ms: float,
+              timers: Sequence[Tuple[str, float]] = ()) -> None:
         """All metrics of one response in one packet (a pipeline is per request, so no sharing across threads)."""
         try:
             pipe = self.client.pipeline()
+            for name, backend_ms in timers:
+                pipe.timing(name, backend_ms)
             _count(pipe, environ, method)
             for entry in list(environ.get(keys.SUBREQUESTS) or ()):
                 sub_environ = entry.get("environ") or {}
@@ -174,6 +194,43 @@ class StatsdMetrics:
             pipe.send()
         except Exception:  # metrics never break a response
             pass
+
+
+class _Measured:
+    """The app's response iterable; ``close()`` (called by the server once the body is sent) sends the metrics."""
+
+    __slots__ = ("_layer", "_environ", "_method", "_started", "_pending", "_token", "result", "_closed")
+
+    def __init__(self, layer: StatsdMetrics, environ: Dict[str, Any], started: float) -> None:
+        self._layer = layer
+        self._environ = environ
+        self._method = str(environ.get("REQUEST_METHOD", ""))
+        self._started = started
+        self._pending = _Pending(layer.client)
+        self._token = _pending.set(self._pending)
+        self.result: Iterable[bytes] = ()
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.result)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            close = getattr(self.result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            pending = self._pending
+            pending.open = False
+            try:
+                _pending.reset(self._token)
+            except ValueError:  # closed from another context than the one that called the app
+                pass
+            self._layer._send(self._environ, self._method, (time.perf_counter() - self._started) * 1000,
+                              pending.timers)
 
 
 def _count(pipe: Any, environ: Mapping[str, Any], method: str) -> None:
