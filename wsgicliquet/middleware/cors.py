@@ -22,6 +22,7 @@ Not for: cookie-credentialed CORS (no ``Access-Control-Allow-Credentials``); the
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -48,6 +49,7 @@ Headers = List[Tuple[str, str]]
 
 _ORDER = {method: index for index, method in enumerate(STANDARD_METHODS)}
 
+_IF_PRESENT = frozenset(name.lower() for name in EXPOSED_IF_PRESENT)
 _OWN_HEADERS = frozenset({"access-control-allow-origin", "access-control-expose-headers", "vary"})
 _PREFLIGHT_KEYS = ("HTTP_ORIGIN", "HTTP_ACCESS_CONTROL_REQUEST_METHOD", "HTTP_ACCESS_CONTROL_REQUEST_HEADERS")
 
@@ -67,6 +69,14 @@ class Cors:
         self.methods = [method.upper() for method in methods]
         self.vary = list(vary) + (["Origin"] if origins and not self.any_origin else [])
         self.enabled = bool(origins or vary)
+        # The merged header values of the common case (the app sent neither Vary nor CORS headers of its own).
+        self._vary_value = ", ".join(_unique(self.vary)) or None
+        self._exposed_value = ", ".join(_unique(self.expose_headers))
+        # One value per combination of EXPOSED_IF_PRESENT headers (at most 2 ** 10 of them).
+        self._exposed_with = functools.lru_cache(maxsize=None)(self._exposed_of)
+
+    def _exposed_of(self, found: Tuple[str, ...]) -> str:
+        return ", ".join(_unique(self.expose_headers + list(found)))
 
     @classmethod
     def from_settings(cls, app: Callable, settings: Mapping[str, Any]) -> "Cors":
@@ -98,26 +108,38 @@ class Cors:
     def _decorate(self, headers: Headers, allowed: Optional[str]) -> Headers:
         """The response headers with ``Vary`` merged and, for an allowed origin, the CORS headers."""
         result: Headers = []
-        vary: List[str] = []
-        exposed: List[str] = list(self.expose_headers) if allowed else []
-        present = set()
+        vary: Optional[List[str]] = None
+        exposed: Optional[List[str]] = None
         for name, value in headers:
             lowered = name.lower()
             if lowered not in _OWN_HEADERS:
                 result.append((name, value))
-                present.add(lowered)
+                if allowed and exposed is None and lowered in _IF_PRESENT:
+                    exposed = []
             elif lowered == "vary":
-                vary.extend(item.strip() for item in value.split(",") if item.strip())
+                vary = (vary or []) + [item.strip() for item in value.split(",") if item.strip()]
             elif lowered == "access-control-expose-headers" and allowed:
-                exposed.extend(item.strip() for item in value.split(",") if item.strip())
+                exposed = (exposed or []) + [item.strip() for item in value.split(",") if item.strip()]
         if allowed:
-            exposed.extend(name for name in EXPOSED_IF_PRESENT if name.lower() in present)
+            if exposed is None:
+                exposed_value = self._exposed_value
+            else:
+                present = {name.lower() for name, _ in result}
+                found = tuple(name for name in EXPOSED_IF_PRESENT if name.lower() in present)
+                if exposed:  # the app exposes headers of its own
+                    exposed_value = ", ".join(_unique(self.expose_headers + exposed + list(found)))
+                else:
+                    exposed_value = self._exposed_with(found)
             result.append(("Access-Control-Allow-Origin", allowed))
-            result.append(("Access-Control-Expose-Headers", ", ".join(_unique(exposed))))
-        if "*" not in vary:
-            vary.extend(self.vary)
-        if vary:
-            result.append(("Vary", ", ".join(_unique(vary))))
+            result.append(("Access-Control-Expose-Headers", exposed_value))
+        if vary is None:
+            if self._vary_value:
+                result.append(("Vary", self._vary_value))
+        else:
+            if "*" not in vary:
+                vary.extend(self.vary)
+            if vary:
+                result.append(("Vary", ", ".join(_unique(vary))))
         return result
 
     def _preflight(self, environ: Dict[str, Any], start_response: Callable, origin: str,
