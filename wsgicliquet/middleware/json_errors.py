@@ -54,6 +54,10 @@ class JsonErrors:
         self.app = app
         self.enabled = enabled
         self.prefixes = None if paths is None else tuple(_prefix(path) for path in paths)
+        # governs() in two string operations: a path equal to a prefix, or below one ("" governs every path).
+        self._everything = self.prefixes is None or "" in self.prefixes
+        self._exact = frozenset(self.prefixes or ())
+        self._below = tuple(prefix + "/" for prefix in self.prefixes or ())
         self.retry_after_seconds = retry_after_seconds
         self.error_info_link = error_info_link
 
@@ -65,10 +69,10 @@ class JsonErrors:
 
     def governs(self, environ: Mapping[str, Any]) -> bool:
         """True when errors of this request get the JSON format."""
-        if self.prefixes is None or keys.API_PREFIX in environ:
+        if self._everything or keys.API_PREFIX in environ:
             return True
         path = environ.get("PATH_INFO") or "/"
-        return any(prefix == "" or path == prefix or path.startswith(prefix + "/") for prefix in self.prefixes)
+        return path in self._exact or path.startswith(self._below)
 
     def __call__(self, environ: Dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         if not self.enabled:
@@ -153,6 +157,8 @@ class JsonErrors:
 
 class _Prefetched:
     """The app's body with its first chunk already read; ``close()`` reaches the app's iterable."""
+
+    __slots__ = ("_first", "_rest", "_result")
 
     def __init__(self, first: Sequence[bytes], rest: Iterator[bytes], result: Iterable[bytes]) -> None:
         self._first = first
