@@ -17,7 +17,7 @@ import pytest
 
 from wsgicliquet import postgresql as pg
 from wsgicliquet.storage import COMPARISON, BackendError, Filter, Sort, UnicityError
-from wsgicliquet.storage.postgresql import Storage
+from wsgicliquet.storage.postgresql import SCHEMA_VERSION, Storage
 from wsgicliquet.storage.testing import StorageContract
 
 pytestmark = pytest.mark.postgresql
@@ -106,7 +106,7 @@ def test_unmigrated_database_names_the_migrate_command(empty_schema_url: str) ->
     storage.initialize_schema()  # idempotent
     assert storage.get_all(C, P) == ([], 0)
     rows = admin_execute(empty_schema_url, "SELECT name, value FROM never_migrated.metadata")
-    assert rows == [("wsgicliquet.storage.schema_version", "1")]
+    assert rows == [("wsgicliquet.storage.schema_version", str(SCHEMA_VERSION))]
 
 
 def test_migrations_apply_in_order_once(empty_schema_url: str) -> None:
@@ -129,6 +129,22 @@ def test_first_migration_refuses_foreign_tables(empty_schema_url: str) -> None:
     with pytest.raises(pg.SchemaError, match="'records' exists but was not created by wsgicliquet"):
         storage.initialize_schema()
     assert admin_execute(empty_schema_url, "SELECT to_regclass('never_migrated.timestamps')") == [(None,)]
+
+
+def test_upgrade_from_version_1_keeps_the_records(empty_schema_url: str) -> None:
+    from wsgicliquet.storage.postgresql import MIGRATIONS
+
+    client = pg.Client(empty_schema_url, pool_size=2)
+    assert pg.migrate(client, "storage", MIGRATIONS[:1]) == ["storage 1"]
+    admin_execute(empty_schema_url, "INSERT INTO never_migrated.records VALUES ('c', 'p', 'old', 5, FALSE, '{\"a\": 1}');"
+                  "INSERT INTO never_migrated.timestamps VALUES ('c', 'p', 5)")
+    storage = Storage(client)
+    storage.initialize_schema()
+    assert storage.get_all("c", "p") == ([{"id": "old", "last_modified": 5, "a": 1}], 1)
+    with pytest.raises(UnicityError):
+        storage.create("c", "p", {"id": "old"})
+    assert storage.create("c", "p", {"a": 1}, unique_fields=["b"])["last_modified"] > 5
+    client.close()
 
 
 def test_backends_on_one_url_share_one_pool(pg_url: str) -> None:
@@ -220,6 +236,16 @@ def test_hostile_fields_and_values_give_correct_results(storage: Storage, text: 
     assert storage.get_all(C, P, filters=[Filter("title", text, COMPARISON.NOT)])[1] == 2
     assert storage.get_all(C, P, filters=[Filter(text, 1, COMPARISON.EQ)]) == ([], 0)
     assert storage.get_all(C, P)[1] == 2, "the table is still there"
+
+
+@pytest.mark.parametrize("text", [text for text in HOSTILE if "\x00" not in text and "\ud800" not in text])
+def test_hostile_unique_fields_are_checked(storage: Storage, text: str) -> None:
+    first = storage.create(C, P, {text: {text: text}})
+    with pytest.raises(UnicityError) as raised:
+        storage.create(C, P, {text: {text: text}}, unique_fields=["other", f"{text}.{text}"])
+    assert raised.value.field == f"{text}.{text}" and raised.value.record == first
+    storage.create(C, P, {text: {text: "other"}}, unique_fields=[f"{text}.{text}"])
+    assert storage.get_all(C, P)[1] == 2
 
 
 @pytest.mark.parametrize("pattern, expected", [

@@ -8,7 +8,8 @@ Tables (created by ``wsgicliquet migrate``; see docs/postgresql.md):
 
 Timestamps: every write first locks the partition's counter row (an upsert that changes nothing), then checks
 its conditions (``if_match``, ``if_absent``: the row read after the lock is the latest committed one) and
-unicity, then bumps the counter to ``GREATEST(counter + 1, candidate)`` and writes the row in one statement.  The row
+unicity, then bumps the counter to ``GREATEST(counter + 1, candidate)`` and writes the row; for one record all of
+this is one call of the ``wsgicliquet_write()`` function (one round trip, plans cached per connection).  The row
 lock is held until the transaction commits, so writers of one partition are serialized and commit order equals
 timestamp order; no two writes can ever get the same value (PROTOCOL.md §21.2-21.4).  Reads never write (§21.6).
 
@@ -49,6 +50,66 @@ MIGRATIONS: List[Migration] = [
         PRIMARY KEY (collection_id, parent_id)
     );
     """),
+    # One round trip per write (see _WRITE_ONE), and a partial index of the live records: counts for
+    # Total-Records become index-only scans and live pages skip tombstones.
+    (2, """
+    CREATE INDEX IF NOT EXISTS records_live_idx
+        ON records (collection_id, parent_id, last_modified DESC, id) WHERE NOT deleted;
+    CREATE OR REPLACE FUNCTION wsgicliquet_write(
+        p_action TEXT, p_cid TEXT, p_pid TEXT, p_id TEXT, p_data JSONB, p_candidate BIGINT,
+        p_if_match BIGINT, p_if_absent BOOLEAN, p_if_live BOOLEAN, p_paths JSONB, p_values JSONB)
+    RETURNS TABLE (tag INT, id TEXT, last_modified BIGINT, deleted BOOLEAN, data JSONB)
+    LANGUAGE plpgsql VOLATILE AS $$
+    #variable_conflict use_column
+    DECLARE
+        cur RECORD;
+        found_live BOOLEAN;
+        stamp BIGINT;
+        clash RECORD;
+    BEGIN
+        INSERT INTO timestamps AS t (collection_id, parent_id, last_modified) VALUES (p_cid, p_pid, 0)
+        ON CONFLICT (collection_id, parent_id) DO UPDATE SET last_modified = t.last_modified;
+        SELECT r.id, r.last_modified, r.deleted, r.data INTO cur FROM records r
+        WHERE r.collection_id = p_cid AND r.parent_id = p_pid AND r.id = p_id;
+        found_live := FOUND AND NOT cur.deleted;
+        IF (p_if_match IS NOT NULL AND NOT (found_live AND cur.last_modified = p_if_match))
+           OR (p_if_absent AND found_live) OR (p_if_live AND NOT found_live) THEN
+            IF cur.id IS NOT NULL THEN
+                RETURN QUERY SELECT -1, cur.id, cur.last_modified, cur.deleted, cur.data;
+            END IF;
+            RETURN QUERY SELECT 0, NULL::TEXT, NULL::BIGINT, NULL::BOOLEAN, NULL::JSONB;
+            RETURN;
+        END IF;
+        FOR i IN 1 .. coalesce(jsonb_array_length(p_values), 0) LOOP
+            EXECUTE format('SELECT id, last_modified, deleted, data FROM records WHERE collection_id = $1 '
+                           'AND parent_id = $2 AND NOT deleted AND id <> $3 AND data #> %L = $4 '
+                           'ORDER BY last_modified LIMIT 1',
+                           ARRAY(SELECT jsonb_array_elements_text(p_paths -> (i - 1))))
+            INTO clash USING p_cid, p_pid, p_id, p_values -> (i - 1);
+            IF clash.id IS NOT NULL THEN
+                RETURN QUERY SELECT i, clash.id, clash.last_modified, clash.deleted, clash.data;
+                RETURN;
+            END IF;
+        END LOOP;
+        UPDATE timestamps t SET last_modified = GREATEST(t.last_modified + 1,
+            COALESCE(p_candidate, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint))
+        WHERE t.collection_id = p_cid AND t.parent_id = p_pid
+        RETURNING t.last_modified INTO stamp;
+        IF p_action = 'write' THEN
+            INSERT INTO records AS r (collection_id, parent_id, id, last_modified, deleted, data)
+            VALUES (p_cid, p_pid, p_id, stamp, FALSE, p_data)
+            ON CONFLICT (collection_id, parent_id, id) DO UPDATE
+            SET last_modified = EXCLUDED.last_modified, deleted = FALSE, data = EXCLUDED.data;
+        ELSIF p_action = 'tombstone' THEN
+            UPDATE records r SET last_modified = stamp, deleted = TRUE, data = '{"deleted": true}'
+            WHERE r.collection_id = p_cid AND r.parent_id = p_pid AND r.id = p_id;
+        ELSE
+            DELETE FROM records r WHERE r.collection_id = p_cid AND r.parent_id = p_pid AND r.id = p_id;
+        END IF;
+        RETURN QUERY SELECT -2, NULL::TEXT, stamp, NULL::BOOLEAN, NULL::JSONB;
+    END
+    $$;
+    """),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -67,24 +128,16 @@ UPDATE timestamps SET last_modified = GREATEST(last_modified + %(count)s,
 WHERE collection_id = %(cid)s AND parent_id = %(pid)s
 RETURNING last_modified
 """
-_WRITE = f"""
-WITH ts AS ({_BUMP})
-INSERT INTO records (collection_id, parent_id, id, last_modified, deleted, data)
-SELECT %(cid)s, %(pid)s, %(id)s, ts.last_modified, FALSE, %(data)s FROM ts
-ON CONFLICT (collection_id, parent_id, id) DO UPDATE
-SET last_modified = EXCLUDED.last_modified, deleted = FALSE, data = EXCLUDED.data
-RETURNING last_modified
-"""
-_TOMBSTONE = f"""
-WITH ts AS ({_BUMP})
-UPDATE records SET last_modified = ts.last_modified, deleted = TRUE, data = '{_TOMBSTONE_DATA}'
-FROM ts WHERE collection_id = %(cid)s AND parent_id = %(pid)s AND id = %(id)s
-RETURNING records.last_modified
-"""
-_REMOVE = f"""
-WITH ts AS ({_BUMP})
-DELETE FROM records WHERE collection_id = %(cid)s AND parent_id = %(pid)s AND id = %(id)s
-RETURNING (SELECT last_modified FROM ts)
+# Every single-record write is one round trip: wsgicliquet_write() (migration 2) takes the partition lock, reads the
+# target row, checks the conditions and unique fields, and only when nothing blocks bumps the counter and writes.  A
+# VOLATILE plpgsql function takes a fresh snapshot for each of its statements (READ COMMITTED), so everything read
+# after the lock is the latest committed state; its plans are cached per connection.  It answers tagged rows:
+# written (the new timestamp), else the target row and "refused" (a condition failed), or the unique field clash.
+_TAG_WRITTEN, _TAG_CURRENT, _TAG_REFUSED = -2, -1, 0
+_WRITE_ONE = """
+SELECT tag, id, last_modified, deleted, data FROM wsgicliquet_write(
+    %(action)s, %(cid)s, %(pid)s, %(id)s, %(data)s, %(candidate)s, %(if_match)s, %(if_absent)s, %(if_live)s,
+    %(paths)s, %(values)s)
 """
 _GET = """
 SELECT id, last_modified, deleted, data FROM records
@@ -383,36 +436,39 @@ class Storage(StorageBase):
     def _lock(self, collection_id: str, parent_id: str) -> None:
         self._execute(_LOCK, {"cid": collection_id, "pid": parent_id})
 
-    def _live(self, collection_id: str, parent_id: str, object_id: str) -> Optional[Record]:
-        current = self._current(collection_id, parent_id, object_id)
-        return current if current is not None and not current.get("deleted") else None
-
-    def _current(self, collection_id: str, parent_id: str, object_id: str) -> Optional[Record]:
-        """The live record, else its tombstone, else None."""
-        row = self._execute(_GET, {"cid": collection_id, "pid": parent_id, "id": object_id}, fetch="one")
-        return _record(*row) if row is not None else None
-
-    def _check_unique(self, collection_id: str, parent_id: str, object_id: str, record: Record,
-                      unique_fields: Sequence[str]) -> None:
+    def _write_one(self, action: str, collection_id: str, parent_id: str, object_id: str, *,
+                   data: Optional[Record] = None, candidate: Optional[int] = None, if_match: Optional[int] = None,
+                   if_absent: bool = False, if_live: bool = False, unique_fields: Sequence[str] = (),
+                   refused: Callable[[Optional[Record]], None]) -> int:
+        """Run ``wsgicliquet_write()`` and return the new timestamp; when the write was refused, ``refused`` is
+        called with the target row (live record, tombstone or None) and must raise, else the oldest holder of
+        the first clashing unique field raises :class:`UnicityError`."""
+        fields: List[str] = []
+        paths: List[List[str]] = []
+        values: List[Any] = []
         for field in unique_fields:
-            value = _dig(record, field)
-            if field in ("id", "last_modified") or value is None:
-                continue
-            # The oldest holder of the value, as the memory backend reports it.
-            query = sql.SQL("SELECT id, last_modified, deleted, data FROM records "
-                            "WHERE collection_id = {} AND parent_id = {} AND NOT deleted AND id <> {} AND {} "
-                            "ORDER BY last_modified LIMIT 1").format(
-                _Literal(collection_id), _Literal(parent_id), _Literal(object_id),
-                _condition(Filter(field, value, COMPARISON.EQ)))
-            row = self._execute(query, fetch="one")
-            if row is not None:
-                raise UnicityError(field, _record(*row))
-
-    def _write(self, collection_id: str, parent_id: str, object_id: str, data: Record,
-               candidate: Optional[int]) -> int:
-        params = {"cid": collection_id, "pid": parent_id, "id": object_id, "data": Json(data),
-                  "candidate": candidate, "count": 1}
-        return self._execute(_WRITE, params, fetch="one")[0]
+            value = _dig(data, field) if data is not None else None
+            path = field.split(".")
+            if field in ("id", "last_modified") or value is None or not _storable(path) or not _storable(value):
+                continue  # no stored value can clash (the write itself refuses what PostgreSQL cannot hold)
+            fields.append(field)
+            paths.append(path)
+            values.append(value)
+        params = {"action": action, "cid": collection_id, "pid": parent_id, "id": object_id, "data": Json(data),
+                  "candidate": candidate, "if_match": if_match, "if_absent": if_absent, "if_live": if_live,
+                  "paths": Json(paths) if fields else None, "values": Json(values) if fields else None}
+        with self.client.transaction():
+            self._ready()
+            rows = self._execute(_WRITE_ONE, params, fetch="all")
+        tags = {row[0]: row for row in rows}
+        if _TAG_WRITTEN in tags:
+            return tags[_TAG_WRITTEN][2]
+        current = tags.get(_TAG_CURRENT)
+        if _TAG_REFUSED in tags:
+            refused(_record(*current[1:]) if current is not None else None)
+            raise AssertionError("A refused write must raise")  # pragma: no cover
+        tag = min(tags.keys() - {_TAG_CURRENT})
+        raise UnicityError(fields[tag - 1], _record(*tags[tag][1:]))
 
     def create(self, collection_id: str, parent_id: str, record: Record, *,
                id_generator: Optional[Callable[[], str]] = None,
@@ -422,14 +478,12 @@ class Storage(StorageBase):
         if object_id is None:
             object_id = (id_generator or _uuid4)()
         candidate = _as_ms(data.pop("last_modified", None))
-        with self.client.transaction():
-            self._ready()
-            self._lock(collection_id, parent_id)
-            existing = self._live(collection_id, parent_id, object_id)
-            if existing is not None:
-                raise UnicityError("id", existing)
-            self._check_unique(collection_id, parent_id, object_id, data, unique_fields)
-            timestamp = self._write(collection_id, parent_id, object_id, data, candidate)
+
+        def refused(existing: Optional[Record]) -> None:
+            raise UnicityError("id", existing)
+
+        timestamp = self._write_one("write", collection_id, parent_id, object_id, data=data, candidate=candidate,
+                                    if_absent=True, unique_fields=unique_fields, refused=refused)
         return _record(object_id, timestamp, False, data)
 
     def get(self, collection_id: str, parent_id: str, object_id: str, *,
@@ -447,27 +501,24 @@ class Storage(StorageBase):
         data = dict(record)
         data.pop("id", None)
         data.pop("last_modified", None)
-        with self.client.transaction():
-            self._ready()
-            self._lock(collection_id, parent_id)
-            if if_match is not None or if_absent:
-                check_conditions(self._current(collection_id, parent_id, object_id), if_match, if_absent)
-            self._check_unique(collection_id, parent_id, object_id, data, unique_fields)
-            timestamp = self._write(collection_id, parent_id, object_id, data, None)
+
+        def refused(current: Optional[Record]) -> None:
+            check_conditions(current, if_match, if_absent)
+
+        timestamp = self._write_one("write", collection_id, parent_id, object_id, data=data, if_match=if_match,
+                                    if_absent=if_absent, unique_fields=unique_fields, refused=refused)
         return _record(object_id, timestamp, False, data)
 
     def delete(self, collection_id: str, parent_id: str, object_id: str, *, with_deleted: bool = True,
                last_modified: Optional[int] = None, if_match: Optional[int] = None) -> Record:
-        params = {"cid": collection_id, "pid": parent_id, "id": object_id, "candidate": _as_ms(last_modified),
-                  "count": 1}
-        with self.client.transaction():
-            self._ready()
-            self._lock(collection_id, parent_id)
+        def refused(current: Optional[Record]) -> None:
             if if_match is not None:
-                check_conditions(self._current(collection_id, parent_id, object_id), if_match)
-            elif self._live(collection_id, parent_id, object_id) is None:
-                raise RecordNotFoundError(object_id)
-            timestamp = self._execute(_TOMBSTONE if with_deleted else _REMOVE, params, fetch="one")[0]
+                check_conditions(current, if_match)
+            raise RecordNotFoundError(object_id)
+
+        timestamp = self._write_one("tombstone" if with_deleted else "remove", collection_id, parent_id, object_id,
+                                    candidate=_as_ms(last_modified), if_match=if_match,
+                                    if_live=if_match is None, refused=refused)
         return _record(object_id, timestamp, True, {})
 
     def delete_all(self, collection_id: str, parent_id: str, filters: Sequence[Filter] = (), *,
