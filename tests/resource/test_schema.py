@@ -117,3 +117,44 @@ def test_uuid4_generates_matching_ids():
     generator = UUID4()
     ids = {generator() for _ in range(50)}
     assert len(ids) == 50 and all(generator.match(value) for value in ids)
+
+
+FAST_SCHEMAS = [
+    pytest.param({"type": "object", "properties": {
+        "title": {"type": "string", "maxLength": 3, "minLength": 1}, "position": {"type": "integer"},
+        "done": {"type": "boolean", "default": False}, "tags": {"type": "array", "items": {"type": "string"}}},
+        "required": ["title"]}, id="task"),
+    pytest.param({"type": "object", "properties": {
+        "n": {"type": ["number", "null"], "minimum": 0, "maximum": 2.5}, "kind": {"enum": ["a", "b"]},
+        "list": {"type": "array", "minItems": 1, "maxItems": 2}, "o": {"type": "object", "properties": {
+            "x": {"type": "integer"}}, "required": ["x"], "additionalProperties": False}},
+        "additionalProperties": False}, id="bounds-enum-nested"),
+    pytest.param({"$schema": "http://json-schema.org/draft-04/schema#", "type": "object",
+                  "properties": {"n": {"type": "integer", "maximum": 3}}}, id="draft-4"),
+    pytest.param({"type": "object", "properties": {"u": {"type": "string", "format": "uri"},
+                                                   "p": {"type": "string", "pattern": "^a"}}}, id="not-compiled"),
+]
+
+_JSON_VALUES = [None, True, False, 0, 1, 1.0, 2.5, 3, -1, 10**20, "", "a", "abcd", "ab", [], ["a"], ["a", 1],
+                ["a", "b", "c"], {}, {"x": 1}, {"x": 1.0}, {"x": "1"}, {"x": 1, "y": 2}]
+
+
+@pytest.mark.parametrize("schema", FAST_SCHEMAS)
+def test_fast_path_answers_exactly_like_jsonschema(schema):
+    """Every record, valid or not, gets the same answer (record or problems) with and without the fast path."""
+    import itertools
+
+    fast, slow = RecordSchema(schema, preserve_unknown=True), RecordSchema(schema, preserve_unknown=True)
+    assert (fast._surely_valid is None) == ("format" in str(schema))
+    slow._surely_valid = None
+    fields = ["title", "position", "done", "tags", "n", "kind", "list", "o", "u", "p", "extra"]
+    for field, other in itertools.product(fields, fields[::3]):
+        for value in _JSON_VALUES:
+            data = {field: value, other: "a"}
+            outcomes = []
+            for compiled in (fast, slow):
+                try:
+                    outcomes.append(("valid", compiled.validate(data)))
+                except HTTPError as error:
+                    outcomes.append(("invalid", error.body["details"]))
+            assert outcomes[0] == outcomes[1], data
