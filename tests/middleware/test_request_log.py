@@ -230,6 +230,31 @@ def test_fields_that_do_not_serialize_are_logged_as_strings(capture: Capture) ->
     assert fields["mixed"] == '["a",1]'
 
 
+@pytest.mark.parametrize("context", [
+    pytest.param({}, id="plain"),
+    pytest.param({"note": "été \u2028 \x00\x1f \"q\" \\ 😀"}, id="unicode-and-control-characters"),
+    pytest.param({"ratio": 1e16, "small": 0.1, "nan": float("nan")}, id="floats"),
+    pytest.param({"huge": 2 ** 70, "negative": -2 ** 63, "flag": True}, id="big-integers"),
+    pytest.param({"surrogate": "\ud800"}, id="lone-surrogate"),
+    pytest.param({"tags": ["a", "é"], "when": datetime.date(2026, 1, 2)}, id="lists-and-objects"),
+])
+def test_summary_line_is_what_the_json_formatter_renders(capture: Capture, context: Dict[str, Any]) -> None:
+    """Summaries are rendered by a direct path: byte for byte the line of JsonFormatter.format."""
+    def app(environ: Dict[str, Any], start_response: Any) -> List[bytes]:
+        environ[keys.LOG_CONTEXT] = context
+        start_response("200 OK", [])
+        return [b""]
+
+    records: List[logging.LogRecord] = []
+    capture.emit = records.append  # type: ignore[method-assign]
+    client(app, project_name="myapp").get("/?a=1")
+    [record] = records
+    formatter = MozlogFormatter(logger_name="myapp")
+    generic = super(MozlogFormatter, formatter).format(record)
+    assert formatter.format(record) == generic
+    assert record.getMessage() == generic
+
+
 def test_a_broken_handler_never_breaks_the_request(capture: Capture) -> None:
     class Broken(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
