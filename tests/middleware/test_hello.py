@@ -216,3 +216,18 @@ def test_filter_factory():
     app = filter_factory({"project_name": "paste"}, project_version="3.0.1")(bare_app)
     body = webtest.TestApp(app, lint=True).get("/").json
     assert (body["project_name"], body["project_version"], body["http_api_version"]) == ("paste", "3.0.1", "3.0")
+
+
+def test_repeated_requests_follow_the_user_host_and_capabilities():
+    """Bodies are remembered per URL and user: a change of any of them, or a new capability, shows."""
+    hello = Hello(bare_app)
+    app = webtest.TestApp(authenticated(hello), lint=True)
+    anonymous = webtest.TestApp(hello, lint=True)
+    assert app.get("/").json["user"]["id"] == "basicauth:c2c5"
+    assert "user" not in anonymous.get("/").json
+    assert webtest.TestApp(authenticated(hello, userid="basicauth:other"), lint=True).get("/").json["user"] == {
+        "id": "basicauth:other", "principals": ["system.Everyone", "system.Authenticated", "basicauth:other"]}
+    assert app.get("/", headers={"Host": "example.com"}).json["url"] == "http://example.com/"
+    assert app.get("/").json["url"] == "http://localhost/"
+    hello.add_capability("quotas", "Quotas", "https://docs/quotas")
+    assert list(app.get("/").json["capabilities"]) == ["quotas"]

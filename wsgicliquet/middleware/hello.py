@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from wsgicliquet import environ as keys
 from wsgicliquet.errors import ERRORS, JSON_CONTENT_TYPE, HTTPError
@@ -41,6 +41,7 @@ PUBLIC_SETTINGS: List[str] = ["batch_max_requests", "readonly"]
 """Names of the settings shown in ``settings``; ``cliquet.X`` / ``<project>.X`` show setting X under that key."""
 
 _ALLOWED = "GET, HEAD, OPTIONS"
+_CACHE_SIZE = 1024
 
 
 def _capability(description: str, url: str, extra: Mapping[str, Any]) -> Dict[str, Any]:
@@ -103,6 +104,8 @@ class Hello:
             if "description" not in capability or "url" not in capability:
                 raise ConfigurationError(f"The capability {identifier!r} needs a description and a url")
             _register(self.capabilities, identifier, capability)
+        # Rendered bodies by (URL, user id, principals): nothing else varies between configuration changes.
+        self._bodies: Dict[Tuple[Any, ...], bytes] = {}
 
     @classmethod
     def from_settings(cls, app: WSGIApp, settings: Mapping[str, Any]) -> "Hello":
@@ -115,6 +118,7 @@ class Hello:
     def add_capability(self, identifier: str, description: str, url: str, **extra: Any) -> None:
         """Announce a capability in this hello view; a duplicate id is a :class:`ConfigurationError`."""
         _register(self.capabilities, identifier, _capability(description, url, extra))
+        self._bodies = {}
 
     def __call__(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") not in ("/", ""):
@@ -125,15 +129,39 @@ class Hello:
         environ[keys.VIEW] = "hello"
         if method not in ("GET", "HEAD"):
             return HTTPError(405, ERRORS.METHOD_NOT_ALLOWED, headers=[("Allow", _ALLOWED)])(environ, start_response)
-        payload = json.dumps(self.describe(environ)).encode("utf-8")
+        payload = self._payload(environ)
         start_response("200 OK", [("Content-Type", JSON_CONTENT_TYPE), ("Content-Length", str(len(payload)))])
         return [b""] if method == "HEAD" else [payload]
 
+    def _payload(self, environ: Mapping[str, Any]) -> bytes:
+        """The JSON of :meth:`describe`, remembered per URL and user (a subclass's own describe() is not)."""
+        if type(self).describe is not Hello.describe:
+            return json.dumps(self.describe(environ)).encode("utf-8")
+        url = self._url(environ)
+        userid = environ.get(keys.USERID)
+        key = (url, userid, tuple(environ.get(keys.PRINCIPALS) or ()) if userid else None)
+        try:
+            payload = self._bodies.get(key)
+        except TypeError:  # principals that are not strings
+            return json.dumps(self._describe(environ, url)).encode("utf-8")
+        if payload is None:
+            payload = json.dumps(self._describe(environ, url)).encode("utf-8")
+            if len(self._bodies) >= _CACHE_SIZE:
+                self._bodies.clear()
+            self._bodies[key] = payload
+        return payload
+
+    def _url(self, environ: Mapping[str, Any]) -> str:
+        return absolute_url(environ, environ.get("SCRIPT_NAME", "") + "/", http_scheme=self.http_scheme,
+                            http_host=self.http_host)
+
     def describe(self, environ: Mapping[str, Any]) -> Dict[str, Any]:
         """The hello body for this request (its URL and user vary per request)."""
+        return self._describe(environ, self._url(environ))
+
+    def _describe(self, environ: Mapping[str, Any], url: str) -> Dict[str, Any]:
         body = dict(self.fields)
-        body["url"] = absolute_url(environ, environ.get("SCRIPT_NAME", "") + "/",
-                                   http_scheme=self.http_scheme, http_host=self.http_host)
+        body["url"] = url
         if self.eos is not None:
             body["eos"] = self.eos
         body["settings"] = self.settings
