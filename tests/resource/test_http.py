@@ -5,6 +5,7 @@ import io
 import json
 
 import pytest
+import webtest
 from webob import Request
 
 from wsgicliquet.resource.app import ResourceApp
@@ -249,3 +250,29 @@ def test_id_generator_setting(make_app):
     app.put_json("/notes/my-note_1", {"data": {}}, status=201)
     with pytest.raises(ConfigurationError):
         make_app(resources=[Note], id_generator="wsgicliquet.resource.generators:nothing")
+
+
+class Nested(Resource):
+    """A nested resource whose partition is built from the URL placeholders (and which spoils them afterwards)."""
+
+    schema = {"type": "object", "properties": {"folder": {"type": "string"}}}
+    collection_path = "/folders/{folder_id}/items"
+    record_path = "/folders/{folder_id}/items/{id}"
+
+    def get_parent_id(self, request):
+        parent_id = super().get_parent_id(request)
+        self.matchdict["folder_id"] = "spoiled"  # the router's remembered match must not see this
+        return parent_id
+
+
+def test_remembered_routes_answer_each_path_afresh():
+    app = webtest.TestApp(ResourceApp([Nested], load_settings({}), storage=MemoryStorage()),
+                          extra_environ=as_user(ALICE))
+    for round_ in range(2):
+        for folder in ("a", "b"):
+            assert len(app.get(f"/folders/{folder}/items").json["data"]) == round_
+            created = app.post_json(f"/folders/{folder}/items", {"data": {"folder": folder}}, status=201).json["data"]
+            assert app.get(f"/folders/{folder}/items/{created['id']}").json["data"]["folder"] == folder
+    assert len(app.get("/folders/a/items").json["data"]) == 2
+    for _ in range(2):
+        app.get("/folders/a/items/x/y", status=404)

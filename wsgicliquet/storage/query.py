@@ -374,7 +374,11 @@ def keyset_rules(last_record: Record, sorting: Sequence[Sort]) -> List[List[Filt
 def copy_record(value: Any) -> Any:
     """A deep copy of a JSON value (much faster than :func:`copy.deepcopy` for plain dicts and lists)."""
     if isinstance(value, dict):
-        return {key: item if type(item) in _ATOMS else copy_record(item) for key, item in value.items()}
+        copy = dict(value)  # in C; then only the nested values are replaced (same keys: iteration stays valid)
+        for key, item in copy.items():
+            if type(item) not in _ATOMS:
+                copy[key] = copy_record(item)
+        return copy
     if isinstance(value, list):
         return [item if type(item) in _ATOMS else copy_record(item) for item in value]
     return value
