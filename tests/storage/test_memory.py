@@ -1,10 +1,12 @@
 """The memory storage backend: the shared contract suite, plus what only memory promises."""
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from wsgicliquet.backends import clear_backends, load_backend
-from wsgicliquet.storage import COMPARISON, Filter, Sort, query
+from wsgicliquet.storage import COMPARISON, Filter, Sort, UnicityError, query
 from wsgicliquet.storage.memory import Storage
 from wsgicliquet.storage.testing import StorageContract
 
@@ -89,3 +91,48 @@ def test_timestamp_walk_answers_like_a_full_scan(busy, direction, include_delete
             got = storage.get_all("c", "p", filters=filters, sorting=sorting, pagination_rules=rules, limit=limit,
                                   include_deleted=include_deleted)
             assert got == expected
+
+
+def _expected_conflict(storage, record, unique_fields, exclude=None):
+    """The brute-force answer: the oldest other live record holding a JSON-equal value of a unique field."""
+    live, _ = storage.get_all("c", "p", sorting=[Sort("last_modified", 1)])
+    for field in unique_fields:
+        value = query.resolve(record, field)
+        if value is query.MISSING or value is None:
+            continue
+        for other in live:
+            if other["id"] != exclude and query.json_equal(query.resolve(other, field), value):
+                return field, other
+    return None
+
+
+def test_unique_index_answers_like_a_full_scan():
+    rnd = random.Random(7)
+    values = [None, 1, 1.0, True, "a", "b", [1], {"x": 1}, {"x": True}]
+    storage = Storage()
+    storage.create("c", "p", {"id": "early", "email": "a", "author": {"name": 1}})  # indexed later, on first use
+    ids = ["early"]
+    for step in range(600):
+        unique_fields = rnd.choice([["email"], ["author.name"], ["email", "author.name"], []])
+        record = {"email": rnd.choice(values), "author": {"name": rnd.choice(values)}}
+        action = rnd.choice(["create", "update", "delete", "delete_all"] if ids else ["create"])
+        if action == "delete":
+            ids.remove(victim := rnd.choice(ids))
+            storage.delete("c", "p", victim)
+            continue
+        if action == "delete_all":
+            doomed = storage.delete_all("c", "p", [Filter("email", rnd.choice(values[1:]), COMPARISON.EQ)])
+            ids = [object_id for object_id in ids if object_id not in {tomb["id"] for tomb in doomed}]
+            continue
+        object_id = rnd.choice(ids) if action == "update" else f"r{step}"
+        expected = _expected_conflict(storage, record, unique_fields, exclude=object_id)
+        try:
+            if action == "update":
+                storage.update("c", "p", object_id, record, unique_fields=unique_fields)
+            else:
+                storage.create("c", "p", dict(record, id=object_id), unique_fields=unique_fields)
+                ids.append(object_id)
+            got = None
+        except UnicityError as error:
+            got = (error.field, error.record)
+        assert got == expected, (step, action, record, unique_fields)

@@ -15,11 +15,11 @@ import itertools
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from . import (COMPARISON, Filter, PreconditionFailed, Record, RecordNotFoundError, Sort, Storage as StorageBase,
                UnicityError, check_conditions)
-from .query import MISSING, apply, compile_filters, compile_rules, copy_record, json_equal, resolve
+from .query import MISSING, apply, compile_filters, compile_rules, copy_record, json_key, resolve
 
 __all__ = ["Storage"]
 
@@ -37,15 +37,53 @@ def _is_live(record: Record) -> bool:
 
 
 class _Partition:
-    """The records, tombstones and timestamp counter of one ``(collection_id, parent_id)``."""
+    """The records, tombstones and timestamp counter of one ``(collection_id, parent_id)``.
 
-    __slots__ = ("records", "tombstones", "counter", "lock")
+    ``unique`` indexes the live records by the value of each field that a write declared unique (built on first
+    use, then kept up to date by every write): JSON key of the value -> ids of the records holding it.
+    """
+
+    __slots__ = ("records", "tombstones", "counter", "lock", "unique")
 
     def __init__(self) -> None:
         self.records: Dict[str, Record] = {}
         self.tombstones: Dict[str, Record] = {}
         self.counter = 0
         self.lock = threading.Lock()
+        self.unique: Dict[str, Dict[Any, Set[str]]] = {}
+
+    def store(self, object_id: str, record: Record) -> None:
+        """Put a live record at the end (the newest), replacing its previous version and tombstone."""
+        self.tombstones.pop(object_id, None)
+        self.remove(object_id)  # re-inserted at the end: dict order stays timestamp order
+        self.records[object_id] = record
+        for field, index in self.unique.items():
+            key = _unique_key(record, field)
+            if key is not None:
+                index.setdefault(key, set()).add(object_id)
+
+    def remove(self, object_id: str) -> None:
+        """Take a live record out (no tombstone), if present."""
+        record = self.records.pop(object_id, None)
+        if record is None:
+            return
+        for field, index in self.unique.items():
+            key = _unique_key(record, field)
+            holders = index.get(key) if key is not None else None
+            if holders is not None:
+                holders.discard(object_id)
+                if not holders:
+                    del index[key]
+
+    def _index(self, field: str) -> Dict[Any, Set[str]]:
+        index = self.unique.get(field)
+        if index is None:
+            index = self.unique[field] = {}
+            for object_id, record in self.records.items():
+                key = _unique_key(record, field)
+                if key is not None:
+                    index.setdefault(key, set()).add(object_id)
+        return index
 
     def next_timestamp(self, candidate: Optional[int] = None) -> int:
         """D1: ``max(candidate, counter + 1)``; the caller holds the lock and writes before releasing it."""
@@ -70,13 +108,22 @@ class _Partition:
         return copy_record(found) if found is not None else None
 
     def check_unique(self, record: Record, unique_fields: Sequence[str], exclude: Optional[str] = None) -> None:
+        """UnicityError naming the oldest other live record holding an equal value of a unique field."""
         for field in unique_fields:
-            value = resolve(record, field)
-            if value is MISSING or value is None:
+            key = _unique_key(record, field)
+            if key is None:
                 continue
-            for other_id, other in self.records.items():
-                if other_id != exclude and json_equal(resolve(other, field), value):
-                    raise UnicityError(field, copy_record(other))
+            others = [self.records[other_id] for other_id in self._index(field).get(key, ()) if other_id != exclude]
+            if others:
+                raise UnicityError(field, copy_record(min(others, key=_last_modified)))
+
+
+def _unique_key(record: Record, field: str) -> Any:
+    """The index key of a record's value of ``field``; None when absent or null (never in conflict)."""
+    value = resolve(record, field)
+    if value is MISSING or value is None:
+        return None
+    return json_key(value)
 
 
 _UPPER = (COMPARISON.LT, COMPARISON.MAX, COMPARISON.EQ)
@@ -191,8 +238,7 @@ class Storage(StorageBase):
                 raise UnicityError("id", copy_record(existing))
             partition.check_unique(record, unique_fields)
             record["last_modified"] = partition.next_timestamp(None if candidate is None else int(candidate))
-            partition.tombstones.pop(object_id, None)
-            partition.records[object_id] = record
+            partition.store(object_id, record)
             return copy_record(record)
 
     def get(self, collection_id: str, parent_id: str, object_id: str, *,
@@ -218,9 +264,7 @@ class Storage(StorageBase):
                 check_conditions(partition.current(object_id), if_match, if_absent)
             partition.check_unique(record, unique_fields, exclude=object_id)
             record["last_modified"] = partition.next_timestamp()
-            partition.tombstones.pop(object_id, None)
-            partition.records.pop(object_id, None)  # re-inserted at the end: dict order stays timestamp order
-            partition.records[object_id] = record
+            partition.store(object_id, record)
             return copy_record(record)
 
     def delete(self, collection_id: str, parent_id: str, object_id: str, *, with_deleted: bool = True,
@@ -239,7 +283,7 @@ class Storage(StorageBase):
     @staticmethod
     def _bury(partition: _Partition, object_id: str, with_deleted: bool,
               last_modified: Optional[int] = None) -> Record:
-        del partition.records[object_id]
+        partition.remove(object_id)
         tombstone = {"id": object_id, "last_modified": partition.next_timestamp(last_modified), "deleted": True}
         if with_deleted:
             partition.tombstones[object_id] = tombstone

@@ -37,7 +37,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from . import COMPARISON, Filter, Record, Sort
 
-__all__ = ["MISSING", "resolve", "json_equal", "sort_value", "compile_filter", "compile_filters", "compile_rules", "matches",
+__all__ = ["MISSING", "resolve", "json_equal", "json_key", "sort_value", "compile_filter", "compile_filters", "compile_rules", "matches",
            "matches_rules", "sort_records", "apply", "keyset_rules", "copy_record"]
 
 Predicate = Callable[[Record], bool]
@@ -98,6 +98,12 @@ def _canonical(value: Any) -> Any:
     if kind == _OBJECT:
         return (kind, frozenset((key, _canonical(item)) for key, item in value.items()))
     return (kind, value)
+
+
+def json_key(value: Any) -> Any:
+    """A hashable key of a present JSON value: two values have equal keys exactly when :func:`json_equal` holds
+    (so a dict keyed by it finds JSON-equal values, e.g. for unique-field indexes)."""
+    return _canonical(value)
 
 
 def json_equal(left: Any, right: Any) -> bool:
