@@ -126,6 +126,14 @@ class MozlogFormatter(JsonFormatter):
 
     def _summary(self, record: logging.LogRecord, fields: Dict[str, Any]) -> str:
         """What ``JsonFormatter.format`` renders for a request log record, built directly."""
+        rendered: Dict[str, Any] = {}
+        same = True  # whether orjson writes these fields exactly as the standard encoder does
+        for key, value in fields.items():
+            kind = type(value)
+            if not (kind is str or kind is int or value is None or kind is bool):
+                value = _mozlog_value(value)
+                same = same and type(value) in _ORJSON_SAME
+            rendered[key if type(key) is str else str(key)] = value
         log_data = {
             "Timestamp": int(record.created * 1000) * 1_000_000,
             "Logger": self.logger_name or getattr(record, LOGGER_ATTR, None) or record.name,
@@ -134,11 +142,10 @@ class MozlogFormatter(JsonFormatter):
             "Severity": _severity(record.levelno),
             "Pid": record.process if record.process is not None else self.pid,
             "EnvVersion": "2.0",
-            "Fields": {key if type(key) is str else str(key): _mozlog_value(value)
-                       for key, value in fields.items()},
+            "Fields": rendered,
         }
         if self._encode is not None:
-            if orjson is not None and all(type(value) in _ORJSON_SAME for value in log_data["Fields"].values()):
+            if same and orjson is not None:
                 try:
                     return self.prefix + orjson.dumps(log_data).decode()
                 except (TypeError, ValueError):  # an integer beyond 64 bits, a lone surrogate

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
+import random
 import re
 from time import perf_counter
 from urllib.parse import parse_qsl
@@ -53,10 +53,6 @@ def _querystring(raw: str) -> Dict[str, Any]:
     return result
 
 
-def _text(value: Any) -> Optional[str]:
-    return None if value is None else str(value)
-
-
 def summary_fields(environ: Mapping[str, Any], *, code: int, duration: float, path: Optional[str] = None,
                    request_id: Optional[str] = None) -> Dict[str, Any]:
     """The fields of a ``request.summary`` or ``subrequest.summary`` event (PROTOCOL.md §13.2).
@@ -64,23 +60,24 @@ def summary_fields(environ: Mapping[str, Any], *, code: int, duration: float, pa
     ``path`` is the full path as the request arrived (SCRIPT_NAME + PATH_INFO when omitted); ``duration`` is in
     seconds.  Extra context in ``environ["wsgicliquet.log"]`` is added without overriding these fields.
     """
-    userid = environ.get(keys.USERID)
-    uid = str(userid).split(":", 1)[-1] if userid else None
+    get = environ.get
+    userid = get(keys.USERID)
+    authn_type = get(keys.AUTHN_TYPE)
     fields: Dict[str, Any] = {
-        "agent": environ.get("HTTP_USER_AGENT"),
-        "path": path if path is not None else environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
-        "method": str(environ.get("REQUEST_METHOD", "")).upper(),
-        "querystring": _querystring(environ.get("QUERY_STRING", "")),
-        "lang": environ.get("HTTP_ACCEPT_LANGUAGE"),
-        "uid": uid,
-        "authn_type": _text(environ.get(keys.AUTHN_TYPE)),
-        "errno": environ.get(keys.ERRNO),
+        "agent": get("HTTP_USER_AGENT"),
+        "path": path if path is not None else get("SCRIPT_NAME", "") + get("PATH_INFO", ""),
+        "method": str(get("REQUEST_METHOD", "")).upper(),
+        "querystring": _querystring(get("QUERY_STRING", "")),
+        "lang": get("HTTP_ACCEPT_LANGUAGE"),
+        "uid": str(userid).split(":", 1)[-1] if userid else None,
+        "authn_type": authn_type if authn_type is None or type(authn_type) is str else str(authn_type),
+        "errno": get(keys.ERRNO),
         "code": code,
         "t": int(duration * 1000),
         "time": datetime.datetime.now().isoformat(timespec="microseconds"),
-        "rid": request_id if request_id is not None else environ.get(keys.REQUEST_ID),
+        "rid": request_id if request_id is not None else get(keys.REQUEST_ID),
     }
-    extra = environ.get(keys.LOG_CONTEXT)
+    extra = get(keys.LOG_CONTEXT)
     if extra and (type(extra) is dict or isinstance(extra, Mapping)):
         for key, value in extra.items():
             if key not in _CORE:
@@ -169,12 +166,19 @@ def _request_id(header: Optional[str]) -> str:
 
 
 def _uuid4() -> str:
-    """``str(uuid.uuid4())``, without building the UUID object."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    text = raw.hex()
+    """A random id in the ``str(uuid.uuid4())`` form, without a system call per request.
+
+    The id only has to be unique, not secret: the ``random`` generator is seeded from the system and reseeded
+    in every forked worker.
+    """
+    bits = (random.getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET
+    text = f"{bits:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+# Version 4 and the RFC 4122 variant, as uuid.UUID(version=4) sets them.
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 
 
 def _code(status_line: str) -> int:
