@@ -227,7 +227,9 @@ class _LoggedResponse:
         code = 500 if failed or self._code is None else self._code
         self._layer._emit(self._environ, self._path, self._request_id, code, perf_counter() - self._started)
 
-    def __iter__(self) -> "_LoggedResponse":
+    def __iter__(self) -> Iterator[bytes]:
+        if type(self.result) is list:  # iterating a list cannot fail: no need to watch each chunk
+            return iter(self.result)
         self._iterator = iter(self.result)
         return self
 
