@@ -153,6 +153,30 @@ def test_backend_methods_are_timed_once(collector: Collector) -> None:
     assert storage.create.__name__ == "create" and storage.create.__wrapped__.__name__ == "create"
 
 
+def test_backend_timers_travel_in_the_request_packet(collector: Collector) -> None:
+    """One UDP packet per request: its backend timers go with its counters; calls outside a request at once."""
+    settings = dict(statsd_url=collector.url, project_name="myapp", storage_pool_size=7781)
+    storage: List[Any] = []
+
+    def uses_storage(environ: Dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        storage[:] = [load_backend("storage", load_settings(settings, environ={}))]
+        storage[0].create("bookmark", "alice", {"title": "x"})
+        start_response("200 OK", [])
+        yield b""
+        storage[0].get_all("bookmark", "alice")  # while the body streams: still this request's
+
+    app = make(uses_storage, **settings)
+    app.get("/")
+    packets: List[List[str]] = []
+    collector.sock.settimeout(2.0)
+    packets.append(collector.sock.recv(65535).decode("ascii").split("\n"))
+    names = sorted(line.partition(":")[0] for line in packets[0])
+    assert names == ["myapp.request", "myapp.storage.storage.create", "myapp.storage.storage.get_all",
+                     "myapp.view.unmatched.GET"]
+    storage[0].get_all("bookmark", "alice")  # outside any request
+    assert collector.names() == [("myapp.storage.storage.get_all", "ms")]
+
+
 def test_unreachable_server_never_fails_a_request() -> None:
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     probe.bind(("127.0.0.1", 0))
