@@ -176,3 +176,16 @@ def test_resolve_prefers_literal_key_then_path():
     assert query.resolve({"a.b": 1, "a": {"b": 2}}, "a.b") == 1
     assert query.resolve({"a": {"b": 2}}, "a.b") == 2
     assert query.resolve({"a": [1]}, "a.b") is query.MISSING
+
+
+@pytest.mark.parametrize("operator", [COMPARISON.EQ, COMPARISON.NOT], ids=["eq", "not"])
+@pytest.mark.parametrize("value", [True, False, None, "a", "", 1, 1.0, 0], ids=repr)
+def test_listing_filters_agree_with_the_predicates(operator, value):
+    """apply() decides the common ``==``/``!=`` filters in bulk: same answer as one predicate per record."""
+    records = [{"id": str(index), "v": item} for index, item in
+               enumerate([True, False, None, "a", "A", "", 0, 1, 1.0, [], {}, ["a"], {"a": 1}])]
+    records.append({"id": "missing"})
+    filters = [Filter("v", value, operator)]
+    page, total = query.apply(records, filters=filters)
+    expected = [record for record in records if query.matches(record, filters)]
+    assert page == expected and total == len(expected)
