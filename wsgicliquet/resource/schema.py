@@ -14,6 +14,7 @@ validation and put the server's values back.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 from urllib.parse import urlsplit
@@ -33,6 +34,7 @@ __all__ = ["RecordSchema", "META_FIELDS", "FORMAT_CHECKER", "check_readonly"]
 META_FIELDS = frozenset({"id", "last_modified", "deleted"})
 
 _MAX_DESCRIPTION = 200
+_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 _URI_FORBIDDEN = re.compile(r'[\s<>"{}|\\^`\x00-\x1f\x7f]')
 
@@ -94,7 +96,7 @@ class RecordSchema:
             record = {key: value for key, value in data.items() if key in self.fields}
         for key, default in self.defaults:
             if key not in record:
-                record[key] = copy.deepcopy(default)
+                record[key] = default if type(default) in _IMMUTABLE else copy.deepcopy(default)
         return record
 
     def validate(self, data: Mapping[str, Any]) -> Dict[str, Any]:
@@ -146,9 +148,13 @@ def _compile(schema: Any) -> Optional[Check]:
         if check is None:
             return None
         checks.append(check)
-    if len(checks) == 1:
-        return checks[0]
-    return lambda value: all(check(value) for check in checks)
+    if not checks:  # annotations only
+        return lambda value: True
+    return functools.reduce(_both, checks)
+
+
+def _both(first: Check, second: Check) -> Check:
+    return lambda value: first(value) and second(value)
 
 
 def _keyword_check(keyword: str, argument: Any, schema: Dict[str, Any]) -> Optional[Check]:
@@ -167,7 +173,13 @@ def _keyword_check(keyword: str, argument: Any, schema: Dict[str, Any]) -> Optio
         item = _compile(argument)
         if item is None:
             return None
-        return lambda value: type(value) is not list or all(item(element) for element in value)
+        def items(value: Any) -> bool:
+            if type(value) is list:
+                for element in value:
+                    if not item(element):
+                        return False
+            return True
+        return items
     if keyword == "properties":
         if not isinstance(argument, dict):
             return None
@@ -175,8 +187,14 @@ def _keyword_check(keyword: str, argument: Any, schema: Dict[str, Any]) -> Optio
         if any(check is None for check in properties.values()):
             return None
         pairs = list(properties.items())
-        return lambda value: type(value) is not dict or all(
-            name not in value or check(value[name]) for name, check in pairs)  # type: ignore[misc]
+
+        def declared(value: Any) -> bool:
+            if type(value) is dict:
+                for name, check in pairs:
+                    if name in value and not check(value[name]):  # type: ignore[misc]
+                        return False
+            return True
+        return declared
     if keyword == "required":
         if not isinstance(argument, list) or not all(isinstance(name, str) for name in argument):
             return None
