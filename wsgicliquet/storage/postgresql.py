@@ -350,30 +350,43 @@ def _timestamp_range(rules: Sequence[Sequence[Filter]]) -> sql.Composable:
     return sql.SQL(" AND ").join(bounds) if bounds else _TRUE
 
 
-def _order_by(sorting: Sequence[Sort]) -> sql.Composable:
-    """ORDER BY keys; data fields order by JSON type first, missing and null last (first when descending).
+_Key = Tuple[sql.Composable, bool, str]  # a sort key: expression, compared in code point order, ASC or DESC
+
+
+def _sort_keys(sorting: Sequence[Sort], fields: Optional[Dict[str, sql.Composable]] = None) -> List[_Key]:
+    """The keys of the ORDER BY; data fields order by JSON type first, missing and null last (first when
+    descending).
 
     ``last_modified`` is unique in a partition, so it ends the keys (and is appended, descending, when absent).
+    ``fields`` names columns that already hold the values of data fields.
     """
-    keys: List[sql.Composable] = []
+    keys: List[_Key] = []
     for sort in sorting:
-        direction = sql.SQL("DESC" if sort.direction < 0 else "ASC")
+        direction = "DESC" if sort.direction < 0 else "ASC"
         if sort.field == "last_modified":
-            keys.append(sql.SQL("last_modified {}").format(direction))
+            keys.append((sql.SQL("last_modified"), False, direction))
             break
         if sort.field == "id":
-            keys.append(sql.SQL("id COLLATE \"C\" {}").format(direction))
+            keys.append((sql.SQL("id"), True, direction))
             continue
-        e, _column = _field(sort.field)
-        keys.extend(sql.SQL(template + " {d}").format(e=e, d=direction) for template in (
-            _TYPE_RANK,
-            "CASE WHEN jsonb_typeof({e}) = 'number' THEN ({e})::numeric END",
-            "CASE WHEN jsonb_typeof({e}) = 'string' THEN ({e} #>> '{{}}') END COLLATE \"C\"",
-            "CASE WHEN jsonb_typeof({e}) IN ('boolean', 'array', 'object') THEN {e} END",
+        e = fields[sort.field] if fields is not None else _field(sort.field)[0]
+        keys.extend((sql.SQL(template).format(e=e), collate, direction) for template, collate in (
+            (_TYPE_RANK, False),
+            ("CASE WHEN jsonb_typeof({e}) = 'number' THEN ({e})::numeric END", False),
+            ("CASE WHEN jsonb_typeof({e}) = 'string' THEN ({e} #>> '{{}}') END", True),
+            ("CASE WHEN jsonb_typeof({e}) IN ('boolean', 'array', 'object') THEN {e} END", False),
         ))
     else:
-        keys.append(sql.SQL("last_modified DESC"))
-    return sql.SQL(", ").join(keys)
+        keys.append((sql.SQL("last_modified"), False, "DESC"))
+    return keys
+
+
+def _order_by(keys: Sequence[_Key], names: Optional[Sequence[sql.Composable]] = None) -> sql.Composable:
+    """ORDER BY ``keys``, or by columns ``names`` that hold their values."""
+    return sql.SQL(", ").join(
+        sql.SQL("{}{} {}").format(names[i] if names is not None else expression,
+                                  sql.SQL(' COLLATE "C"' if collate else ""), sql.SQL(direction))
+        for i, (expression, collate, direction) in enumerate(keys))
 
 
 def _record(object_id: str, last_modified: int, deleted: bool, data: Dict[str, Any]) -> Record:
@@ -571,7 +584,11 @@ class Storage(StorageBase):
         partition = sql.SQL("collection_id = {} AND parent_id = {}").format(_Literal(collection_id),
                                                                            _Literal(parent_id))
         where = _conjunction(filters)
-        order = _order_by(sorting)
+        keys = _sort_keys(sorting)
+        if limit is not None and not include_deleted and keys[0][0] != sql.SQL("last_modified"):
+            return self._sorted_page_query(collection_id, parent_id, where, sorting, _pagination(pagination_rules),
+                                           int(limit))
+        order = _order_by(keys)
         if limit is None:
             position = sql.SQL(", row_number() OVER (ORDER BY {}) AS position").format(order)
             limit_clause, outer_order = sql.SQL(""), sql.SQL("page.position")
@@ -593,6 +610,45 @@ class Storage(StorageBase):
         """).format(partition=partition, where=where, order=order, pagination=_pagination(pagination_rules),
                     live=sql.SQL("" if include_deleted else "AND NOT deleted"), position=position,
                     limit=limit_clause, outer_order=outer_order)
+
+    @staticmethod
+    def _sorted_page_query(collection_id: str, parent_id: str, where: sql.Composable, sorting: Sequence[Sort],
+                           pagination: sql.Composable, limit: int) -> sql.Composable:
+        """A page sorted on something else than ``last_modified`` (no index serves it): one scan of the matching
+        rows extracts each sorted data field once (``OFFSET 0`` keeps the planner from inlining it again) and
+        whether the row is past the previous page; the count and a top-N sort of these small rows both read
+        that, and only the page's bodies are fetched at the end."""
+        data_fields = [sort.field for sort in sorting if sort.field not in ("id", "last_modified")]
+        fields = {name: sql.Identifier(f"f{i}") for i, name in enumerate(dict.fromkeys(data_fields))}
+        keys = _sort_keys(sorting, fields)
+        partition, records_partition = (
+            sql.SQL("{}collection_id = {} AND {}parent_id = {}").format(
+                sql.SQL(table), _Literal(collection_id), sql.SQL(table), _Literal(parent_id))
+            for table in ("", "records."))
+        names = [sql.Identifier(f"k{i}") for i in range(len(keys))]
+        page_names = [sql.SQL("page.{}").format(name) for name in names]
+        return sql.SQL("""
+        WITH matching AS (
+            SELECT id, {columns}, on_page FROM (
+                SELECT id, last_modified, {extracted} {pagination} AS on_page
+                FROM records WHERE {partition} AND NOT deleted AND {where} OFFSET 0
+            ) AS extracted
+        ), page AS (
+            SELECT * FROM matching WHERE on_page ORDER BY {order} LIMIT {limit}
+        )
+        SELECT total.n, records.id, records.last_modified, records.deleted, records.data
+        FROM (SELECT count(*) AS n FROM matching) AS total
+        LEFT JOIN page ON TRUE
+        LEFT JOIN records ON {records_partition} AND records.id = page.id
+        ORDER BY {outer_order}
+        """).format(
+            columns=sql.SQL(", ").join(sql.SQL("{} AS {}").format(expression, name)
+                                       for (expression, _, _), name in zip(keys, names)),
+            extracted=sql.SQL("").join(sql.SQL("{} AS {}, ").format(_field(name)[0], column)
+                                      for name, column in fields.items()),
+            pagination=pagination, partition=partition, where=where, order=_order_by(keys, names),
+            limit=_Literal(max(limit, 0)), outer_order=_order_by(keys, page_names),
+            records_partition=records_partition)
 
     def get_all(self, collection_id: str, parent_id: str, *, filters: Sequence[Filter] = (),
                 sorting: Sequence[Sort] = (), pagination_rules: Sequence[Sequence[Filter]] = (),
