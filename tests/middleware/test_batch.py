@@ -4,7 +4,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import threading
+import uuid
 from typing import Any, Callable, Dict, List
 
 import bottle
@@ -15,9 +17,15 @@ import webtest.lint
 
 from wsgicliquet import environ as keys
 from wsgicliquet.errors import ERRORS, HTTPError
+from wsgicliquet.logs import EVENT_ATTR, FIELDS_ATTR
+from wsgicliquet.middleware.auth import Authentication
 from wsgicliquet.middleware.batch import Batch, filter_factory
-from wsgicliquet.pipeline import mount
+from wsgicliquet.middleware.readonly import ReadOnly
+from wsgicliquet.pipeline import build_pipeline, mount
+from wsgicliquet.resource.app import ResourceApp
+from wsgicliquet.resource.resource import Resource
 from wsgicliquet.settings import ConfigurationError, load_settings
+from wsgicliquet.storage.memory import Storage as MemoryStorage
 
 # --- Tiny apps and stand-ins for the layers below the batch -------------------------------------------------------
 
@@ -883,3 +891,140 @@ def test_paste_filter_factory(echo):
     assert isinstance(middleware, Batch)
     assert (middleware.max_requests, middleware.max_body_size) == (2, 100)
     assert middleware.app is echo
+
+
+# --- With the real layers below: authentication, read-only mode, the resource app, the request log --------------
+
+
+class Bookmark(Resource):
+    schema = {"type": "object", "properties": {"url": {"type": "string", "minLength": 1}, "title": {"type": "string"}},
+              "required": ["url"]}
+
+
+def resource_stack(*, readonly: bool = False, fallback: Any = None) -> Callable:
+    """Authentication above read-only mode above the resource app, as ``build_pipeline`` stacks them."""
+    resources = ResourceApp([Bookmark], load_settings({}, environ={}), storage=MemoryStorage(), fallback=fallback)
+    return Authentication(ReadOnly(resources, readonly=readonly), policies=["basicauth"],
+                          userid_hmac_secret="batch-test-secret")
+
+
+def test_records_created_and_read_in_one_batch_against_the_resource_app():
+    api = client(resource_stack(), trailing_slash_redirect=True)
+    result = batch(api, {"defaults": {"method": "POST", "path": "/bookmarks"}, "requests": [
+        {"body": {"data": {"url": "https://a.example", "title": "a"}}},
+        {"body": {"data": {"url": "https://b.example"}}},
+        {"body": {"data": {"title": "no url"}}},
+        {"method": "GET", "path": "/bookmarks?_sort=url"},
+        {"method": "GET", "path": "/v1/bookmarks/"},
+        {"method": "GET", "path": "/bookmarks/00000000-0000-0000-0000-000000000000"},
+    ]}, headers={"Authorization": basic("alice")})
+    created_a, created_b, invalid_record, listed, slashed, missing = result["responses"]
+    assert (created_a["status"], created_b["status"]) == (201, 201)
+    assert created_a["path"] == "/v1/bookmarks"
+    assert created_a["body"]["data"]["title"] == "a"
+    assert created_a["headers"]["ETag"] == f'"{created_a["body"]["data"]["last_modified"]}"'
+    assert (invalid_record["status"], invalid_record["body"]["errno"]) == (400, ERRORS.INVALID_PARAMETERS)
+    assert listed["status"] == 200
+    assert [record["url"] for record in listed["body"]["data"]] == ["https://a.example", "https://b.example"]
+    assert (slashed["status"], slashed["path"]) == (200, "/v1/bookmarks")
+    assert len(slashed["body"]["data"]) == 2
+    assert (missing["status"], missing["body"]["errno"]) == (404, ERRORS.INVALID_RESOURCE_ID)
+
+
+def test_each_sub_request_authenticated_by_the_authentication_middleware():
+    recorder = Recorder(mount({"/v1": Batch(webtest.lint.middleware(resource_stack()))}))
+    api = webtest.TestApp(recorder, lint=True)
+    result = batch(api, {"requests": [
+        {"method": "POST", "path": "/bookmarks", "body": {"data": {"url": "https://alice.example"}}},
+        {"method": "POST", "path": "/bookmarks", "body": {"data": {"url": "https://bob.example"}},
+         "headers": {"Authorization": basic("bob")}},
+        {"path": "/bookmarks"},
+        {"path": "/bookmarks", "headers": {"Authorization": basic("bob")}},
+        {"path": "/bookmarks", "headers": {"Authorization": ""}},
+    ]}, headers={"Authorization": basic("alice")})
+    _, _, alice_list, bob_list, anonymous = result["responses"]
+    assert [record["url"] for record in alice_list["body"]["data"]] == ["https://alice.example"]
+    assert [record["url"] for record in bob_list["body"]["data"]] == ["https://bob.example"]
+    assert (anonymous["status"], anonymous["body"]["errno"]) == (401, ERRORS.MISSING_AUTH_TOKEN)
+    users = [item["environ"].get(keys.USERID) for item in recorder.environ[keys.SUBREQUESTS]]
+    assert users[0] == users[2] and users[1] == users[3] and users[0] != users[1]
+    assert users[0].startswith("basicauth:") and users[4] is None
+    assert keys.USERID not in recorder.environ  # the batch request itself is not authenticated
+
+
+def test_read_only_mode_batch_works_and_writes_get_405():
+    api = client(resource_stack(readonly=True))
+    result = batch(api, {"requests": [
+        {"path": "/bookmarks"},
+        {"method": "POST", "path": "/bookmarks", "body": {"data": {"url": "https://a.example"}}},
+        {"method": "PUT", "path": "/bookmarks/00000000-0000-0000-0000-000000000000",
+         "body": {"data": {"url": "https://a.example"}}},
+        {"method": "PATCH", "path": "/bookmarks/00000000-0000-0000-0000-000000000000", "body": {"data": {}}},
+        {"method": "DELETE", "path": "/bookmarks"},
+        {"method": "HEAD", "path": "/bookmarks"},
+    ]}, headers={"Authorization": basic("alice")})
+    statuses = [entry["status"] for entry in result["responses"]]
+    assert statuses == [200, 405, 405, 405, 405, 200]
+    for entry in result["responses"][1:5]:
+        assert entry["body"]["errno"] == ERRORS.METHOD_NOT_ALLOWED
+        assert entry["headers"]["Allow"] == "GET, HEAD, OPTIONS"
+    assert result["responses"][0]["body"] == {"data": []}
+
+
+def test_batch_mixing_the_resource_app_and_a_flask_view():
+    api = client(resource_stack(fallback=flask_app()))
+    result = batch(api, {"requests": [
+        {"method": "POST", "path": "/bookmarks", "body": {"data": {"url": "https://a.example"}}},
+        {"method": "POST", "path": "/scores", "body": {"points": 3}},
+        {"path": "/scores"},
+    ]}, headers={"Authorization": basic("alice")})
+    bookmark, score, scores = result["responses"]
+    assert (bookmark["status"], score["status"]) == (201, 201)
+    assert scores["body"]["data"] == [{"points": 3}]
+    assert scores["body"]["user"].startswith("basicauth:")
+
+
+def test_sub_requests_logged_by_the_request_log(caplog):
+    settings = {"storage_url": "memory://", "cache_url": "memory://", "permission_url": "memory://",
+                "userid_hmac_secret": "batch-test-secret"}
+    resources = ResourceApp([Bookmark], load_settings(settings, environ={}), storage=MemoryStorage())
+    api = webtest.TestApp(build_pipeline(resources, settings), lint=True)
+    with caplog.at_level(logging.INFO, logger="request.summary"):
+        batch(api, {"requests": [
+            {"method": "POST", "path": "/bookmarks", "body": {"data": {"url": "https://a.example"}}},
+            {"path": "/bookmarks?_limit=1"},
+            {"path": "/nowhere"},
+        ]}, headers={"Authorization": basic("alice")})
+    events = [(getattr(record, EVENT_ATTR), getattr(record, FIELDS_ATTR)) for record in caplog.records
+              if hasattr(record, FIELDS_ATTR)]
+    assert [name for name, _ in events] == ["subrequest.summary"] * 3 + ["request.summary"]
+    subs, summary = [fields for _, fields in events[:3]], events[3][1]
+    assert [(fields["method"], fields["path"], fields["code"]) for fields in subs] == [
+        ("POST", "/v1/bookmarks", 201), ("GET", "/v1/bookmarks", 200), ("GET", "/v1/nowhere", 404)]
+    assert subs[1]["querystring"] == {"_limit": "1"}
+    assert subs[0]["uid"] and subs[0]["authn_type"] == "basicauth"
+    assert subs[2]["errno"] == ERRORS.MISSING_RESOURCE
+    assert (summary["path"], summary["code"], summary["batch_size"]) == ("/v1/batch", 200, 3)
+    assert summary["uid"] is None
+
+
+@pytest.mark.postgresql
+def test_batch_is_one_postgresql_transaction_rolled_back_on_5xx(postgresql_url):
+    """With the transaction middleware above, a 5xx sub-response undoes the whole batch; a 4xx undoes nothing."""
+    from wsgicliquet.middleware.transaction import Transaction
+    from wsgicliquet.storage.postgresql import Storage as PostgreSQLStorage
+
+    storage = PostgreSQLStorage.from_settings({"storage_url": postgresql_url, "storage_pool_size": 2})
+    resources = ResourceApp([Bookmark], load_settings({}, environ={}), storage=storage, fallback=EchoApp())
+    stack = Authentication(resources, policies=["basicauth"], userid_hmac_secret="batch-test-secret")
+    api = webtest.TestApp(mount({"/v1": Transaction(Batch(stack), storage=storage)}), lint=True)
+    auth = {"Authorization": basic(f"user-{uuid.uuid4().hex}")}
+    create = {"method": "POST", "path": "/bookmarks", "body": {"data": {"url": "https://a.example"}}}
+
+    api.post_json("/v1/batch", {"requests": [create, {"path": "/boom"}]}, headers=auth, status=500)
+    assert batch(api, {"requests": [{"path": "/bookmarks"}]}, headers=auth)["responses"][0]["body"]["data"] == []
+
+    result = batch(api, {"requests": [create, {"path": "/missing"}]}, headers=auth)
+    assert [entry["status"] for entry in result["responses"]] == [201, 404]
+    listed = batch(api, {"requests": [{"path": "/bookmarks"}]}, headers=auth)["responses"][0]["body"]["data"]
+    assert [record["url"] for record in listed] == ["https://a.example"]
