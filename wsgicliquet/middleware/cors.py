@@ -24,7 +24,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import re
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from wsgicliquet.errors import JSON_CONTENT_TYPE, invalid
 from wsgicliquet.pipeline import make_filter_factory
@@ -75,8 +75,9 @@ class Cors:
         # One value per combination of EXPOSED_IF_PRESENT headers (at most 2 ** 10 of them).
         self._exposed_with = functools.lru_cache(maxsize=None)(self._exposed_of)
 
-    def _exposed_of(self, found: Tuple[str, ...]) -> str:
-        return ", ".join(_unique(self.expose_headers + list(found)))
+    def _exposed_of(self, present: FrozenSet[str]) -> str:
+        found = [name for name in EXPOSED_IF_PRESENT if name.lower() in present]
+        return ", ".join(_unique(self.expose_headers + found))
 
     @classmethod
     def from_settings(cls, app: Callable, settings: Mapping[str, Any]) -> "Cors":
@@ -109,27 +110,28 @@ class Cors:
         """The response headers with ``Vary`` merged and, for an allowed origin, the CORS headers."""
         result: Headers = []
         vary: Optional[List[str]] = None
-        exposed: Optional[List[str]] = None
+        exposed: Optional[List[str]] = None  # what the app itself exposes
+        present: Optional[Set[str]] = None  # the EXPOSED_IF_PRESENT headers of the response, lowercase
         for name, value in headers:
             lowered = name.lower()
             if lowered not in _OWN_HEADERS:
                 result.append((name, value))
-                if allowed and exposed is None and lowered in _IF_PRESENT:
-                    exposed = []
+                if allowed and lowered in _IF_PRESENT:
+                    if present is None:
+                        present = set()
+                    present.add(lowered)
             elif lowered == "vary":
                 vary = (vary or []) + [item.strip() for item in value.split(",") if item.strip()]
             elif lowered == "access-control-expose-headers" and allowed:
                 exposed = (exposed or []) + [item.strip() for item in value.split(",") if item.strip()]
         if allowed:
-            if exposed is None:
+            if exposed:
+                found = [name for name in EXPOSED_IF_PRESENT if name.lower() in (present or ())]
+                exposed_value = ", ".join(_unique(self.expose_headers + exposed + found))
+            elif present is None:
                 exposed_value = self._exposed_value
             else:
-                present = {name.lower() for name, _ in result}
-                found = tuple(name for name in EXPOSED_IF_PRESENT if name.lower() in present)
-                if exposed:  # the app exposes headers of its own
-                    exposed_value = ", ".join(_unique(self.expose_headers + exposed + list(found)))
-                else:
-                    exposed_value = self._exposed_with(found)
+                exposed_value = self._exposed_with(frozenset(present))
             result.append(("Access-Control-Allow-Origin", allowed))
             result.append(("Access-Control-Expose-Headers", exposed_value))
         if vary is None:
