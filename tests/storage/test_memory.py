@@ -136,3 +136,18 @@ def test_unique_index_answers_like_a_full_scan():
         except UnicityError as error:
             got = (error.field, error.record)
         assert got == expected, (step, action, record, unique_fields)
+
+
+def test_copies_follow_the_shape_of_each_version():
+    """Only nested values are copied deeply: which fields are nested is tracked per version of a record."""
+    storage = Storage()
+    storage.create("c", "p", {"id": "a", "v": 1, "w": {"x": [1]}})
+    storage.update("c", "p", "a", {"v": [1], "w": 2})
+    for record in (storage.get("c", "p", "a"), storage.get_all("c", "p")[0][0]):
+        assert record == {"id": "a", "v": [1], "w": 2, "last_modified": record["last_modified"]}
+        record["v"].append(2)
+    storage.delete("c", "p", "a")
+    storage.create("c", "p", {"id": "a", "v": {"deep": [1]}})
+    listed, _ = storage.get_all("c", "p", include_deleted=True)
+    listed[0]["v"]["deep"].append(2)
+    assert storage.get("c", "p", "a")["v"] == {"deep": [1]}

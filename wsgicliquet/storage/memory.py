@@ -24,6 +24,9 @@ from .query import MISSING, apply, compile_filters, compile_rules, copy_record, 
 __all__ = ["Storage"]
 
 
+_ATOMS = frozenset({str, int, float, bool, type(None)})
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -43,7 +46,7 @@ class _Partition:
     use, then kept up to date by every write): JSON key of the value -> ids of the records holding it.
     """
 
-    __slots__ = ("records", "tombstones", "counter", "lock", "unique")
+    __slots__ = ("records", "tombstones", "counter", "lock", "unique", "nested")
 
     def __init__(self) -> None:
         self.records: Dict[str, Record] = {}
@@ -51,12 +54,15 @@ class _Partition:
         self.counter = 0
         self.lock = threading.Lock()
         self.unique: Dict[str, Dict[Any, Set[str]]] = {}
+        #: For each live record, its fields holding arrays or objects: the only ones a copy must copy deeply.
+        self.nested: Dict[str, Tuple[str, ...]] = {}
 
     def store(self, object_id: str, record: Record) -> None:
         """Put a live record at the end (the newest), replacing its previous version and tombstone."""
         self.tombstones.pop(object_id, None)
         self.remove(object_id)  # re-inserted at the end: dict order stays timestamp order
         self.records[object_id] = record
+        self.nested[object_id] = tuple(key for key, value in record.items() if type(value) not in _ATOMS)
         for field, index in self.unique.items():
             key = _unique_key(record, field)
             if key is not None:
@@ -67,6 +73,7 @@ class _Partition:
         record = self.records.pop(object_id, None)
         if record is None:
             return
+        del self.nested[object_id]
         for field, index in self.unique.items():
             key = _unique_key(record, field)
             holders = index.get(key) if key is not None else None
@@ -74,6 +81,16 @@ class _Partition:
                 holders.discard(object_id)
                 if not holders:
                     del index[key]
+
+    def copy(self, record: Record) -> Record:
+        """A deep copy of a live record or tombstone of this partition, copying only its nested values."""
+        object_id = record["id"]
+        if self.records.get(object_id) is not record:  # a tombstone: flat
+            return copy_record(record)
+        copy = dict(record)
+        for key in self.nested[object_id]:
+            copy[key] = copy_record(copy[key])
+        return copy
 
     def _index(self, field: str) -> Dict[Any, Set[str]]:
         index = self.unique.get(field)
@@ -250,7 +267,7 @@ class Storage(StorageBase):
                 if record is None and include_deleted:
                     record = partition.tombstones.get(object_id)
                 if record is not None:
-                    return copy_record(record)
+                    return partition.copy(record)
         raise RecordNotFoundError(f"Record {object_id!r} not found")
 
     def update(self, collection_id: str, parent_id: str, object_id: str, record: Record, *,
@@ -330,7 +347,7 @@ class Storage(StorageBase):
                 candidates = partition.ordered(descending, include_deleted)
                 page, total = apply(candidates, filters=filters, sorting=keys, pagination_rules=pagination_rules,
                                     limit=limit, count=_is_live if include_deleted else None)
-            return [copy_record(record) for record in page], total
+            return [partition.copy(record) for record in page], total
 
     @staticmethod
     def _walk(partition: _Partition, filters: Sequence[Filter], pagination_rules: Sequence[Sequence[Filter]],
