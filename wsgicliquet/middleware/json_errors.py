@@ -98,8 +98,11 @@ class JsonErrors:
 
         try:
             result = self.app(environ, hold_errors)
-            if not held and (isinstance(result, (list, tuple)) or _is_file_wrapper(result, environ)):
-                return result  # nothing can fail when the body starts (or the server streams the file itself)
+            if not held and (isinstance(result, (list, tuple)) or type(result) is _Prefetched
+                             or _is_file_wrapper(result, environ)):
+                # Nothing can fail when the body starts (its first chunk is already read by an inner JsonErrors,
+                # or the server streams the file itself).
+                return result
             first, rest = _read_first(result)
             if not held:
                 return _Prefetched(first, rest, result)
