@@ -189,3 +189,24 @@ def test_listing_filters_agree_with_the_predicates(operator, value):
     page, total = query.apply(records, filters=filters)
     expected = [record for record in records if query.matches(record, filters)]
     assert page == expected and total == len(expected)
+
+
+@pytest.mark.parametrize("left, right, equal", [
+    pytest.param(1, 1.0, True, id="int-float"),
+    pytest.param(True, 1, False, id="bool-is-not-number"),
+    pytest.param(None, None, True, id="null"),
+    pytest.param(None, query.MISSING, False, id="missing"),
+    pytest.param("a", "a", True, id="string"),
+    pytest.param([1, {"a": [True]}], [1.0, {"a": [True]}], True, id="deep"),
+    pytest.param([1, {"a": [True]}], [1, {"a": [1]}], False, id="deep-bool"),
+    pytest.param({"a": 1, "b": 2}, {"b": 2, "a": 1}, True, id="key-order"),
+    pytest.param({"a": 1}, {"a": 1, "b": None}, False, id="extra-key"),
+    pytest.param([1, 2], [2, 1], False, id="array-order"),
+    pytest.param([1], [1, 1], False, id="array-length"),
+    pytest.param({"a": 1}, [("a", 1)], False, id="object-vs-array"),
+    pytest.param("1", 1, False, id="string-vs-number"),
+])
+def test_json_equal(left, right, equal):
+    assert query.json_equal(left, right) is equal and query.json_equal(right, left) is equal
+    if left is not query.MISSING and right is not query.MISSING:
+        assert (query.json_key(left) == query.json_key(right)) is equal

@@ -112,7 +112,32 @@ def json_equal(left: Any, right: Any) -> bool:
         return False
     if type(left) is type(right) and type(left) in (str, int):
         return left == right
-    return _canonical(left) == _canonical(right)
+    return _equal(left, right)
+
+
+_SAME_TYPE_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _equal(left: Any, right: Any) -> bool:
+    """:func:`json_equal` of present values, walking both without building canonical forms."""
+    kind = type(left)
+    if kind is type(right) and kind in _SAME_TYPE_SCALARS:
+        return left is right or left == right
+    if kind is dict and type(right) is dict:
+        if left.keys() != right.keys():
+            return False
+        for key, item in left.items():
+            if not _equal(item, right[key]):
+                return False
+        return True
+    kind = _rank(left)
+    if kind != _rank(right):
+        return False
+    if kind == _ARRAY:
+        return len(left) == len(right) and all(map(_equal, left, right))
+    if kind == _OBJECT:
+        return left.keys() == right.keys() and all(_equal(item, right[key]) for key, item in left.items())
+    return left is right or left == right  # as tuples of canonical forms compare: identity first
 
 
 def _order(value: Any) -> Tuple[Any, ...]:
