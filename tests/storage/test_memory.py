@@ -147,7 +147,10 @@ def test_copies_follow_the_shape_of_each_version():
         assert record == {"id": "a", "v": [1], "w": 2, "last_modified": record["last_modified"]}
         record["v"].append(2)
     storage.delete("c", "p", "a")
-    storage.create("c", "p", {"id": "a", "v": {"deep": [1]}})
+    storage.create("c", "p", {"id": "a", "v": {"deep": [1]}, "flat": {"k": 1}, "rows": [{"k": 1}]})
     listed, _ = storage.get_all("c", "p", include_deleted=True)
     listed[0]["v"]["deep"].append(2)
-    assert storage.get("c", "p", "a")["v"] == {"deep": [1]}
+    listed[0]["flat"]["k"] = 2
+    listed[0]["rows"][0]["k"] = 2
+    stored = storage.get("c", "p", "a")
+    assert (stored["v"], stored["flat"], stored["rows"]) == ({"deep": [1]}, {"k": 1}, [{"k": 1}])

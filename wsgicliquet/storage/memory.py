@@ -27,6 +27,15 @@ __all__ = ["Storage"]
 _ATOMS = frozenset({str, int, float, bool, type(None)})
 
 
+def _copier(value: Any) -> Callable[[Any], Any]:
+    """How to copy a nested value: a shallow copy suffices when it holds scalars only."""
+    if type(value) is list and all(type(item) in _ATOMS for item in value):
+        return list
+    if type(value) is dict and all(type(item) in _ATOMS for item in value.values()):
+        return dict
+    return copy_record
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -54,15 +63,17 @@ class _Partition:
         self.counter = 0
         self.lock = threading.Lock()
         self.unique: Dict[str, Dict[Any, Set[str]]] = {}
-        #: For each live record, its fields holding arrays or objects: the only ones a copy must copy deeply.
-        self.nested: Dict[str, Tuple[str, ...]] = {}
+        #: For each live record, its fields holding arrays or objects, the only ones a copy must copy, each with
+        #: how: ``list``/``dict`` when its items are scalars (the common tags list), else a deep copy.
+        self.nested: Dict[str, Tuple[Tuple[str, Callable[[Any], Any]], ...]] = {}
 
     def store(self, object_id: str, record: Record) -> None:
         """Put a live record at the end (the newest), replacing its previous version and tombstone."""
         self.tombstones.pop(object_id, None)
         self.remove(object_id)  # re-inserted at the end: dict order stays timestamp order
         self.records[object_id] = record
-        self.nested[object_id] = tuple(key for key, value in record.items() if type(value) not in _ATOMS)
+        self.nested[object_id] = tuple((key, _copier(value)) for key, value in record.items()
+                                       if type(value) not in _ATOMS)
         for field, index in self.unique.items():
             key = _unique_key(record, field)
             if key is not None:
@@ -88,8 +99,8 @@ class _Partition:
         if self.records.get(object_id) is not record:  # a tombstone: flat
             return copy_record(record)
         copy = dict(record)
-        for key in self.nested[object_id]:
-            copy[key] = copy_record(copy[key])
+        for key, copier in self.nested[object_id]:
+            copy[key] = copier(copy[key])
         return copy
 
     def _index(self, field: str) -> Dict[Any, Set[str]]:
