@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 from wsgicliquet.backends import load_backend
 from wsgicliquet.pipeline import make_filter_factory
+from wsgicliquet.storage import Storage
 
 __all__ = ["Transaction", "filter_factory"]
 
@@ -23,7 +24,9 @@ class Transaction:
     def __init__(self, app: Callable, *, storage: Any = None, enabled: bool = True) -> None:
         self.app = app
         self.storage = storage
-        self.enabled = bool(enabled and storage is not None)
+        # A backend without transactions (the contract's no-op default, as memory) makes this a pass-through.
+        has_transactions = storage is not None and type(storage).transaction is not Storage.transaction
+        self.enabled = bool(enabled and has_transactions)
 
     @classmethod
     def from_settings(cls, app: Callable, settings: Mapping[str, Any]) -> "Transaction":
