@@ -33,7 +33,8 @@ if ROOT not in sys.path:
 
 from benchmarks import targets  # noqa: E402
 
-DEFAULT_POSTGRESQL_URL = "postgresql://postgres@127.0.0.1:5432/test"
+DEFAULT_POSTGRESQL_URL = "postgresql://postgres@127.0.0.1:5432/wsgicliquet_bench"
+"""A database of its own (created when missing), since the harness empties it."""
 BATCH_SIZE = 25
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -443,9 +444,34 @@ class Row:
     ratio: Optional[float] = None
 
 
+def ensure_database(url: str) -> None:
+    """Create the database of ``url`` when it does not exist (connecting to the server's ``postgres`` one)."""
+    import psycopg2
+    from psycopg2 import sql
+    from psycopg2.extensions import parse_dsn
+
+    params = parse_dsn(url)
+    name = params.pop("dbname", None)
+    try:
+        psycopg2.connect(url).close()
+        return
+    except psycopg2.OperationalError:
+        if not name:
+            raise
+    conn = psycopg2.connect(**dict(params, dbname="postgres"))
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    finally:
+        conn.close()
+
+
 def prepare_postgresql(url: str, records: int) -> None:
     from wsgicliquet.backends import load_backend
     from wsgicliquet.settings import load_settings
+
+    ensure_database(url)
 
     storage = load_backend("storage", load_settings({"storage_url": url}))
     storage.initialize_schema()
