@@ -4,9 +4,14 @@ Each partition keeps its live records and its tombstones in two dicts whose inse
 order: every write gets a timestamp above the partition counter and is (re-)inserted at the end.  Listing in
 timestamp order (the default, ``-last_modified``) therefore walks the dicts from one end, skips to the range that
 ``last_modified`` filters and keyset rules allow (``_since``, ``_before``, the next page) with a cheap comparison,
-and stops after ``limit`` records; the total of an unfiltered listing is a ``len()``.  Other sorts filter the whole
-partition and sort it (:mod:`wsgicliquet.storage.query`), fed in timestamp order so that the stable sort leaves
-``last_modified`` as the tie-breaker for free.  Records handed out are copies: callers may mutate them.
+and stops after ``limit`` records; the total of an unfiltered listing is a ``len()``, and the total of a
+``last_modified`` range counts the records inside the range only (``_since`` polling visits the changes, not the
+partition).  Other sorts filter the whole partition and sort it (:mod:`wsgicliquet.storage.query`), fed in
+timestamp order so that the stable sort leaves ``last_modified`` as the tie-breaker for free.
+
+Unique fields are checked against an index per field and partition (built on first use, kept by every write), so
+a write costs the same in a partition of ten records or of a million.  Records handed out are copies (callers may
+mutate them); each record remembers which of its fields are nested, so a copy only copies those.
 """
 from __future__ import annotations
 
