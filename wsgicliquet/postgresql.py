@@ -92,7 +92,11 @@ class Client:
 
     def _connect(self) -> Any:
         kwargs = {} if "connect_timeout" in self.url else {"connect_timeout": DEFAULT_CONNECT_TIMEOUT}
-        return psycopg2.connect(self.url, **kwargs)
+        conn = psycopg2.connect(self.url, **kwargs)
+        # Transactions are begun by the client itself, in the same round trip as their first statement (see
+        # execute()); psycopg2 would send its BEGIN alone, one more round trip per request.
+        conn.autocommit = True
+        return conn
 
     def _checkout(self, wait: bool = True) -> Any:
         """A connection from the pool; ``wait=False`` takes one even beyond ``pool_size`` (see :meth:`execute`)."""
@@ -177,12 +181,9 @@ class Client:
         try:
             if commit and (state.failed or conn.info.transaction_status
                            == psycopg2.extensions.TRANSACTION_STATUS_INERROR):
-                conn.rollback()
+                _run(conn, "ROLLBACK")
                 raise BackendError(message="A statement of this transaction failed; it was rolled back")
-            if commit:
-                conn.commit()
-            else:
-                conn.rollback()
+            _run(conn, "COMMIT" if commit else "ROLLBACK")
         except psycopg2.Error as exc:
             broken = True
             if commit:
@@ -204,12 +205,13 @@ class Client:
         with self.transaction():
             state = self._state
             for attempt in (1, 2):
-                if state.conn is None:
+                first = state.conn is None
+                if first:
                     state.conn = self._checkout()
                 conn = state.conn
                 try:
                     with conn.cursor() as cursor:
-                        cursor.execute(query, params)
+                        cursor.execute(_begin(query) if first else query, params)
                         result = _fetch(cursor, fetch)
                     state.statements += 1
                     return result
@@ -236,8 +238,7 @@ class Client:
                 with conn.cursor() as cursor:
                     cursor.execute(query, params)
                     executed = True
-                    result = _fetch(cursor, fetch)
-                conn.commit()
+                    result = _fetch(cursor, fetch)  # autocommit: the statement committed on its own
             except psycopg2.Error as exc:
                 dead = bool(conn.closed)
                 self._release(conn, broken=True)
@@ -289,6 +290,16 @@ class Client:
             raise SchemaError(message=f"The PostgreSQL {component} schema is at version {version}, newer than "
                                       f"this release supports ({expected}): upgrade wsgicliquet")
         self._schema_ok[component] = True
+
+
+def _begin(query: Any) -> Any:
+    """``query`` preceded by BEGIN, sent together (a multi-statement string runs its statements in order)."""
+    return "BEGIN;" + query if isinstance(query, str) else sql.Composed([sql.SQL("BEGIN;"), query])
+
+
+def _run(conn: Any, command: str) -> None:
+    with conn.cursor() as cursor:
+        cursor.execute(command)
 
 
 def _fetch(cursor: Any, fetch: Optional[str]) -> Any:
