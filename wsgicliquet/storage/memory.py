@@ -272,7 +272,7 @@ class Storage(StorageBase):
             partition.check_unique(record, unique_fields)
             record["last_modified"] = partition.next_timestamp(None if candidate is None else int(candidate))
             partition.store(object_id, record)
-            return copy_record(record)
+            return partition.copy(record)
 
     def get(self, collection_id: str, parent_id: str, object_id: str, *,
             include_deleted: bool = False) -> Record:
@@ -298,7 +298,7 @@ class Storage(StorageBase):
             partition.check_unique(record, unique_fields, exclude=object_id)
             record["last_modified"] = partition.next_timestamp()
             partition.store(object_id, record)
-            return copy_record(record)
+            return partition.copy(record)
 
     def delete(self, collection_id: str, parent_id: str, object_id: str, *, with_deleted: bool = True,
                last_modified: Optional[int] = None, if_match: Optional[int] = None) -> Record:
