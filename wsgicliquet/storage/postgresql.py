@@ -216,10 +216,13 @@ def _items(value: Any) -> List[Any]:
     return list(value) if isinstance(value, (list, tuple, set)) else [value]
 
 
-def _condition(filter_: Filter) -> sql.Composable:
+def _condition(filter_: Filter, fields: Optional[Dict[str, sql.Composable]] = None) -> sql.Composable:
     """One filter as a SQL boolean; follows the contract's JSON semantics (see the module docstring)."""
     operator, value = COMPARISON(filter_.operator), filter_.value
-    e, column = _field(filter_.field)
+    if fields is not None and filter_.field in fields:
+        e, column = fields[filter_.field], None  # a column holding the field's value, extracted beforehand
+    else:
+        e, column = _field(filter_.field)
     fmt = sql.SQL
 
     if operator in (COMPARISON.EQ, COMPARISON.NOT):
@@ -313,16 +316,17 @@ def _comparison(e: sql.Composable, column: Optional[str], op: str, value: Any) -
                ).format(e, _Literal(kind), _Literal(value))
 
 
-def _conjunction(filters: Sequence[Filter]) -> sql.Composable:
+def _conjunction(filters: Sequence[Filter], fields: Optional[Dict[str, sql.Composable]] = None) -> sql.Composable:
     if not filters:
         return _TRUE
-    return sql.SQL("({})").format(sql.SQL(" AND ").join(_condition(f) for f in filters))
+    return sql.SQL("({})").format(sql.SQL(" AND ").join(_condition(f, fields) for f in filters))
 
 
-def _pagination(rules: Sequence[Sequence[Filter]]) -> sql.Composable:
+def _pagination(rules: Sequence[Sequence[Filter]], fields: Optional[Dict[str, sql.Composable]] = None
+                ) -> sql.Composable:
     if not rules:
         return _TRUE
-    ored = sql.SQL("({})").format(sql.SQL(" OR ").join(_conjunction(rule) for rule in rules))
+    ored = sql.SQL("({})").format(sql.SQL(" OR ").join(_conjunction(rule, fields) for rule in rules))
     return sql.SQL("({} AND {})").format(_timestamp_range(rules), ored)
 
 
@@ -586,8 +590,7 @@ class Storage(StorageBase):
         where = _conjunction(filters)
         keys = _sort_keys(sorting)
         if limit is not None and not include_deleted and keys[0][0] != sql.SQL("last_modified"):
-            return self._sorted_page_query(collection_id, parent_id, where, sorting, _pagination(pagination_rules),
-                                           int(limit))
+            return self._sorted_page_query(collection_id, parent_id, where, sorting, pagination_rules, int(limit))
         order = _order_by(keys)
         if limit is None:
             position = sql.SQL(", row_number() OVER (ORDER BY {}) AS position").format(order)
@@ -613,12 +616,13 @@ class Storage(StorageBase):
 
     @staticmethod
     def _sorted_page_query(collection_id: str, parent_id: str, where: sql.Composable, sorting: Sequence[Sort],
-                           pagination: sql.Composable, limit: int) -> sql.Composable:
+                           pagination_rules: Sequence[Sequence[Filter]], limit: int) -> sql.Composable:
         """A page sorted on something else than ``last_modified`` (no index serves it): one scan of the matching
-        rows extracts each sorted data field once (``OFFSET 0`` keeps the planner from inlining it again) and
-        whether the row is past the previous page; the count and a top-N sort of these small rows both read
-        that, and only the page's bodies are fetched at the end."""
-        data_fields = [sort.field for sort in sorting if sort.field not in ("id", "last_modified")]
+        rows extracts each sorted data field once (``OFFSET 0`` keeps the planner from inlining it again); the
+        sort keys and whether the row is past the previous page are computed from these values; the count and a
+        top-N sort of these small rows both read that, and only the page's bodies are fetched at the end."""
+        data_fields = [sort.field for sort in sorting] + [f.field for rule in pagination_rules for f in rule]
+        data_fields = [name for name in data_fields if name not in ("id", "last_modified")]
         fields = {name: sql.Identifier(f"f{i}") for i, name in enumerate(dict.fromkeys(data_fields))}
         keys = _sort_keys(sorting, fields)
         partition, records_partition = (
@@ -629,8 +633,8 @@ class Storage(StorageBase):
         page_names = [sql.SQL("page.{}").format(name) for name in names]
         return sql.SQL("""
         WITH matching AS (
-            SELECT id, {columns}, on_page FROM (
-                SELECT id, last_modified, {extracted} {pagination} AS on_page
+            SELECT id, {columns}, {pagination} AS on_page FROM (
+                SELECT id, last_modified {extracted}
                 FROM records WHERE {partition} AND NOT deleted AND {where} OFFSET 0
             ) AS extracted
         ), page AS (
@@ -644,9 +648,9 @@ class Storage(StorageBase):
         """).format(
             columns=sql.SQL(", ").join(sql.SQL("{} AS {}").format(expression, name)
                                        for (expression, _, _), name in zip(keys, names)),
-            extracted=sql.SQL("").join(sql.SQL("{} AS {}, ").format(_field(name)[0], column)
+            extracted=sql.SQL("").join(sql.SQL(", {} AS {}").format(_field(name)[0], column)
                                       for name, column in fields.items()),
-            pagination=pagination, partition=partition, where=where, order=_order_by(keys, names),
+            pagination=_pagination(pagination_rules, fields), partition=partition, where=where, order=_order_by(keys, names),
             limit=_Literal(max(limit, 0)), outer_order=_order_by(keys, page_names),
             records_partition=records_partition)
 
