@@ -125,7 +125,8 @@ FAST_SCHEMAS = [
         "done": {"type": "boolean", "default": False}, "tags": {"type": "array", "items": {"type": "string"}}},
         "required": ["title"]}, id="task"),
     pytest.param({"type": "object", "properties": {
-        "n": {"type": ["number", "null"], "minimum": 0, "maximum": 2.5}, "note": {"description": "anything"}, "kind": {"enum": ["a", "b"]},
+        "n": {"type": ["number", "null"], "minimum": 0, "maximum": 2.5}, "note": {"description": "anything"},
+        "kind": {"enum": ["a", "b"]},
         "list": {"type": "array", "minItems": 1, "maxItems": 2}, "o": {"type": "object", "properties": {
             "x": {"type": "integer"}}, "required": ["x"], "additionalProperties": False}},
         "additionalProperties": False}, id="bounds-enum-nested"),
