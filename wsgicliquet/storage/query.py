@@ -38,8 +38,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 from . import COMPARISON, Filter, Record, Sort
 
 __all__ = ["MISSING", "resolve", "json_equal", "json_key", "sort_value", "compile_filter", "compile_filters",
-           "compile_rules", "matches",
-           "matches_rules", "sort_records", "apply", "keyset_rules", "copy_record"]
+           "compile_rules", "matches", "matches_rules", "sort_records", "apply", "keyset_rules", "copy_record"]
 
 Predicate = Callable[[Record], bool]
 
