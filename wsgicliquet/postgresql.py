@@ -11,7 +11,8 @@ share one connection pool and one transaction per thread: a request's record wri
   restart.  A pool inherited through ``fork()`` is left alone (its sockets belong to the parent).
 * **Transactions**: :meth:`Client.transaction` is re-entrant per thread; a connection is taken at the first
   statement, and the outermost block commits (or rolls back on an exception).  A transaction in which a statement
-  failed is never committed: its commit raises :class:`BackendError`.
+  failed is never committed: its commit raises :class:`BackendError`.  Connections are in autocommit mode and the
+  client sends BEGIN together with the first statement (one round trip less than psycopg2's own BEGIN).
 * **Errors**: every ``psycopg2.Error`` (and a pool timeout) becomes a :class:`BackendError`.
 * **Schema versions**: :func:`migrate` applies ordered migration steps per component and records the version in the
   ``metadata`` table; :meth:`Client.check_schema` tells a never-migrated database apart with the command to run.
