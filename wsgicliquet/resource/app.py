@@ -17,7 +17,7 @@ each endpoint.  Per request: one route match, the checks in this order (404 unkn
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, FrozenSet, Iterable, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Dict, FrozenSet, Iterable, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from webob import Request
 from webob.acceptparse import create_accept_header
@@ -100,9 +100,10 @@ class ResourceApp:
             if self.permission is None:
                 raise ConfigurationError(f"Setting 'permission_url' is empty: resources {shareable} need a "
                                          f"permission backend")
-        # Matching a path depends on the path alone: the last paths matched (clients poll the same collection and
-        # records) skip Werkzeug's matcher, about 4 µs.  Paths that do not match raise, and are not remembered.
-        self._match = functools.lru_cache(maxsize=_MATCH_CACHE_SIZE)(self.url_map.bind("localhost").match)
+        # Matching a path depends on the path alone: the last paths seen (clients poll the same collection and
+        # records; a fallback app's views are hit again and again) skip Werkzeug's matcher, about 4 µs for a match
+        # and more for a miss, which Werkzeug raises.  A miss is remembered as None.
+        self._match = functools.lru_cache(maxsize=_MATCH_CACHE_SIZE)(_matcher(self.url_map))
 
     @property
     def specs(self) -> Dict[str, ResourceSpec]:
@@ -114,13 +115,14 @@ class ResourceApp:
         if self.permission is not None:
             environ[PERMISSION] = self.permission
         try:
-            path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
-            endpoint, args = self._match(path or "/")
-            args = dict(args)  # the cached answer stays untouched
-        except (UnicodeError, HTTPException, RoutingException):
+            matched = self._match(environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8") or "/")
+        except UnicodeError:
+            matched = None
+        if matched is None:
             if self.fallback is not None:
                 return self.fallback(environ, start_response)
             return HTTPError(404, ERRORS.MISSING_RESOURCE)(environ, start_response)
+        endpoint, args = matched[0], dict(matched[1])  # the cached answer stays untouched
         environ[VIEW] = endpoint
         try:
             response = self._dispatch(environ, self.routes[endpoint], args)
@@ -158,6 +160,19 @@ class ResourceApp:
 
 #: How many matched paths the router remembers.
 _MATCH_CACHE_SIZE = 1024
+
+
+def _matcher(url_map: Map) -> Callable[[str], Optional[Tuple[str, Mapping[str, str]]]]:
+    """``(endpoint, arguments)`` of a path, or None when no resource route matches it."""
+    match = url_map.bind("localhost").match
+
+    def matcher(path: str) -> Optional[Tuple[str, Mapping[str, str]]]:
+        try:
+            return match(path)
+        except (HTTPException, RoutingException):
+            return None
+
+    return matcher
 
 
 def _resource_class(resource: Union[type, str]) -> type:
