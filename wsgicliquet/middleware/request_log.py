@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 from wsgicliquet import environ as keys
 from wsgicliquet.backends import import_string
 from wsgicliquet.logs import EVENT_ATTR, FIELDS_ATTR, LOGGER_ATTR, RENDERERS
+from wsgicliquet.middleware import ClosingResponse
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError
 
@@ -111,7 +112,7 @@ class RequestLog:
         try:
             response.result = self.app(environ, response.start_response)
         except BaseException:
-            response.done(True)
+            response.finish(True)
             raise
         return response
 
@@ -196,15 +197,15 @@ def _without_request_id(headers: List[Tuple[str, str]]) -> List[Tuple[str, str]]
     return list(headers)
 
 
-class _LoggedResponse:
+class _LoggedResponse(ClosingResponse):
     """One request: wraps ``start_response`` to echo the id, and the app's response iterable, whose ``close()``
     (called by the server once the body is sent) logs."""
 
-    __slots__ = ("_layer", "_environ", "_path", "_request_id", "_start_response", "_started", "_code", "result",
-                 "_iterator", "_failed", "_closed")
+    __slots__ = ("_layer", "_environ", "_path", "_request_id", "_start_response", "_started", "_code", "_iterator")
 
     def __init__(self, layer: RequestLog, environ: Dict[str, Any], path: str, request_id: str,
                  start_response: StartResponse, started: float) -> None:
+        super().__init__()
         self._layer = layer
         self._environ = environ
         self._path = path
@@ -212,10 +213,7 @@ class _LoggedResponse:
         self._start_response = start_response
         self._started = started
         self._code: Optional[int] = None
-        self.result: Iterable[bytes] = ()
         self._iterator: Optional[Iterator[bytes]] = None
-        self._failed = False
-        self._closed = False
 
     def start_response(self, status_line: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Any:
         self._code = _code(status_line)
@@ -223,7 +221,7 @@ class _LoggedResponse:
         headers.append(("X-Request-Id", self._request_id))
         return self._start_response(status_line, headers, exc_info)
 
-    def done(self, failed: bool) -> None:
+    def finish(self, failed: bool) -> None:
         code = 500 if failed or self._code is None else self._code
         self._layer._emit(self._environ, self._path, self._request_id, code, perf_counter() - self._started)
 
@@ -241,20 +239,6 @@ class _LoggedResponse:
         except BaseException:
             self._failed = True
             raise
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            close = getattr(self.result, "close", None)
-            if close is not None:
-                close()
-        except BaseException:
-            self._failed = True
-            raise
-        finally:
-            self.done(self._failed)
 
 
 filter_factory = make_filter_factory(RequestLog)

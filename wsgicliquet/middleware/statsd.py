@@ -25,11 +25,12 @@ import functools
 import re
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from wsgicliquet import environ as keys
 from wsgicliquet.backends import import_string, load_backend, missing_extra
+from wsgicliquet.middleware import ClosingResponse
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError
 
@@ -196,41 +197,29 @@ class StatsdMetrics:
             pass
 
 
-class _Measured:
+class _Measured(ClosingResponse):
     """The app's response iterable; ``close()`` (called by the server once the body is sent) sends the metrics."""
 
-    __slots__ = ("_layer", "_environ", "_method", "_started", "_pending", "_token", "result", "_closed")
+    __slots__ = ("_layer", "_environ", "_method", "_started", "_pending", "_token")
 
     def __init__(self, layer: StatsdMetrics, environ: Dict[str, Any], started: float) -> None:
+        super().__init__()
         self._layer = layer
         self._environ = environ
         self._method = str(environ.get("REQUEST_METHOD", ""))
         self._started = started
         self._pending = _Pending(layer.client)
         self._token = _pending.set(self._pending)
-        self.result: Iterable[bytes] = ()
-        self._closed = False
 
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self.result)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def finish(self, failed: bool) -> None:
+        pending = self._pending
+        pending.open = False
         try:
-            close = getattr(self.result, "close", None)
-            if close is not None:
-                close()
-        finally:
-            pending = self._pending
-            pending.open = False
-            try:
-                _pending.reset(self._token)
-            except ValueError:  # closed from another context than the one that called the app
-                pass
-            self._layer._send(self._environ, self._method, (time.perf_counter() - self._started) * 1000,
-                              pending.timers)
+            _pending.reset(self._token)
+        except ValueError:  # closed from another context than the one that called the app
+            pass
+        self._layer._send(self._environ, self._method, (time.perf_counter() - self._started) * 1000,
+                          pending.timers)
 
 
 def _count(pipe: Any, environ: Mapping[str, Any], method: str) -> None:
