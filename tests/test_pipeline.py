@@ -141,7 +141,7 @@ INI = textwrap.dedent("""
 def tagger_filter_factory(global_conf, **local_conf):
     from wsgicliquet.pipeline import make_filter_factory
 
-    return make_filter_factory(Tag_cors)(global_conf, **local_conf)
+    return make_filter_factory(globals()["Tag_cors"])(global_conf, **local_conf)
 
 
 def app_factory(global_conf, **local_conf):

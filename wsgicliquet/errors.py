@@ -9,12 +9,12 @@ from __future__ import annotations
 import enum
 import json
 from http import HTTPStatus
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from wsgicliquet.types import StartResponse
 
 __all__ = ["ERRORS", "HTTPError", "error_body", "validation_error", "json_error_response",
            "MESSAGES", "is_error_body", "ERRNO_KEY"]
 
-StartResponse = Callable[..., Any]
 
 ERRNO_KEY = "wsgicliquet.errno"
 """Environ key where the errno of the error response is recorded (for logging and metrics)."""

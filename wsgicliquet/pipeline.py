@@ -27,15 +27,15 @@ pass the stack as data: ``build_pipeline(app, stack=[Use(Cors, origins=["*"]), U
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from wsgicliquet.backends import import_string
 from wsgicliquet.settings import ConfigurationError, Settings, api_prefix, load_settings
+from wsgicliquet.types import WSGIApp
 
 __all__ = ["Use", "build_pipeline", "CANONICAL", "OUTER", "PER_VERSION", "make_filter_factory",
            "mount", "mount_factory", "versions_factory", "wsgi_factory", "api_factory", "pipeline_filter_factory", "describe"]
 
-WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 OUTER: List[Tuple[str, str]] = [
     ("profiler", "wsgicliquet.middleware.profiler:Profiler"),

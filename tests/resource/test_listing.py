@@ -103,7 +103,7 @@ def test_since_before_and_tombstones(app):
     assert before == [second]
     assert app.get("/notes").json["data"] == [second]  # no tombstones without a last_modified filter
     assert app.get(f"/notes?_since={tombstone['last_modified']}").json["data"] == []
-    deleted = app.get(f"/notes?_since=0&deleted=true").json["data"]
+    deleted = app.get("/notes?_since=0&deleted=true").json["data"]
     assert deleted == [tombstone]
 
 

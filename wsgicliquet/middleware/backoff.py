@@ -16,10 +16,9 @@ from wsgicliquet.environ import NOT_AN_ERROR
 from wsgicliquet.errors import retry_after_headers
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError
+from wsgicliquet.types import WSGIApp
 
 __all__ = ["Backoff", "filter_factory"]
-
-WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class Backoff:

@@ -23,10 +23,9 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 from wsgicliquet.errors import ERRORS, HTTPError
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError, coerce
+from wsgicliquet.types import WSGIApp
 
 __all__ = ["EndOfLife", "filter_factory"]
-
-WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def _today() -> datetime.date:

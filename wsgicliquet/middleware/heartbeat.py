@@ -32,12 +32,12 @@ from wsgicliquet.errors import ERRORS, JSON_CONTENT_TYPE, HTTPError
 from wsgicliquet.middleware import answer_options
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError
+from wsgicliquet.types import WSGIApp
 
 __all__ = ["Heartbeat", "filter_factory", "add_check", "CHECKS"]
 
 logger = logging.getLogger(__name__)
 
-WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Check = Callable[[], Optional[bool]]
 CheckOrBackend = Union[Check, Any]  # a callable, or a backend with ``ping(readonly=...)``
 

@@ -27,10 +27,10 @@ from wsgicliquet.middleware.version_prefix import absolute_url
 from wsgicliquet.middleware import answer_options
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError
+from wsgicliquet.types import WSGIApp
 
 __all__ = ["Hello", "filter_factory", "add_capability", "add_public_setting", "CAPABILITIES", "PUBLIC_SETTINGS"]
 
-WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 PROTOCOL_VERSION = "2"
 

@@ -20,10 +20,10 @@ from werkzeug.middleware.profiler import ProfilerMiddleware
 
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError
+from wsgicliquet.types import StartResponse
 
 __all__ = ["Profiler", "profile_filename", "filter_factory"]
 
-StartResponse = Callable[..., Any]
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 
 

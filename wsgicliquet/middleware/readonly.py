@@ -14,10 +14,10 @@ from typing import Any, Callable, Dict, Iterable, Mapping
 
 from wsgicliquet.errors import ERRORS, HTTPError
 from wsgicliquet.pipeline import make_filter_factory
+from wsgicliquet.types import WSGIApp
 
 __all__ = ["ReadOnly", "filter_factory", "READ_METHODS"]
 
-WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

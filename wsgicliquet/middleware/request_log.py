@@ -28,10 +28,10 @@ from wsgicliquet.logs import EVENT_ATTR, FIELDS_ATTR, LOGGER_ATTR, RENDERERS
 from wsgicliquet.middleware import ClosingResponse
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError
+from wsgicliquet.types import StartResponse
 
 __all__ = ["RequestLog", "summary_fields", "filter_factory"]
 
-StartResponse = Callable[..., Any]
 _logger = logging.getLogger(__name__)
 
 # A client-supplied request id is kept only when it cannot forge log content.

@@ -18,10 +18,10 @@ from wsgicliquet import environ as keys
 from wsgicliquet.backends import missing_extra
 from wsgicliquet.errors import HTTPError
 from wsgicliquet.pipeline import make_filter_factory
+from wsgicliquet.types import StartResponse
 
 __all__ = ["Sentry", "init_sentry", "filter_factory"]
 
-StartResponse = Callable[..., Any]
 
 _init_lock = threading.Lock()
 _initialised: Optional[Tuple[Tuple[Any, ...], Tuple[Any, ...]]] = None

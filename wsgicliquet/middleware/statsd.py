@@ -33,10 +33,10 @@ from wsgicliquet.backends import import_string, load_backend, missing_extra
 from wsgicliquet.middleware import ClosingResponse
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError
+from wsgicliquet.types import StartResponse
 
 __all__ = ["StatsdMetrics", "instrument_backend", "make_client", "filter_factory"]
 
-StartResponse = Callable[..., Any]
 BACKEND_KINDS = ("storage", "cache", "permission")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 _INSTRUMENTED = "_wsgicliquet_statsd"

@@ -25,10 +25,10 @@ from wsgicliquet import environ as keys
 from wsgicliquet.errors import ERRORS, HTTPError
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError, api_prefix
+from wsgicliquet.types import WSGIApp
 
 __all__ = ["VersionPrefix", "filter_factory", "absolute_url", "DOCKERFLOW_PATHS"]
 
-WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 DOCKERFLOW_PATHS = ("/__heartbeat__", "/__lbheartbeat__", "/__version__")
 

@@ -7,7 +7,7 @@ grants its children...); by default only the pair itself.  ``wsgicliquet.permiss
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Set, Tuple
 
 from wsgicliquet.storage.exceptions import BackendError
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 import threading
 from typing import Iterable, List, Tuple
 
-import pytest
-
 from . import Permission
 
 __all__ = ["PermissionContract", "bound_permissions"]

@@ -34,10 +34,10 @@ from wsgicliquet.resource.handlers import HANDLERS, Call, Options
 from wsgicliquet.resource.resource import Resource, ResourceSpec
 from wsgicliquet.settings import ConfigurationError, load_settings
 from wsgicliquet.storage import BackendError, Storage
+from wsgicliquet.types import WSGIApp
 
 __all__ = ["ResourceApp", "app_factory"]
 
-WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 _METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 _WRITES = frozenset({"POST", "PUT", "PATCH"})

@@ -21,7 +21,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import enum
-from typing import Any, Callable, ContextManager, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .exceptions import BackendError, PreconditionFailed, RecordNotFoundError, StorageError, UnicityError
 
