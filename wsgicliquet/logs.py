@@ -66,6 +66,11 @@ def _dumps(value: Any) -> str:
 
 
 _SCALARS = (str, int, float, bool)
+# Field values the mozlog shape keeps as they are (exact types: a subclass goes through _mozlog_value).
+_PLAIN = frozenset({str, int, bool, type(None)})
+# The severity of the standard levels, without the search of _severity.
+_SEVERITY_OF = {level: _severity(level) for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR,
+                                                      logging.CRITICAL)}
 # Values that orjson writes exactly as the standard encoder does (floats differ: 1e16 against 1e+16).
 _ORJSON_SAME = frozenset({str, int, bool, type(None), list})
 _encode = json.JSONEncoder(separators=(",", ":"), default=str).encode  # what json.dumps builds on every call
@@ -128,18 +133,19 @@ class MozlogFormatter(JsonFormatter):
         """What ``JsonFormatter.format`` renders for a request log record, built directly."""
         rendered: Dict[str, Any] = {}
         same = True  # whether orjson writes these fields exactly as the standard encoder does
+        plain = _PLAIN
         for key, value in fields.items():
-            kind = type(value)
-            if not (kind is str or kind is int or value is None or kind is bool):
+            if type(value) not in plain:
                 value = _mozlog_value(value)
                 same = same and type(value) in _ORJSON_SAME
             rendered[key if type(key) is str else str(key)] = value
+        levelno = record.levelno
         log_data = {
             "Timestamp": int(record.created * 1000) * 1_000_000,
             "Logger": self.logger_name or getattr(record, LOGGER_ATTR, None) or record.name,
             "Type": getattr(record, EVENT_ATTR, None) or record.getMessage(),
             "Hostname": self.hostname,
-            "Severity": _severity(record.levelno),
+            "Severity": _SEVERITY_OF[levelno] if levelno in _SEVERITY_OF else _severity(levelno),
             "Pid": record.process if record.process is not None else self.pid,
             "EnvVersion": "2.0",
             "Fields": rendered,
