@@ -64,11 +64,12 @@ def summary_fields(environ: Mapping[str, Any], *, code: int, duration: float, pa
     get = environ.get
     userid = get(keys.USERID)
     authn_type = get(keys.AUTHN_TYPE)
+    query = get("QUERY_STRING")
     fields: Dict[str, Any] = {
         "agent": get("HTTP_USER_AGENT"),
         "path": path if path is not None else get("SCRIPT_NAME", "") + get("PATH_INFO", ""),
         "method": str(get("REQUEST_METHOD", "")).upper(),
-        "querystring": _querystring(get("QUERY_STRING", "")),
+        "querystring": _querystring(query) if query else {},
         "lang": get("HTTP_ACCEPT_LANGUAGE"),
         "uid": str(userid).split(":", 1)[-1] if userid else None,
         "authn_type": authn_type if authn_type is None or type(authn_type) is str else str(authn_type),
