@@ -184,28 +184,15 @@ class StatsdMetrics:
               timers: Sequence[Tuple[str, float]] = ()) -> None:
         """All metrics of one response in one packet (a pipeline is per request, so no sharing across threads)."""
         try:
-            client = self.client
-            if type(client) is not _STATS_CLIENT:  # another client: its own pipeline
-                pipe = client.pipeline()
-                for name, backend_ms in timers:
-                    pipe.timing(name, backend_ms)
-                _count(pipe, environ, method)
-                for entry in list(environ.get(keys.SUBREQUESTS) or ()):
-                    sub_environ = entry.get("environ") or {}
-                    _count(pipe, sub_environ, str(sub_environ.get("REQUEST_METHOD", "")))
-                pipe.timing("request", elapsed_ms)
-                pipe.send()
-                return
-            # statsd.StatsClient: the lines its pipeline would send, written directly.
-            lines = ["%s:%0.6f|ms" % (name, backend_ms) for name, backend_ms in timers]
-            _lines(lines, environ, method)
-            subrequests = environ.get(keys.SUBREQUESTS)
-            if subrequests:
-                for entry in list(subrequests):
-                    sub_environ = entry.get("environ") or {}
-                    _lines(lines, sub_environ, str(sub_environ.get("REQUEST_METHOD", "")))
-            lines.append("request:%0.6f|ms" % elapsed_ms)
-            _send_lines(client, lines)
+            pipe = self.client.pipeline()
+            for name, backend_ms in timers:
+                pipe.timing(name, backend_ms)
+            _count(pipe, environ, method)
+            for entry in list(environ.get(keys.SUBREQUESTS) or ()):
+                sub_environ = entry.get("environ") or {}
+                _count(pipe, sub_environ, str(sub_environ.get("REQUEST_METHOD", "")))
+            pipe.timing("request", elapsed_ms)
+            pipe.send()
         except Exception:  # metrics never break a response
             pass
 
@@ -243,44 +230,6 @@ def _count(pipe: Any, environ: Mapping[str, Any], method: str) -> None:
     userid = environ.get(keys.USERID)
     if userid:
         pipe.set("users", _UNSAFE.sub("_", str(userid)))
-
-
-def _lines(lines: List[str], environ: Mapping[str, Any], method: str) -> None:
-    """What :func:`_count` adds to a pipeline, as StatsD lines (without the prefix)."""
-    get = environ.get
-    lines.append(_view_metric(str(get(keys.VIEW) or "unmatched"), method) + ":1|c")
-    policy = get(keys.AUTHN_TYPE)
-    if policy:
-        lines.append(_authn_metric(str(policy)) + ":1|c")
-    userid = get(keys.USERID)
-    if userid:
-        lines.append("users:%s|s" % _UNSAFE.sub("_", str(userid)))
-
-
-def _send_lines(client: Any, lines: List[str]) -> None:
-    """Send ``lines`` as ``statsd.StatsClient``'s pipeline does: prefixed, newline-joined, split at its size."""
-    prefix = client._prefix
-    if prefix:
-        lines = ["%s.%s" % (prefix, line) for line in lines]
-    data = "\n".join(lines)
-    maxudpsize = client._maxudpsize
-    if len(data) < maxudpsize:  # the usual case: one packet
-        client._send(data)
-        return
-    data = lines[0]
-    for line in lines[1:]:
-        if len(line) + len(data) + 1 >= maxudpsize:
-            client._send(data)
-            data = line
-        else:
-            data += "\n" + line
-    client._send(data)
-
-
-try:
-    from statsd import StatsClient as _STATS_CLIENT
-except ImportError:  # pragma: no cover - depends on the installation
-    _STATS_CLIENT = None
 
 
 filter_factory = make_filter_factory(StatsdMetrics)
