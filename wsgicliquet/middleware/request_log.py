@@ -136,25 +136,13 @@ class RequestLog:
                 pass
 
     def _log(self, event: str, fields: Dict[str, Any]) -> None:
-        logger = self.logger
-        if type(logger).makeRecord is _MAKE_RECORD and logging.getLogRecordFactory() is logging.LogRecord:
-            # What Logger.makeRecord does with these arguments, without its generic ``extra`` checks.
-            record = logging.LogRecord(logger.name, logging.INFO, __file__, 0, event, (), None)
-            attrs = record.__dict__
-            attrs[EVENT_ATTR] = event
-            attrs[FIELDS_ATTR] = fields
-            attrs[LOGGER_ATTR] = self.project_name
-        else:
-            record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, event, (), None, extra={
-                EVENT_ATTR: event, FIELDS_ATTR: fields, LOGGER_ATTR: self.project_name})
+        record = self.logger.makeRecord(self.logger.name, logging.INFO, __file__, 0, event, (), None, extra={
+            EVENT_ATTR: event, FIELDS_ATTR: fields, LOGGER_ATTR: self.project_name})
         try:
             record.msg = self.formatter.format(record)
         except Exception:
             record.msg = f"{event} {fields!r}"
         self.logger.handle(record)
-
-
-_MAKE_RECORD = logging.Logger.makeRecord
 
 
 def _renderer(renderer: str, project_name: str) -> logging.Formatter:
