@@ -13,11 +13,12 @@ Expiry is checked with short sleeps (about half a second in all).
 """
 from __future__ import annotations
 
-import threading
 import time
-from typing import Any, List
+from typing import Any
 
 import pytest
+
+from wsgicliquet.storage.testing import run_concurrently
 
 from . import Cache
 
@@ -123,20 +124,11 @@ class CacheContract:
         assert (cache.get("a"), cache.get("b")) == (None, None)
 
     def test_concurrent_writers(self, cache: Cache) -> None:
-        errors: List[BaseException] = []
-
         def writer(slot: int) -> None:
-            try:
-                for index in range(20):
-                    cache.set(f"key-{slot}-{index}", [slot, index], ttl=60)
-            except BaseException as exc:
-                errors.append(exc)
+            for index in range(20):
+                cache.set(f"key-{slot}-{index}", [slot, index], ttl=60)
 
-        threads = [threading.Thread(target=writer, args=(slot,)) for slot in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        errors = [outcome for outcome in run_concurrently(8, writer) if isinstance(outcome, BaseException)]
         assert not errors, errors
         assert all(cache.get(f"key-{slot}-{index}") == [slot, index] for slot in range(8) for index in range(20))
 

@@ -11,8 +11,9 @@ Subclass :class:`PermissionContract` with a fixture named ``permission`` returni
 """
 from __future__ import annotations
 
-import threading
 from typing import Iterable, List, Tuple
+
+from wsgicliquet.storage.testing import run_concurrently
 
 from . import Permission
 
@@ -202,21 +203,12 @@ class PermissionContract:
         assert permission.principals_accessible_objects([ALICE], "read") == set()
 
     def test_concurrent_edits(self, permission: Permission) -> None:
-        errors: List[BaseException] = []
-
         def editor(slot: int) -> None:
-            try:
-                for index in range(20):
-                    permission.add_principal_to_ace(BUCKET, "read", f"user:{slot}:{index}")
-                    permission.add_user_principal(f"user:{slot}", f"group:{index}")
-            except BaseException as exc:
-                errors.append(exc)
+            for index in range(20):
+                permission.add_principal_to_ace(BUCKET, "read", f"user:{slot}:{index}")
+                permission.add_user_principal(f"user:{slot}", f"group:{index}")
 
-        threads = [threading.Thread(target=editor, args=(slot,)) for slot in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        errors = [outcome for outcome in run_concurrently(8, editor) if isinstance(outcome, BaseException)]
         assert not errors, errors
         assert len(permission.object_permission_principals(BUCKET, "read")) == 160
         assert all(len(permission.user_principals(f"user:{slot}")) == 20 for slot in range(8))

@@ -223,24 +223,12 @@ class StorageContract:
 
     def test_concurrent_writes_get_distinct_increasing_timestamps(self, storage: Storage) -> None:
         threads, writes = 8, 50
-        results: List[List[int]] = [[] for _ in range(threads)]
-        errors: List[BaseException] = []
-        barrier = threading.Barrier(threads)
 
-        def writer(slot: int) -> None:
-            try:
-                barrier.wait()
-                for index in range(writes):
-                    record = storage.create(C, P, {"thread": slot, "index": index})
-                    results[slot].append(record["last_modified"])
-            except BaseException as exc:  # reported below, in the test thread
-                errors.append(exc)
+        def writer(slot: int) -> List[int]:
+            return [storage.create(C, P, {"thread": slot, "index": index})["last_modified"] for index in range(writes)]
 
-        workers = [threading.Thread(target=writer, args=(slot,)) for slot in range(threads)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
+        results = run_concurrently(threads, writer)
+        errors = [outcome for outcome in results if isinstance(outcome, BaseException)]
         assert not errors, errors
         every = [stamp for stamps in results for stamp in stamps]
         assert len(set(every)) == threads * writes
