@@ -17,6 +17,8 @@ from wsgicliquet.middleware.json_errors import JsonErrors
 from wsgicliquet.permission.memory import Permission
 from wsgicliquet.settings import ConfigurationError, load_settings
 
+from .probes import Body
+
 ALICE = "basicauth:c2c5fb7523b5fcf46a424a6e371ef158633ff7636c31fb946cf8d34a4c05aa90"  # PROTOCOL.md §22 item 4
 
 
@@ -253,20 +255,6 @@ def test_anonymous_request_loses_a_stale_identity():
 
 
 # --- header only, switch ------------------------------------------------------------------------------------------
-
-class Body:
-    def __init__(self):
-        self.produced = 0
-        self.closed = False
-
-    def __iter__(self):
-        for chunk in (b"one", b"two"):
-            self.produced += 1
-            yield chunk
-
-    def close(self):
-        self.closed = True
-
 
 def test_body_is_never_buffered_and_close_passes_through():
     body = Body()

@@ -8,6 +8,8 @@ from wsgicliquet.middleware.cors import Cors
 from wsgicliquet.middleware.json_errors import JsonErrors
 from wsgicliquet.settings import load_settings
 
+from .probes import Body
+
 ALWAYS = ["Backoff", "Retry-After", "Alert", "Content-Length", "Content-Type", "Vary"]
 RECORD_HEADERS = [("ETag", '"42"'), ("Last-Modified", "Mon, 01 Jan 2024 00:00:00 GMT"), ("Cache-Control", "no-cache")]
 
@@ -279,20 +281,6 @@ def test_options_without_request_method_is_not_a_preflight(make):
 
 
 # --- streaming, close, switch ---------------------------------------------------------------------------------
-
-class Body:
-    def __init__(self):
-        self.produced = 0
-        self.closed = False
-
-    def __iter__(self):
-        for chunk in (b"one", b"two"):
-            self.produced += 1
-            yield chunk
-
-    def close(self):
-        self.closed = True
-
 
 def test_body_is_never_buffered_and_close_passes_through():
     body = Body()
