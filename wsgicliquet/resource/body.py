@@ -9,18 +9,13 @@ times faster than the standard library on record lists), the standard library ot
 """
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from webob import Response
 
+from wsgicliquet import jsonio
 from wsgicliquet.errors import ERRORS, JSON_CONTENT_TYPE, HTTPError, invalid, validation_error
-
-try:  # pragma: no cover - depends on the installation
-    import orjson as _orjson
-except ImportError:  # pragma: no cover
-    _orjson = None
 
 __all__ = ["MAX_DEPTH", "read_body", "parse_json", "parse_envelope", "envelope_data", "render", "json_response",
            "empty_response"]
@@ -64,14 +59,10 @@ def _invalid_json(reason: str) -> HTTPError:
     ])
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def parse_json(body: bytes) -> Any:
     """Decode a request body; 400 (with the two problems of §7.4) when it is not acceptable JSON."""
     try:
-        value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        value = jsonio.loads(body)
     except UnicodeDecodeError:
         raise _invalid_json("the body is not UTF-8") from None
     except ValueError as exc:
@@ -154,12 +145,7 @@ def envelope_data(payload: Any, *, data_required: bool, allowed: Tuple[str, ...]
 
 def render(value: Any) -> bytes:
     """Compact UTF-8 JSON."""
-    if _orjson is not None:
-        try:
-            return _orjson.dumps(value)
-        except TypeError:  # a value orjson does not serialize (e.g. an integer beyond 64 bits from a backend)
-            pass
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return jsonio.dumps(value)
 
 
 def json_response(status: int, value: Any, headers: Optional[List[Tuple[str, str]]] = None) -> Response:

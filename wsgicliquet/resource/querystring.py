@@ -15,12 +15,12 @@ errno 107 with the exact texts of §4.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 from urllib.parse import parse_qsl
 
+from wsgicliquet import jsonio
 from wsgicliquet.errors import invalid
 from wsgicliquet.storage import COMPARISON, Filter, Sort
 
@@ -96,14 +96,10 @@ def _known(field: str, is_known: IsKnown) -> bool:
 
 
 def _loads(raw: str) -> Any:
-    value = json.loads(raw, parse_constant=_reject_constant)
+    value = jsonio.loads(raw)
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("not a finite number")
     return value
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def native_value(raw: str) -> Any:

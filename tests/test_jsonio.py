@@ -1,0 +1,63 @@
+"""The fast JSON paths decode and encode exactly what the json module does, with or without orjson."""
+import json
+
+import pytest
+
+from wsgicliquet import jsonio
+
+SAMPLES = [
+    "{}", "[]", "0", "-0", "1.5", "1E5", "1e-400", '"text"', '"caf\\u00e9 \\ud83d\\ude00"', '"\\u0000"',
+    '{"a": 1, "a": 2}', " [1, 2.0, null, true, false] ", '{"nested": {"list": [{"x": "y"}]}}',
+    "1e400", "9223372036854775807", "-9223372036854775808", "18446744073709551616", "123456789012345678901234567890",
+    '[1.5, 12345678901234567890123]', '"1234567890123456789012345"', '"\\ud800"',
+]
+NOT_JSON = ["", "[1,]", "{'a': 1}", "\ufeff[1]", "nul", "[1", "NaN", "-Infinity", "[NaN]"]
+
+
+@pytest.fixture(params=["orjson", "json"])
+def backend(request, monkeypatch):
+    if request.param == "json":
+        monkeypatch.setattr(jsonio, "_orjson", None)
+    elif jsonio._orjson is None:
+        pytest.skip("orjson is not installed")
+    return request.param
+
+
+@pytest.mark.parametrize("text", SAMPLES)
+def test_loads_decodes_as_the_json_module(backend, text):
+    expected = json.loads(text)
+    for data in (text, text.encode("utf-8", "surrogatepass")):
+        value = jsonio.loads(data)
+        assert value == expected and type(value) is type(expected)
+
+
+def test_integers_beyond_64_bits_stay_exact(backend):
+    """orjson would turn them into floats: they must come back as the exact integers."""
+    assert jsonio.loads(b'{"n": 18446744073709551616, "m": -99999999999999999999}') == {
+        "n": 18446744073709551616, "m": -99999999999999999999}
+
+
+@pytest.mark.parametrize("text", NOT_JSON)
+def test_loads_refuses_what_is_not_json(backend, text):
+    with pytest.raises(ValueError):
+        jsonio.loads(text.encode("utf-8"))
+
+
+def test_nan_only_when_allowed(backend):
+    value = jsonio.loads(b"[NaN, Infinity]", allow_nan=True)
+    assert value[0] != value[0] and value[1] == float("inf")
+
+
+def test_invalid_utf8_is_a_value_error(backend):
+    with pytest.raises(ValueError):
+        jsonio.loads(b'"\xff"')
+
+
+@pytest.mark.parametrize("value", [
+    {"a": [1, 2.5, None, True], "b": "caf\u00e9"}, [], "\u2603", 2 ** 70, {"big": -(2 ** 65)},
+])
+def test_dumps_is_compact_utf8_json_that_reads_back(backend, value):
+    payload = jsonio.dumps(value)
+    assert isinstance(payload, bytes)
+    assert payload == json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    assert json.loads(payload) == value

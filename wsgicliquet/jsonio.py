@@ -1,0 +1,52 @@
+"""JSON in and out on the hot paths: orjson when it is installed (several times faster), the json module otherwise.
+
+The choice changes speed, never results: whatever orjson refuses (a lone surrogate, text that is not JSON) or
+would decode differently (it turns integers beyond 64 bits into floats) goes through the json module, which then
+decodes it exactly or raises its own, readable error.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Union
+
+try:  # pragma: no cover - depends on the installation
+    import orjson as _orjson
+except ImportError:  # pragma: no cover
+    _orjson = None
+
+__all__ = ["dumps", "loads"]
+
+# 19 digits in a row may be an integer beyond 64 bits (and may not: a long string of digits is simply decoded by
+# the json module).
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_LONG_DIGITS_TEXT = re.compile(r"\d{19}")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON."""
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(value)
+        except TypeError:  # e.g. an integer beyond 64 bits
+            pass
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def loads(data: Union[bytes, str], *, allow_nan: bool = False) -> Any:
+    """Decode UTF-8 JSON; ``ValueError`` (``UnicodeDecodeError`` included) when it is not.
+
+    ``NaN`` and ``Infinity`` are refused unless ``allow_nan``: they are not JSON, and a value holding them could not be
+    written back as JSON.
+    """
+    if _orjson is not None and (_LONG_DIGITS if isinstance(data, bytes) else _LONG_DIGITS_TEXT).search(data) is None:
+        try:
+            return _orjson.loads(data)
+        except _orjson.JSONDecodeError:
+            pass
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    return json.loads(text) if allow_nan else json.loads(text, parse_constant=_reject_constant)
