@@ -19,7 +19,6 @@ the version prefix layer above would redirect it).
 """
 from __future__ import annotations
 
-import json
 import time
 from io import BytesIO
 from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
@@ -27,7 +26,7 @@ from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from webob import Request
 
-from wsgicliquet import environ as keys
+from wsgicliquet import environ as keys, jsonio
 from wsgicliquet.errors import ERRORS, JSON_CONTENT_TYPE, HTTPError, invalid, validation_error
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError
@@ -99,9 +98,10 @@ class Batch:
         log["batch_size"] = len(requests)
         subrequests = environ.setdefault(keys.SUBREQUESTS, [])
 
+        inherited = _inherited(environ)
         responses = []
         for request in requests:
-            status_line, headers, body, sub_environ, path = self._run(environ, request, subrequests)
+            status_line, headers, body, sub_environ, path = self._run(environ, inherited, request, subrequests)
             status = _status_code(status_line)
             if status >= 500:
                 if keys.ERRNO in sub_environ:
@@ -115,7 +115,7 @@ class Batch:
                 "headers": _header_dict(headers),
                 "body": "" if request.method == "HEAD" else _decode(body),
             })
-        payload = json.dumps({"responses": responses}).encode("utf-8")
+        payload = jsonio.dumps({"responses": responses})
         start_response("200 OK", [("Content-Type", JSON_CONTENT_TYPE), ("Content-Length", str(len(payload)))])
         return [payload]
 
@@ -144,13 +144,13 @@ class Batch:
             raise HTTPError(413, ERRORS.REQUEST_TOO_LARGE)
         return b"".join(chunks)
 
-    def _run(self, environ: Dict[str, Any], request: _SubRequest,
+    def _run(self, environ: Dict[str, Any], inherited: Dict[str, Any], request: _SubRequest,
              subrequests: List[Dict[str, Any]]) -> Tuple[str, List[Tuple[str, str]], bytes, Dict[str, Any], str]:
         """Run one sub-request (following one redirect) and record it for logging."""
         started = time.perf_counter()
         failed = "500 Internal Server Error"
         status = failed
-        sub_environ, path = _sub_environ(environ, request, request.path)
+        sub_environ, path = _sub_environ(environ, inherited, request, request.path)
         path_info, query = sub_environ["PATH_INFO"], sub_environ["QUERY_STRING"]
         try:
             status, headers, body = _call(self.app, sub_environ)
@@ -159,7 +159,7 @@ class Batch:
                 location = _without_trailing_slash(status, environ, path_info, query)
             if location is not None:
                 status = failed
-                sub_environ, path = _sub_environ(environ, request, location)
+                sub_environ, path = _sub_environ(environ, inherited, request, location)
                 status, headers, body = _call(self.app, sub_environ)
         finally:
             subrequests.append({"environ": sub_environ, "status": _status_code(status),
@@ -170,7 +170,7 @@ class Batch:
 def _parse(raw: bytes, max_requests: Optional[int]) -> List[_SubRequest]:
     """Validate the batch body (§8.1) and build the sub-requests; any problem is a 400 before anything runs."""
     try:
-        payload = json.loads(raw, parse_constant=_reject_constant)
+        payload = jsonio.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise validation_error([
             {"location": "body", "name": None, "description": f"Invalid JSON request body: {exc}"},
@@ -201,14 +201,10 @@ def _parse(raw: bytes, max_requests: Optional[int]) -> List[_SubRequest]:
             raise invalid("body", "requests", "Recursive call on /batch endpoint is forbidden.")
         return [_SubRequest(method=item.get("method") or "GET", path=item["path"],
                             headers=dict(item.get("headers") or {}),
-                            body=None if item.get("body") is None else json.dumps(item["body"]).encode("utf-8"))
+                            body=None if item.get("body") is None else jsonio.dumps(item["body"]))
                 for item in merged]
     except RecursionError:
         raise invalid("body", None, "Invalid JSON request body: nested too deeply")
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def _merge(request: Dict[str, Any], defaults: Mapping[str, Any]) -> Dict[str, Any]:
@@ -262,13 +258,19 @@ def _show(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _sub_environ(environ: Dict[str, Any], request: _SubRequest, target: str) -> Tuple[Dict[str, Any], str]:
+def _inherited(environ: Dict[str, Any]) -> Dict[str, Any]:
+    """What every sub-request copies from the batch environ (computed once per batch)."""
+    return {key: value for key, value in environ.items()
+            if key not in _NOT_INHERITED and not key.startswith("webob.")}
+
+
+def _sub_environ(environ: Dict[str, Any], inherited: Dict[str, Any], request: _SubRequest,
+                 target: str) -> Tuple[Dict[str, Any], str]:
     """A copy of the batch environ turned into the sub-request for ``target`` (a path, maybe with a query).
 
     Returns it with the URL-decoded path it is sent to (script name included, query string excluded).
     """
-    sub = {key: value for key, value in environ.items()
-           if key not in _NOT_INHERITED and not key.startswith("webob.")}
+    sub = dict(inherited)
     sub[keys.PARENT_REQUEST] = environ
     sub[keys.LOG_CONTEXT] = {}
     path, _, query = target.partition("?")
@@ -281,8 +283,9 @@ def _sub_environ(environ: Dict[str, Any], request: _SubRequest, target: str) -> 
     sub["REQUEST_METHOD"] = request.method
     sub["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1")  # WSGI: the UTF-8 bytes, one char per byte
     sub["QUERY_STRING"] = quote(query, safe="!$&'()*+,/:;=?@[]~%")
-    Request(sub).headers.update({name: value for name, value in request.headers.items()
-                                 if name.lower() not in _BODY_HEADERS})
+    if request.headers:
+        Request(sub).headers.update({name: value for name, value in request.headers.items()
+                                     if name.lower() not in _BODY_HEADERS})
     body = request.body or b""
     if request.body is not None:
         sub["CONTENT_TYPE"] = "application/json; charset=utf-8"
@@ -346,11 +349,10 @@ def _header_dict(headers: List[Tuple[str, str]]) -> Dict[str, str]:
 
 def _decode(body: bytes) -> Any:
     """The parsed JSON of a sub-response, or its text when it is not JSON (an HTML 404 page, say)."""
-    text = body.decode("utf-8", "replace")
     try:
-        return json.loads(text, parse_constant=_reject_constant)  # NaN would make the batch answer invalid JSON
+        return jsonio.loads(body)  # refuses NaN, which would make the batch answer invalid JSON
     except ValueError:
-        return text
+        return body.decode("utf-8", "replace")
 
 
 filter_factory = make_filter_factory(Batch)
