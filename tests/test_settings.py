@@ -89,6 +89,27 @@ def test_pattern_settings_given_in_ini_are_overridable():
     assert settings["collection_bookmark_delete_enabled"] is False
 
 
+def test_middleware_switches_come_from_the_environment_alone():
+    environ = {"WSGICLIQUET_MIDDLEWARE_REQUEST_LOG": "off", "MYAPP_MIDDLEWARE_STATSD": "off",
+               "WSGICLIQUET_MIDDLEWARE_STATSD": "wsgicliquet.middleware.statsd:StatsdMetrics"}
+    settings = load_settings({"project_name": "myapp"}, environ=environ)
+    assert settings["middleware.request_log"] == "off"
+    assert settings["middleware.statsd"] == "off"  # the project prefix wins
+    assert "middleware.statsd" not in load_settings({}, environ={"WSGICLIQUET_MIDDLEWARESTATSD": "off"})
+
+
+def test_middleware_switched_off_by_the_environment_leaves_the_pipeline():
+    from wsgicliquet.pipeline import build_pipeline, describe
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b""]
+
+    layers = "\n".join(describe(build_pipeline(app, load_settings(
+        {}, environ={"WSGICLIQUET_MIDDLEWARE_REQUEST_LOG": "off", "WSGICLIQUET_MIDDLEWARE_CORS": "off"}))))
+    assert "RequestLog" not in layers and "Cors" not in layers and "JsonErrors" in layers
+
+
 def test_bad_environment_value_names_the_setting():
     with pytest.raises(ConfigurationError, match="'retry_after_seconds'.*'soon'"):
         load_settings({}, environ={"WSGICLIQUET_RETRY_AFTER_SECONDS": "soon"})

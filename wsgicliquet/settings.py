@@ -278,6 +278,13 @@ def load_settings(raw: Optional[Mapping[str, Any]] = None, *, environ: Optional[
         for variable in env_names(name, project_name):
             if variable in environ:
                 settings[name] = coerce(name, environ[variable])
+    # ``middleware.<layer>`` names are open-ended but unambiguous: WSGICLIQUET_MIDDLEWARE_REQUEST_LOG=off switches
+    # ``middleware.request_log`` off even when the ini does not mention it (a container sets only the environment).
+    for prefix in env_names("middleware_", project_name):
+        for variable, value in environ.items():
+            if variable.startswith(prefix) and len(variable) > len(prefix):
+                name = "middleware." + variable[len(prefix):].lower()
+                settings[name] = coerce(name, value)
 
     if not settings["http_api_version"]:
         parts = str(settings["project_version"]).split(".")
