@@ -1,5 +1,5 @@
 """PostgreSQL storage: the contract suite, plus what only this backend has (schema versions, SQL safety, pool
-recovery, transactions, one-round-trip listings).
+recovery, transactions, one-round-trip listings, the per-partition count of live records).
 
 These modules run in their own database (``wsgicliquet_pg_tests`` beside the one of ``postgresql_url``), so that
 their ``flush()`` calls never race with other test runs using the shared database.
@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import random
 import threading
 import urllib.parse
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Tuple
 
 import psycopg2
 import pytest
 
 from wsgicliquet import postgresql as pg
-from wsgicliquet.storage import COMPARISON, BackendError, Filter, Sort, UnicityError
-from wsgicliquet.storage.postgresql import SCHEMA_VERSION, Storage
-from wsgicliquet.storage.testing import StorageContract
+from wsgicliquet.storage import (COMPARISON, BackendError, Filter, PreconditionFailed, RecordNotFoundError, Sort,
+                                 UnicityError)
+from wsgicliquet.storage.postgresql import MIGRATIONS, SCHEMA_VERSION, Storage
+from wsgicliquet.storage.testing import StorageContract, run_concurrently
 
 pytestmark = pytest.mark.postgresql
 
@@ -132,8 +134,6 @@ def test_first_migration_refuses_foreign_tables(empty_schema_url: str) -> None:
 
 
 def test_upgrade_from_version_1_keeps_the_records(empty_schema_url: str) -> None:
-    from wsgicliquet.storage.postgresql import MIGRATIONS
-
     client = pg.Client(empty_schema_url, pool_size=2)
     assert pg.migrate(client, "storage", MIGRATIONS[:1]) == ["storage 1"]
     admin_execute(empty_schema_url, "INSERT INTO never_migrated.records VALUES ('c', 'p', 'old', 5, FALSE, '{\"a\": 1}');"
@@ -144,6 +144,38 @@ def test_upgrade_from_version_1_keeps_the_records(empty_schema_url: str) -> None
     with pytest.raises(UnicityError):
         storage.create("c", "p", {"id": "old"})
     assert storage.create("c", "p", {"a": 1}, unique_fields=["b"])["last_modified"] > 5
+    client.close()
+
+
+def test_upgrade_from_version_2_counts_the_live_records(empty_schema_url: str) -> None:
+    client = pg.Client(empty_schema_url, pool_size=2)
+    assert pg.migrate(client, "storage", MIGRATIONS[:2]) == ["storage 1", "storage 2"]
+    write = "SELECT * FROM wsgicliquet_write(%s, 'c', %s, %s, '{}', NULL, NULL, FALSE, FALSE, NULL, NULL)"
+    for action, parent_id, object_id in [("write", "p", "a"), ("write", "p", "b"), ("write", "p", "c"),
+                                         ("tombstone", "p", "b"), ("remove", "p", "c"), ("write", "p", "d"),
+                                         ("write", "tombstones", "e"), ("tombstone", "tombstones", "e"),
+                                         ("write", "emptied", "f"), ("remove", "emptied", "f")]:
+        admin_execute(empty_schema_url, write, (action, parent_id, object_id))
+    # Rows loaded by hand, without their counter row.
+    admin_execute(empty_schema_url, "INSERT INTO records VALUES ('c', 'by-hand', 'g', 7, FALSE, '{}'), "
+                                    "('c', 'by-hand', 'h', 8, TRUE, '{\"deleted\": true}')")
+    storage = Storage(client)
+    stamps = {parent_id: storage.client.execute(
+        "SELECT last_modified FROM timestamps WHERE parent_id = %s", (parent_id,), fetch="one")[0]
+        for parent_id in ("p", "tombstones", "emptied")}
+    with pytest.raises(pg.SchemaError, match="version 2, this release needs 3"):
+        storage.get_all("c", "p")
+    assert pg.migrate(client, "storage", MIGRATIONS) == ["storage 3"]
+    assert check_live_counts(empty_schema_url) == {("c", "p"): 2, ("c", "tombstones"): 0, ("c", "emptied"): 0,
+                                                   ("c", "by-hand"): 1}
+    assert {parent_id: storage.collection_timestamp("c", parent_id) for parent_id in stamps} == stamps
+    assert storage.collection_timestamp("c", "by-hand") == 8
+    assert [storage.get_all("c", parent_id)[1] for parent_id in ("p", "tombstones", "emptied", "by-hand")] == [
+        2, 0, 0, 1]
+    storage.create("c", "p", {"id": "b"})  # over its tombstone
+    storage.delete("c", "by-hand", "g")
+    assert check_live_counts(empty_schema_url) == {("c", "p"): 3, ("c", "tombstones"): 0, ("c", "emptied"): 0,
+                                                   ("c", "by-hand"): 0}
     client.close()
 
 
@@ -348,6 +380,151 @@ def test_filters_on_columns_with_other_types(storage: Storage) -> None:
     assert storage.get_all(C, P, filters=[Filter("last_modified", 1.5, COMPARISON.GT)])[1] == 1
     assert storage.get_all(C, P, filters=[Filter("last_modified", [1, created["last_modified"]],
                                                  COMPARISON.IN)])[1] == 1
+
+
+# --- count of live records ----------------------------------------------------------------------------------------
+
+
+def check_live_counts(url: str) -> Dict[Tuple[str, str], int]:
+    """Assert that every partition's counter row holds the number of its live records; return these numbers."""
+    rows = admin_execute(url, """
+        SELECT collection_id, parent_id, t.live, coalesce(r.n, 0) FROM timestamps t FULL JOIN (
+            SELECT collection_id, parent_id, count(*) FILTER (WHERE NOT deleted) AS n FROM records
+            GROUP BY collection_id, parent_id
+        ) r USING (collection_id, parent_id)
+    """)
+    counted = {(cid, pid): n for cid, pid, _, n in rows}
+    assert {(cid, pid): live for cid, pid, live, _ in rows} == counted
+    return counted
+
+
+def test_live_count_follows_every_write(storage: Storage, pg_url: str) -> None:
+    def check(expected: int, other: int = 1) -> None:
+        assert check_live_counts(pg_url) == {(C, P): expected, (C, "other"): other}
+        assert storage.get_all(C, P)[1] == expected
+
+    for index in range(6):
+        storage.create(C, P, {"id": f"r{index}", "n": index})
+    storage.create(C, "other", {"id": "x"})
+    check(6)
+    storage.update(C, P, "r0", {"n": 10})
+    storage.update(C, P, "new", {"n": 6})  # an update of a missing id creates it
+    storage.delete(C, P, "r1")
+    storage.delete(C, P, "r2", with_deleted=False)
+    check(5)
+    storage.create(C, P, {"id": "r1"})  # over its tombstone
+    storage.delete(C, P, "r1", if_match=storage.get(C, P, "r1")["last_modified"])
+    storage.update(C, P, "r1", {"n": 1})  # an update over a tombstone revives it
+    check(6)
+    with pytest.raises(UnicityError):
+        storage.create(C, P, {"id": "r0"})
+    with pytest.raises(UnicityError):
+        storage.create(C, P, {"n": 3}, unique_fields=["n"])
+    with pytest.raises(PreconditionFailed):
+        storage.update(C, P, "r3", {}, if_match=1)
+    for object_id in ("r2", "never"):
+        with pytest.raises(RecordNotFoundError):
+            storage.delete(C, P, object_id, with_deleted=False)
+    check(6)
+    assert len(storage.delete_all(C, P, [Filter("n", 4, COMPARISON.MIN)])) == 4  # r0 r4 r5 new
+    assert len(storage.delete_all(C, P, [Filter("n", 3, COMPARISON.EQ)], with_deleted=False)) == 1
+    assert storage.delete_all(C, P, [Filter("n", 3, COMPARISON.EQ)]) == []
+    check(1)
+    assert storage.purge_deleted(C, P) == 4
+    storage.create(C, P, {"id": "r4"})  # a purged id
+    check(2)
+    with pytest.raises(RuntimeError):
+        with storage.transaction():
+            storage.create(C, P, {"id": "rolled back"})
+            storage.delete(C, P, "r1")
+            storage.delete_all(C, "other")
+            totals_inside = (storage.get_all(C, P)[1], storage.get_all(C, "other")[1])
+            raise RuntimeError("boom")
+    assert totals_inside == (2, 0), "a transaction sees its own writes in the total"
+    check(2)
+    with storage.transaction():
+        storage.create(C, P, {"id": "committed"})
+        storage.delete(C, P, "r4")
+        storage.create(C, "other", {"id": "y"})
+    check(2, other=2)
+    storage.delete_all(C, P, [Filter("id", True, COMPARISON.HAS)])  # always true
+    check(0, other=2)
+
+
+def test_live_count_is_exact_under_concurrent_writers(storage: Storage, pg_url: str) -> None:
+    """Writers of one partition race on the same ids with every kind of write; the count stays exact."""
+    def write(slot: int) -> None:
+        rng = random.Random(slot)
+        for _ in range(40):
+            object_id, action = f"shared-{rng.randrange(6)}", rng.randrange(6)
+            try:
+                if action == 0:
+                    storage.create(C, P, {"id": object_id, "slot": slot})
+                elif action == 1:
+                    storage.delete(C, P, object_id, with_deleted=rng.random() < 0.5)
+                elif action == 2:
+                    storage.update(C, P, object_id, {"slot": slot})
+                elif action == 3:
+                    with storage.transaction():
+                        storage.create(C, P, {"slot": slot})
+                        storage.delete_all(C, P, [Filter("id", object_id, COMPARISON.EQ)])
+                elif action == 4:
+                    storage.delete_all(C, P, [Filter("slot", slot, COMPARISON.EQ)], with_deleted=rng.random() < 0.5)
+                else:
+                    storage.purge_deleted(C, P)
+            except (UnicityError, RecordNotFoundError):
+                pass
+
+    assert run_concurrently(8, write) == [None] * 8
+    counted = check_live_counts(pg_url)
+    records, total = storage.get_all(C, P)
+    assert total == len(records) == counted[(C, P)] > 0
+
+
+def explain(storage: Storage, **listing: Any) -> List[Dict[str, Any]]:
+    """Every node of the executed plan of a listing query."""
+    conn = psycopg2.connect(storage.client.url)
+    try:
+        text = storage.list_query(C, P, **listing).as_string(conn)
+    finally:
+        conn.close()
+    plan = admin_execute(storage.client.url, "EXPLAIN (ANALYZE, FORMAT JSON) " + text)[0][0][0]["Plan"]
+    nodes, pending = [], [plan]
+    while pending:
+        node = pending.pop()
+        nodes.append(node)
+        pending.extend(node.get("Plans", []))
+    return nodes
+
+
+@pytest.mark.parametrize("listing", [
+    pytest.param({"limit": 5}, id="default-order"),
+    pytest.param({"limit": 5, "include_deleted": True}, id="include-deleted"),
+    pytest.param({"limit": 5, "filters": [Filter("id", True, COMPARISON.HAS), Filter("s", "\x00", COMPARISON.NOT)]},
+                 id="always-true-filters"),
+    pytest.param({}, id="no-limit"),
+    pytest.param({"limit": 5, "sorting": [Sort("n", 1), Sort("last_modified", -1)]}, id="sorted-on-data"),
+])
+def test_unfiltered_total_reads_the_counter_row(storage: Storage, listing: Dict[str, Any]) -> None:
+    for index in range(30):
+        storage.create(C, P, {"n": index % 7})
+    storage.delete_all(C, P, [Filter("n", 0, COMPARISON.EQ)])
+    nodes = explain(storage, **listing)
+    assert "Aggregate" not in {node["Node Type"] for node in nodes}, "no count(*) of the records"
+    assert any(node.get("Relation Name") == "timestamps" for node in nodes)
+    # The records are read for the page only: one scan, or one scan and the fetch of the page's bodies.
+    scans = [node for node in nodes if node.get("Relation Name") == "records"]
+    assert len(scans) == (2 if "sorting" in listing else 1), scans
+    assert storage.get_all(C, P, **listing)[1] == 25
+
+
+def test_filtered_total_still_counts(storage: Storage) -> None:
+    for index in range(30):
+        storage.create(C, P, {"n": index % 7})
+    nodes = explain(storage, filters=[Filter("n", 3, COMPARISON.GT)], limit=5)
+    assert "Aggregate" in {node["Node Type"] for node in nodes}
+    assert all(node.get("Relation Name") != "timestamps" for node in nodes)
+    assert storage.get_all(C, P, filters=[Filter("n", 3, COMPARISON.GT)], limit=5)[1] == 12
 
 
 # --- transactions --------------------------------------------------------------------------------------------------

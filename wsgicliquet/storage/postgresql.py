@@ -4,7 +4,9 @@ Tables (created by ``wsgicliquet migrate``; see docs/postgresql.md):
 
 * ``records(collection_id, parent_id, id, last_modified BIGINT, deleted BOOLEAN, data JSONB)``: live records and
   tombstones (``deleted`` true, ``data = {"deleted": true}``) in one table, so a ``_since`` listing is one index scan.
-* ``timestamps(collection_id, parent_id, last_modified BIGINT)``: the partition counter (PROTOCOL.md D1).
+* ``timestamps(collection_id, parent_id, last_modified BIGINT, live BIGINT)``: the partition counter (PROTOCOL.md
+  D1) and the partition's number of live records, so that ``Total-Records`` of an unfiltered listing is one row
+  read instead of a count of the partition (which costs as much as the partition is large).
 
 Timestamps: every write first locks the partition's counter row (an upsert that changes nothing), then checks
 its conditions (``if_match``, ``if_absent``: the row read after the lock is the latest committed one) and
@@ -12,6 +14,9 @@ unicity, then bumps the counter to ``GREATEST(counter + 1, candidate)`` and writ
 this is one call of the ``wsgicliquet_write()`` function (one round trip, plans cached per connection).  The row
 lock is held until the transaction commits, so writers of one partition are serialized and commit order equals
 timestamp order; no two writes can ever get the same value (PROTOCOL.md §21.2-21.4).  Reads never write (§21.6).
+The same UPDATE that bumps the counter adds the write's change to the number of live records (+1 for a record
+created or revived, -1 per record deleted), from the rows read under the lock; it commits or rolls back with them.
+Purging tombstones leaves it alone.
 
 Queries: filters, sorting and keyset pagination are SQL on ``data #> path`` with JSON semantics (numbers compare
 with numbers, strings with strings in code point order, other types never match); the page and the total come back
@@ -110,6 +115,72 @@ MIGRATIONS: List[Migration] = [
     END
     $$;
     """),
+    # Total-Records of an unfiltered listing without a count(*) of the partition: each partition's number of live
+    # records, kept by every write in the statement that bumps its counter (under the partition lock, so in write
+    # order).  The backfill also gives a counter row to a partition holding records without one (rows loaded by
+    # hand), so that a missing row always means 0.  The function is step 2's with ``live`` in its counter UPDATE.
+    (3, """
+    ALTER TABLE timestamps ADD COLUMN live BIGINT NOT NULL DEFAULT 0;
+    INSERT INTO timestamps AS t (collection_id, parent_id, last_modified, live)
+    SELECT collection_id, parent_id, max(last_modified), count(*) FILTER (WHERE NOT deleted)
+    FROM records GROUP BY collection_id, parent_id
+    ON CONFLICT (collection_id, parent_id) DO UPDATE SET live = EXCLUDED.live;
+    CREATE OR REPLACE FUNCTION wsgicliquet_write(
+        p_action TEXT, p_cid TEXT, p_pid TEXT, p_id TEXT, p_data JSONB, p_candidate BIGINT,
+        p_if_match BIGINT, p_if_absent BOOLEAN, p_if_live BOOLEAN, p_paths JSONB, p_values JSONB)
+    RETURNS TABLE (tag INT, id TEXT, last_modified BIGINT, deleted BOOLEAN, data JSONB)
+    LANGUAGE plpgsql VOLATILE AS $$
+    #variable_conflict use_column
+    DECLARE
+        cur RECORD;
+        found_live BOOLEAN;
+        stamp BIGINT;
+        clash RECORD;
+    BEGIN
+        INSERT INTO timestamps AS t (collection_id, parent_id, last_modified) VALUES (p_cid, p_pid, 0)
+        ON CONFLICT (collection_id, parent_id) DO UPDATE SET last_modified = t.last_modified;
+        SELECT r.id, r.last_modified, r.deleted, r.data INTO cur FROM records r
+        WHERE r.collection_id = p_cid AND r.parent_id = p_pid AND r.id = p_id;
+        found_live := FOUND AND NOT cur.deleted;
+        IF (p_if_match IS NOT NULL AND NOT (found_live AND cur.last_modified = p_if_match))
+           OR (p_if_absent AND found_live) OR (p_if_live AND NOT found_live) THEN
+            IF cur.id IS NOT NULL THEN
+                RETURN QUERY SELECT -1, cur.id, cur.last_modified, cur.deleted, cur.data;
+            END IF;
+            RETURN QUERY SELECT 0, NULL::TEXT, NULL::BIGINT, NULL::BOOLEAN, NULL::JSONB;
+            RETURN;
+        END IF;
+        FOR i IN 1 .. coalesce(jsonb_array_length(p_values), 0) LOOP
+            EXECUTE format('SELECT id, last_modified, deleted, data FROM records WHERE collection_id = $1 '
+                           'AND parent_id = $2 AND NOT deleted AND id <> $3 AND data #> %L = $4 '
+                           'ORDER BY last_modified LIMIT 1',
+                           ARRAY(SELECT jsonb_array_elements_text(p_paths -> (i - 1))))
+            INTO clash USING p_cid, p_pid, p_id, p_values -> (i - 1);
+            IF clash.id IS NOT NULL THEN
+                RETURN QUERY SELECT i, clash.id, clash.last_modified, clash.deleted, clash.data;
+                RETURN;
+            END IF;
+        END LOOP;
+        UPDATE timestamps t SET last_modified = GREATEST(t.last_modified + 1,
+            COALESCE(p_candidate, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)),
+            live = t.live + CASE WHEN p_action = 'write' THEN (NOT found_live)::int ELSE -found_live::int END
+        WHERE t.collection_id = p_cid AND t.parent_id = p_pid
+        RETURNING t.last_modified INTO stamp;
+        IF p_action = 'write' THEN
+            INSERT INTO records AS r (collection_id, parent_id, id, last_modified, deleted, data)
+            VALUES (p_cid, p_pid, p_id, stamp, FALSE, p_data)
+            ON CONFLICT (collection_id, parent_id, id) DO UPDATE
+            SET last_modified = EXCLUDED.last_modified, deleted = FALSE, data = EXCLUDED.data;
+        ELSIF p_action = 'tombstone' THEN
+            UPDATE records r SET last_modified = stamp, deleted = TRUE, data = '{"deleted": true}'
+            WHERE r.collection_id = p_cid AND r.parent_id = p_pid AND r.id = p_id;
+        ELSE
+            DELETE FROM records r WHERE r.collection_id = p_cid AND r.parent_id = p_pid AND r.id = p_id;
+        END IF;
+        RETURN QUERY SELECT -2, NULL::TEXT, stamp, NULL::BOOLEAN, NULL::JSONB;
+    END
+    $$;
+    """),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -121,18 +192,21 @@ _LOCK = """
 INSERT INTO timestamps (collection_id, parent_id, last_modified) VALUES (%(cid)s, %(pid)s, 0)
 ON CONFLICT (collection_id, parent_id) DO UPDATE SET last_modified = timestamps.last_modified
 """
-# Bumps the counter by ``count`` values; returns the last one.  Only ever run after _LOCK.
+# Bumps the counter by ``count`` values and adds ``live`` to the count of live records; returns the last value.
+# Only ever run after _LOCK.
 _BUMP = f"""
 UPDATE timestamps SET last_modified = GREATEST(last_modified + %(count)s,
-                                               COALESCE(%(candidate)s::bigint, {_NOW_MS}) + %(count)s - 1)
+                                               COALESCE(%(candidate)s::bigint, {_NOW_MS}) + %(count)s - 1),
+                      live = live + %(live)s
 WHERE collection_id = %(cid)s AND parent_id = %(pid)s
 RETURNING last_modified
 """
-# Every single-record write is one round trip: wsgicliquet_write() (migration 2) takes the partition lock, reads the
-# target row, checks the conditions and unique fields, and only when nothing blocks bumps the counter and writes.  A
-# VOLATILE plpgsql function takes a fresh snapshot for each of its statements (READ COMMITTED), so everything read
-# after the lock is the latest committed state; its plans are cached per connection.  It answers tagged rows:
-# written (the new timestamp), else the target row and "refused" (a condition failed), or the unique field clash.
+# Every single-record write is one round trip: wsgicliquet_write() (migrations 2 and 3) takes the partition lock,
+# reads the target row, checks the conditions and unique fields, and only when nothing blocks bumps the counter (and
+# the count of live records) and writes.  A VOLATILE plpgsql function takes a fresh snapshot for each of its
+# statements (READ COMMITTED), so everything read after the lock is the latest committed state; its plans are cached
+# per connection.  It answers tagged rows: written (the new timestamp), else the target row and "refused" (a
+# condition failed), or the unique field clash.
 _TAG_WRITTEN, _TAG_CURRENT, _TAG_REFUSED = -2, -1, 0
 _WRITE_ONE = """
 SELECT tag, id, last_modified, deleted, data FROM wsgicliquet_write(
@@ -317,9 +391,18 @@ def _comparison(e: sql.Composable, column: Optional[str], op: str, value: Any) -
 
 
 def _conjunction(filters: Sequence[Filter], fields: Optional[Dict[str, sql.Composable]] = None) -> sql.Composable:
-    if not filters:
+    """The filters ANDed; exactly ``_TRUE`` when every one of them is always true (see :func:`_live_count`)."""
+    conditions = [condition for condition in (_condition(f, fields) for f in filters) if condition is not _TRUE]
+    if not conditions:
         return _TRUE
-    return sql.SQL("({})").format(sql.SQL(" AND ").join(_condition(f, fields) for f in filters))
+    return sql.SQL("({})").format(sql.SQL(" AND ").join(conditions))
+
+
+def _live_count(collection_id: str, parent_id: str) -> sql.Composable:
+    """Total-Records when no filter restricts it: the partition's count of live records (migration 3), kept by
+    every write; a partition never written has no counter row and no record."""
+    return sql.SQL("SELECT coalesce((SELECT live FROM timestamps WHERE collection_id = {} AND parent_id = {}), 0) "
+                   "AS n").format(_Literal(collection_id), _Literal(parent_id))
 
 
 def _pagination(rules: Sequence[Sequence[Filter]], fields: Optional[Dict[str, sql.Composable]] = None
@@ -550,7 +633,8 @@ class Storage(StorageBase):
             ids = [row[0] for row in self._execute(query, fetch="all")]
             if not ids:
                 return []
-            last = self._execute(_BUMP, dict(partition, candidate=None, count=len(ids)), fetch="one")[0]
+            last = self._execute(_BUMP, dict(partition, candidate=None, count=len(ids), live=-len(ids)),
+                                 fetch="one")[0]
             timestamps = list(range(last - len(ids) + 1, last + 1))
             if with_deleted:
                 self._execute(f"""
@@ -564,6 +648,8 @@ class Storage(StorageBase):
         return [_record(object_id, ts, True, {}) for object_id, ts in zip(ids, timestamps)]
 
     def purge_deleted(self, collection_id: str, parent_id: str, before: Optional[int] = None) -> int:
+        # Tombstones only, so the count of live records stays as it is, and no partition lock is needed: a
+        # tombstone revived meanwhile is live again when the DELETE rechecks ``deleted`` on the row it waited for.
         query = "DELETE FROM records WHERE collection_id = %s AND parent_id = %s AND deleted"
         params: List[Any] = [collection_id, parent_id]
         if before is not None:
@@ -580,7 +666,9 @@ class Storage(StorageBase):
                    limit: Optional[int] = None, include_deleted: bool = False) -> sql.Composable:
         """The one query behind :meth:`get_all` (public so that it can be EXPLAINed).
 
-        The total and the page come back together: a LATERAL join of the page to the count.  A join does not
+        The total and the page come back together: a LATERAL join of the page to the total.  Without filters the
+        total is the partition's count of live records, read from its counter row; filtered, the matching live
+        records are counted (tombstones never are, even with ``include_deleted``).  A join does not
         promise to keep the page's order, so the outer query orders again: with a limit it re-sorts the few rows
         of the page (the inner sort stays a bounded top-N sort or an index scan); without one, a ``row_number()``
         computed in the page's order avoids sorting every row twice.
@@ -591,6 +679,11 @@ class Storage(StorageBase):
         keys = _sort_keys(sorting)
         if limit is not None and not include_deleted and keys[0][0] != sql.SQL("last_modified"):
             return self._sorted_page_query(collection_id, parent_id, where, sorting, pagination_rules, int(limit))
+        if where is _TRUE:
+            total = _live_count(collection_id, parent_id)
+        else:
+            total = sql.SQL("SELECT count(*) AS n FROM records WHERE {} AND NOT deleted AND {}").format(partition,
+                                                                                                        where)
         order = _order_by(keys)
         if limit is None:
             position = sql.SQL(", row_number() OVER (ORDER BY {}) AS position").format(order)
@@ -599,9 +692,7 @@ class Storage(StorageBase):
             position, outer_order = sql.SQL(""), order
             limit_clause = sql.SQL("LIMIT {}").format(_Literal(max(int(limit), 0)))
         return sql.SQL("""
-        WITH total AS (
-            SELECT count(*) AS n FROM records WHERE {partition} AND NOT deleted AND {where}
-        )
+        WITH total AS ({total})
         SELECT total.n, page.id, page.last_modified, page.deleted, page.data
         FROM total LEFT JOIN LATERAL (
             SELECT id, last_modified, deleted, data {position}
@@ -610,7 +701,8 @@ class Storage(StorageBase):
             ORDER BY {order} {limit}
         ) AS page ON TRUE
         ORDER BY {outer_order}
-        """).format(partition=partition, where=where, order=order, pagination=_pagination(pagination_rules),
+        """).format(total=total, partition=partition, where=where, order=order,
+                    pagination=_pagination(pagination_rules),
                     live=sql.SQL("" if include_deleted else "AND NOT deleted"), position=position,
                     limit=limit_clause, outer_order=outer_order)
 
@@ -619,8 +711,9 @@ class Storage(StorageBase):
                            pagination_rules: Sequence[Sequence[Filter]], limit: int) -> sql.Composable:
         """A page sorted on something else than ``last_modified`` (no index serves it): one scan of the matching
         rows extracts each sorted data field once (``OFFSET 0`` keeps the planner from inlining it again); the
-        sort keys and whether the row is past the previous page are computed from these values; the count and a
-        top-N sort of these small rows both read that, and only the page's bodies are fetched at the end."""
+        sort keys and whether the row is past the previous page are computed from these values; the count (when
+        filtered) and a top-N sort of these small rows both read that, and only the page's bodies are fetched at
+        the end."""
         data_fields = [sort.field for sort in sorting] + [f.field for rule in pagination_rules for f in rule]
         data_fields = [name for name in data_fields if name not in ("id", "last_modified")]
         fields = {name: sql.Identifier(f"f{i}") for i, name in enumerate(dict.fromkeys(data_fields))}
@@ -641,11 +734,13 @@ class Storage(StorageBase):
             SELECT * FROM matching WHERE on_page ORDER BY {order} LIMIT {limit}
         )
         SELECT total.n, records.id, records.last_modified, records.deleted, records.data
-        FROM (SELECT count(*) AS n FROM matching) AS total
+        FROM ({total}) AS total
         LEFT JOIN page ON TRUE
         LEFT JOIN records ON {records_partition} AND records.id = page.id
         ORDER BY {outer_order}
         """).format(
+            total=_live_count(collection_id, parent_id) if where is _TRUE else sql.SQL(
+                "SELECT count(*) AS n FROM matching"),
             columns=sql.SQL(", ").join(sql.SQL("{} AS {}").format(expression, name)
                                        for (expression, _, _), name in zip(keys, names)),
             extracted=sql.SQL("").join(sql.SQL(", {} AS {}").format(_field(name)[0], column)
