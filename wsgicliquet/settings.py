@@ -152,6 +152,8 @@ SETTINGS: Dict[str, Setting] = _table(
     ("logging_renderer", "json", "str", "Request log renderer: `json` (mozlog) or `classic` (one readable line)."),
     ("statsd_url", None, "opt_str", "StatsD server, `udp://host:8125`; unset: no metrics."),
     ("statsd_prefix", "wsgicliquet", "str", "StatsD prefix (project_name wins when set)."),
+    ("statsd_flush_interval_seconds", 1.0, "float",
+     "Metrics are aggregated and sent at this interval; 0: one packet per response."),
     ("sentry_dsn", None, "opt_str", "Sentry DSN; unset: no Sentry."),
     ("sentry_env", None, "opt_str", "Sentry environment."),
     ("profiler_enabled", False, "bool", "Profile each request with Werkzeug's profiler."),

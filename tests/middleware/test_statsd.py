@@ -15,6 +15,7 @@ from wsgicliquet.middleware.statsd import StatsdMetrics, filter_factory
 from wsgicliquet.settings import ConfigurationError, load_settings
 
 USERID = "basicauth:" + "ab12" * 16
+FLUSH = 0.05  # seconds between sends of the aggregated metrics in these tests
 
 
 class Collector:
@@ -43,6 +44,14 @@ class Collector:
     def names(self, wait: float = 2.0) -> List[Tuple[str, str]]:
         return [(name, kind) for name, _, kind in self.metrics(wait)]
 
+    def totals(self, wait: float = 2.0) -> Dict[str, int]:
+        """Counters summed by name (aggregation may split a count over several lines)."""
+        totals: Dict[str, int] = {}
+        for name, value, kind in self.metrics(wait):
+            if kind == "c":
+                totals[name] = totals.get(name, 0) + int(value)
+        return totals
+
 
 @pytest.fixture
 def collector() -> Iterator[Collector]:
@@ -68,6 +77,7 @@ def view_app(environ: Dict[str, Any], start_response: Any) -> List[bytes]:
 
 def make(app: Any, **settings: Any) -> webtest.TestApp:
     """Without backends unless asked: the process-wide default instances stay uninstrumented."""
+    settings.setdefault("statsd_flush_interval_seconds", FLUSH)
     for kind in ("storage", "cache", "permission"):
         settings.setdefault(f"{kind}_url", "" if f"{kind}_pool_size" not in settings else "memory://")
     return webtest.TestApp(StatsdMetrics.from_settings(app, load_settings(settings, environ={})), lint=True)
@@ -155,7 +165,8 @@ def test_backend_methods_are_timed_once(collector: Collector) -> None:
 
 def test_backend_timers_travel_in_the_request_packet(collector: Collector) -> None:
     """One UDP packet per request: its backend timers go with its counters; calls outside a request at once."""
-    settings = dict(statsd_url=collector.url, project_name="myapp", storage_pool_size=7781)
+    settings = dict(statsd_url=collector.url, project_name="myapp", storage_pool_size=7781,
+                    statsd_flush_interval_seconds=0)
     storage: List[Any] = []
 
     def uses_storage(environ: Dict[str, Any], start_response: Any) -> Iterator[bytes]:
@@ -204,9 +215,9 @@ def test_concurrent_requests_share_one_client(collector: Collector) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
-    names = [name for name, _ in collector.names()]
-    assert names.count("wsgicliquet.view.bookmark-collection.GET") == 160
-    assert names.count("wsgicliquet.request") == 160
+    metrics = collector.metrics()
+    assert sum(int(value) for name, value, _ in metrics if name == "wsgicliquet.view.bookmark-collection.GET") == 160
+    assert [name for name, _, _ in metrics].count("wsgicliquet.request") == 160
 
 
 def test_disabled_is_a_pass_through() -> None:
@@ -232,7 +243,8 @@ def test_bad_url_fails_at_construction(url: str) -> None:
 
 
 def test_paste_filter_factory(collector: Collector) -> None:
-    wrapped = filter_factory({"project_name": "pasted"}, statsd_url=collector.url)(view_app)
+    wrapped = filter_factory({"project_name": "pasted"}, statsd_url=collector.url,
+                             statsd_flush_interval_seconds=str(FLUSH))(view_app)
     webtest.TestApp(wrapped).get("/bookmarks")
     assert ("pasted.view.bookmark-collection.GET", "c") in collector.names()
 
@@ -250,14 +262,15 @@ def test_canonical_pipeline_counts_redirects_and_unknown_urls(collector: Collect
 
     app = webtest.TestApp(build_pipeline(api, load_settings(dict(
         statsd_url=collector.url, project_name="myapp", project_version="1.0.0", storage_url="", cache_url="",
-        permission_url="", userid_hmac_secret="secret"), environ={})))
+        permission_url="", userid_hmac_secret="secret", statsd_flush_interval_seconds=FLUSH), environ={})))
     assert app.get("/scores", status=307).headers["Location"].endswith("/v1/scores")
     assert app.get("/v1/nowhere", status=404).json["errno"] == 111
     assert app.get("/v1/scores").json == {}
-    names = collector.names()
-    assert names.count(("myapp.view.unmatched.GET", "c")) == 2
-    assert names.count(("myapp.view.scores.GET", "c")) == 1
-    assert names.count(("myapp.request", "ms")) == 3
+    metrics = collector.metrics()
+    totals = {name: sum(int(v) for n, v, kind in metrics if n == name and kind == "c") for name, _, _ in metrics}
+    assert totals["myapp.view.unmatched.GET"] == 2
+    assert totals["myapp.view.scores.GET"] == 1
+    assert [(name, kind) for name, _, kind in metrics].count(("myapp.request", "ms")) == 3
 
 
 def test_resource_app_views_and_storage_timers(collector: Collector) -> None:
@@ -273,14 +286,111 @@ def test_resource_app_views_and_storage_timers(collector: Collector) -> None:
 
     settings = load_settings(dict(statsd_url=collector.url, project_name="myapp", project_version="1.0.0",
                                   userid_hmac_secret="secret", storage_pool_size=7791, cache_url="",
-                                  permission_url=""), environ={})
+                                  permission_url="", statsd_flush_interval_seconds=FLUSH), environ={})
     app = webtest.TestApp(build_pipeline(ResourceApp([Bookmark], settings), settings))
     auth = {"Authorization": "Basic " + base64.b64encode(b"alice:secret").decode()}
     app.post_json("/v1/bookmarks", {"data": {"title": "x"}}, headers=auth, status=201)
     app.get("/v1/bookmarks", headers=auth)
-    names = collector.names()
+    metrics = collector.metrics()
+    names = [(name, kind) for name, _, kind in metrics]
     assert ("myapp.view.bookmark-collection.POST", "c") in names
     assert ("myapp.view.bookmark-collection.GET", "c") in names
-    assert names.count(("myapp.authn_type.basicauth", "c")) == 2
+    assert sum(int(value) for name, value, _ in metrics if name == "myapp.authn_type.basicauth") == 2
     assert ("myapp.storage.storage.create", "ms") in names
     assert ("myapp.storage.storage.get_all", "ms") in names
+
+
+def users_app(environ: Dict[str, Any], start_response: Any) -> List[bytes]:
+    """``/<user>``: that user's request."""
+    environ[keys.USERID] = "basicauth:" + environ["PATH_INFO"].strip("/")
+    environ[keys.AUTHN_TYPE] = "basicauth"
+    environ[keys.VIEW] = "scores"
+    start_response("200 OK", [])
+    return [b""]
+
+
+def test_metrics_are_aggregated_between_sends(collector: Collector) -> None:
+    """30 responses from 3 users: counters summed, each user once, every timing kept, in a few packets."""
+    app = make(users_app, statsd_url=collector.url, statsd_flush_interval_seconds=0.3)
+    for number in range(30):
+        app.get(f"/user{number % 3}")
+    packets: List[List[str]] = []
+    collector.sock.settimeout(2.0)
+    try:
+        while True:
+            packets.append(collector.sock.recv(65535).decode("ascii").split("\n"))
+            collector.sock.settimeout(0.5)
+    except socket.timeout:
+        pass
+    lines = [line for packet in packets for line in packet]
+    assert len(packets) < 10
+    assert sum(int(line.split(":")[1].split("|")[0]) for line in lines
+               if line.startswith("wsgicliquet.view.scores.GET:")) == 30
+    assert sorted(line for line in lines if line.startswith("wsgicliquet.users:")) == [
+        "wsgicliquet.users:basicauth_user0|s", "wsgicliquet.users:basicauth_user1|s",
+        "wsgicliquet.users:basicauth_user2|s"]
+    assert len([line for line in lines if line.startswith("wsgicliquet.request:")]) == 30
+
+
+def test_held_metrics_are_sent_without_further_requests(collector: Collector) -> None:
+    app = make(users_app, statsd_url=collector.url, statsd_flush_interval_seconds=0.2)
+    app.get("/alice")
+    assert collector.totals(wait=2.0) == {"wsgicliquet.view.scores.GET": 1, "wsgicliquet.authn_type.basicauth": 1}
+    app.get("/alice")  # the sending thread stopped once idle; the next metric starts another
+    assert collector.totals(wait=2.0)["wsgicliquet.view.scores.GET"] == 1
+
+
+def test_too_many_held_timings_are_sent_at_once(collector: Collector, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wsgicliquet.middleware import statsd
+
+    monkeypatch.setattr(statsd._Aggregator, "MAX_TIMERS", 5)
+    app = make(users_app, statsd_url=collector.url, statsd_flush_interval_seconds=60)
+    for _ in range(5):
+        app.get("/alice")
+    assert collector.totals(wait=2.0) == {"wsgicliquet.view.scores.GET": 5, "wsgicliquet.authn_type.basicauth": 5}
+
+
+def test_a_forked_worker_sends_only_its_own_metrics(collector: Collector) -> None:
+    """What the parent held before the fork is sent by the parent alone."""
+    import os
+
+    middleware = StatsdMetrics.from_settings(users_app, load_settings(dict(
+        statsd_url=collector.url, storage_url="", cache_url="", permission_url="",
+        statsd_flush_interval_seconds=60), environ={}))
+    app = webtest.TestApp(middleware)
+    app.get("/parent")
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's coverage is not collected
+        try:
+            app.get("/child")
+            middleware.sink.flush()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    middleware.sink.flush()
+    lines = [f"{name}:{value}" for name, value, kind in collector.metrics() if kind in ("c", "s")]
+    assert sorted(lines) == ["wsgicliquet.authn_type.basicauth:1", "wsgicliquet.authn_type.basicauth:1",
+                             "wsgicliquet.users:basicauth_child", "wsgicliquet.users:basicauth_parent",
+                             "wsgicliquet.view.scores.GET:1", "wsgicliquet.view.scores.GET:1"]
+
+
+def test_what_is_held_at_exit_is_sent(collector: Collector) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import webtest\n"
+        "from wsgicliquet.middleware.statsd import StatsdMetrics\n"
+        "def app(environ, start_response):\n"
+        "    environ['wsgicliquet.view'] = 'exit'\n"
+        "    start_response('200 OK', [])\n"
+        "    return [b'']\n"
+        f"webtest.TestApp(StatsdMetrics(app, url={collector.url!r}, flush_interval=3600)).get('/')\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    assert collector.totals(wait=5.0) == {"wsgicliquet.view.exit.GET": 1}
+
+
+def test_negative_flush_interval_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="statsd_flush_interval_seconds"):
+        StatsdMetrics(view_app, url="udp://127.0.0.1:8125", flush_interval=-1)
