@@ -36,9 +36,11 @@ def load(storage: Storage, count: int) -> None:
             FROM generate_series(1, %(n)s) AS i
             """, {"c": C, "p": P, "n": count, "base": int(time.time() * 1000) - count})
         storage.client.execute("""
-            INSERT INTO timestamps (collection_id, parent_id, last_modified)
-            SELECT %s, %s, max(last_modified) FROM records WHERE collection_id = %s AND parent_id = %s
-            ON CONFLICT (collection_id, parent_id) DO UPDATE SET last_modified = EXCLUDED.last_modified
+            INSERT INTO timestamps (collection_id, parent_id, last_modified, live)
+            SELECT %s, %s, max(last_modified), count(*) FILTER (WHERE NOT deleted)
+            FROM records WHERE collection_id = %s AND parent_id = %s
+            ON CONFLICT (collection_id, parent_id) DO UPDATE SET last_modified = EXCLUDED.last_modified,
+                                                                 live = EXCLUDED.live
             """, (C, P, C, P))
     storage.client.execute("ANALYZE records")
 

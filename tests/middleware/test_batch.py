@@ -1015,6 +1015,7 @@ def test_batch_is_one_postgresql_transaction_rolled_back_on_5xx(postgresql_url):
     from wsgicliquet.storage.postgresql import Storage as PostgreSQLStorage
 
     storage = PostgreSQLStorage.from_settings({"storage_url": postgresql_url, "storage_pool_size": 2})
+    storage.initialize_schema()  # whichever test runs first, the shared database is at this release's schema
     resources = ResourceApp([Bookmark], load_settings({}, environ={}), storage=storage, fallback=EchoApp())
     stack = Authentication(resources, policies=["basicauth"], userid_hmac_secret="batch-test-secret")
     api = webtest.TestApp(mount({"/v1": Transaction(Batch(stack), storage=storage)}), lint=True)
