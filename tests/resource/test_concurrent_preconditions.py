@@ -98,6 +98,29 @@ def test_same_if_match_exactly_one_write_wins(make_client, send, loser_statuses)
             assert current.json["data"] == won and current.headers["ETag"] == f'"{won["last_modified"]}"'
 
 
+def test_collection_deletes_with_the_same_if_match_one_wins(make_client):
+    client = make_client()
+    for round_ in range(3):
+        created = [client.post_json("/notes", {"data": {"round": round_}}, status=201).json["data"]
+                   for _ in range(3)]
+        headers = {"If-Match": client.get("/notes").headers["ETag"]}
+
+        responses = concurrently(make_client, lambda each, slot: each.delete(
+            f"/notes?round={round_}", headers=headers, expect_errors=True))
+
+        winners = [response for response in responses if response.status_int == 200]
+        assert len(winners) == 1, [response.status for response in responses]
+        assert sorted(response.status_int for response in responses) == [200] + [412] * (THREADS - 1)
+        tombstones = winners[0].json["data"]
+        assert sorted(t["id"] for t in tombstones) == sorted(record["id"] for record in created)
+        current = client.get("/notes")
+        assert current.json["data"] == [] and current.headers["ETag"] == f'"{tombstones[-1]["last_modified"]}"'
+        for response in responses:
+            if response.status_int == 412:
+                assert response.json["details"] == {} and response.json["errno"] == 114
+                assert response.headers["ETag"] == current.headers["ETag"], "the 412 shows the winner's timestamp"
+
+
 def test_patches_of_different_fields_without_if_match_all_land(make_client):
     client = make_client()
     for _ in range(3):

@@ -346,6 +346,26 @@ def test_delete_collection_with_filters(app):
     app.delete("/bookmarks?foo=1", status=400)
 
 
+def test_delete_collection_preconditions(app):
+    assert app.delete("/notes", headers={"If-Match": '"0"'}).json == {"data": []}  # never written: timestamp 0
+    app.get("/notes", headers={"If-Match": '"0"'}, status=200)
+    records = [app.post_json("/notes", {"data": {"n": n}}).json["data"] for n in range(3)]
+    current = etag(app.get("/notes"))
+    for stale in (current - 1, current + 1, 0):
+        response = app.delete("/notes?n=1", headers={"If-Match": f'"{stale}"'}, status=412)
+        assert response.json == {"code": 412, "errno": 114, "error": "Precondition Failed",
+                                 "message": "Resource was modified meanwhile", "details": {}}
+        assert etag(response) == current and "Last-Modified" in response.headers
+    assert app.get("/notes").json["data"] == records[::-1], "a failed precondition deletes nothing"
+    for value in ("*", "1234", '"abc"'):
+        assert app.delete("/notes", headers={"If-Match": value}, status=400).json["errno"] == 107
+    assert app.delete("/notes?n=5", headers={"If-None-Match": "*"}).json == {"data": []}  # ignored on a collection
+    tombstones = app.delete("/notes?n=1", headers={"If-Match": f'"{current}"'}).json["data"]
+    assert [t["id"] for t in tombstones] == [records[1]["id"]]
+    app.delete("/notes?n=2", headers={"If-Match": f'"{current}"'}, status=412)
+    assert [r["id"] for r in app.get("/notes").json["data"]] == [records[2]["id"], records[0]["id"]]
+
+
 # -- client timestamps (D2) ------------------------------------------------------------------------------------------
 
 def test_forced_timestamp_on_create(app):

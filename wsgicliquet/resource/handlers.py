@@ -7,9 +7,10 @@ Storage round trips are kept to what each verb needs: a record GET is one ``get`
 first only when a precondition or PUT semantics need it.
 
 Preconditions are checked twice: against what the handler read (for the exact 404/412 answers of §3), then by the
-storage, atomically with the write (``if_match``: PROTOCOL.md Part A D4, §6).  Two requests presenting the same
-``If-Match`` can never both succeed, and a PATCH without ``If-Match`` writes only over the version it merged into,
-re-reading and re-applying its changes when a concurrent write came first, so that no change is lost.
+storage, atomically with the write (``if_match``: PROTOCOL.md Part A D4, §6); a collection DELETE leaves its
+``If-Match`` to the storage alone.  Two requests presenting the same ``If-Match`` can never both succeed, and a
+PATCH without ``If-Match`` writes only over the version it merged into, re-reading and re-applying its changes
+when a concurrent write came first, so that no change is lost.
 """
 from __future__ import annotations
 
@@ -234,15 +235,19 @@ def collection_delete(call: Call) -> Response:
 
     The listing parameters (``_sort``, ``_limit``, ``_token``, ``_fields``) are validated like a GET's, so that a
     typo is a 400 rather than a deletion of everything, but do not apply: every matching record is deleted.
+    ``If-Match`` is checked by the storage against the collection timestamp, atomically with the deletion, so two
+    requests presenting the same ETag cannot both delete and nothing written since that ETag is deleted.
     """
     filters = querystring.parse_list(call.params(), call.resource.is_known_field).filters
     pre = preconditions.parse(call.environ)
     call.resource.authorize("write")
     spec = call.spec
-    if pre.if_match is not None:
-        pre.check(call.storage.collection_timestamp(spec.collection_id, call.parent_id))
-    tombstones = call.storage.delete_all(spec.collection_id, call.parent_id,
-                                         filters + call.resource.listing_filters("write"))
+    try:
+        tombstones = call.storage.delete_all(spec.collection_id, call.parent_id,
+                                             filters + call.resource.listing_filters("write"), if_match=pre.if_match)
+    except PreconditionFailed:
+        current = call.storage.collection_timestamp(spec.collection_id, call.parent_id)
+        raise preconditions.modified_meanwhile(None, current) from None
     if tombstones:
         call.log["collection_timestamp"] = tombstones[-1]["last_modified"]
     return json_response(200, {"data": tombstones})

@@ -11,10 +11,10 @@ client-supplied ``last_modified`` on creation (D2).  It is assigned under a per-
 script) that is held until the write is visible, so that commit order equals timestamp order.
 
 Conditional writes (D4, PROTOCOL.md §6): ``update`` and ``delete`` take ``if_match`` (and ``update``
-``if_absent``), checked under that same lock or script, against the state the write would replace.  Two writers
-presenting the same ``if_match`` can therefore never both succeed: the second finds the first one's timestamp and
-gets :class:`PreconditionFailed`.  This is what makes ``If-Match`` safe and what a read-merge-write (PATCH) needs
-to never lose a concurrent write.
+``if_absent``), checked under that same lock or script, against the state the write would replace; ``delete_all``
+takes ``if_match`` too, checked against the partition counter.  Two writers presenting the same ``if_match`` can
+therefore never both succeed: the second finds the first one's timestamp and gets :class:`PreconditionFailed`.
+This is what makes ``If-Match`` safe and what a read-merge-write (PATCH) needs to never lose a concurrent write.
 """
 from __future__ import annotations
 
@@ -174,9 +174,13 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def delete_all(self, collection_id: str, parent_id: str, filters: Sequence[Filter] = (), *,
-                   with_deleted: bool = True) -> List[Record]:
+                   with_deleted: bool = True, if_match: Optional[int] = None) -> List[Record]:
         """Delete every live record matching ``filters``; each gets its own increasing timestamp.
 
+        With ``if_match``, delete only when the partition's timestamp (:meth:`collection_timestamp`, 0 for a
+        partition never written) equals ``if_match``, checked atomically with the deletion as in :meth:`update`:
+        the records deleted are exactly those matching at that timestamp, and no write can come in between.
+        Otherwise raise :class:`PreconditionFailed` (with None) and change nothing.
         Returns the tombstones, in increasing ``last_modified`` order.
         """
 

@@ -323,12 +323,16 @@ class Storage(StorageBase):
         return tombstone
 
     def delete_all(self, collection_id: str, parent_id: str, filters: Sequence[Filter] = (), *,
-                   with_deleted: bool = True) -> List[Record]:
+                   with_deleted: bool = True, if_match: Optional[int] = None) -> List[Record]:
         partition = self._partition(collection_id, parent_id, create=False)
         if partition is None:
+            if if_match not in (None, 0):
+                raise PreconditionFailed(None)
             return []
         keep = compile_filters(filters)
         with partition.lock:
+            if if_match is not None and partition.counter != if_match:
+                raise PreconditionFailed(None)
             doomed = [object_id for object_id, record in partition.records.items() if keep is None or keep(record)]
             return [dict(self._bury(partition, object_id, with_deleted)) for object_id in doomed]
 

@@ -9,11 +9,12 @@ Tables (created by ``wsgicliquet migrate``; see docs/postgresql.md):
   read instead of a count of the partition (which costs as much as the partition is large).
 
 Timestamps: every write first locks the partition's counter row (an upsert that changes nothing), then checks
-its conditions (``if_match``, ``if_absent``: the row read after the lock is the latest committed one) and
-unicity, then bumps the counter to ``GREATEST(counter + 1, candidate)`` and writes the row; for one record all of
-this is one call of the ``wsgicliquet_write()`` function (one round trip, plans cached per connection).  The row
-lock is held until the transaction commits, so writers of one partition are serialized and commit order equals
-timestamp order; no two writes can ever get the same value (PROTOCOL.md §21.2-21.4).  Reads never write (§21.6).
+its conditions (``if_match``, ``if_absent``: the row read after the lock is the latest committed one; for
+``delete_all``, ``if_match`` against the counter value the locking upsert returns) and unicity, then bumps the
+counter to ``GREATEST(counter + 1, candidate)`` and writes the row; for one record all of this is one call of
+the ``wsgicliquet_write()`` function (one round trip, plans cached per connection).  The row lock is held until
+the transaction commits, so writers of one partition are serialized and commit order equals timestamp order; no
+two writes can ever get the same value (PROTOCOL.md §21.2-21.4).  Reads never write (§21.6).
 The same UPDATE that bumps the counter adds the write's change to the number of live records (+1 for a record
 created or revived, -1 per record deleted), from the rows read under the lock; it commits or rolls back with them.
 Purging tombstones leaves it alone.
@@ -31,7 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from wsgicliquet.postgresql import Client, Json, Migration, get_client, migrate, settings_options, sql
 from wsgicliquet.storage import COMPARISON, Filter, Record, Sort, Storage as StorageBase, check_conditions
-from wsgicliquet.storage.exceptions import RecordNotFoundError, UnicityError
+from wsgicliquet.storage.exceptions import PreconditionFailed, RecordNotFoundError, UnicityError
 
 __all__ = ["Storage", "MIGRATIONS", "SCHEMA_VERSION"]
 
@@ -187,10 +188,12 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 _NOW_MS = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 _TOMBSTONE_DATA = '{"deleted": true}'
 
-# Takes the partition lock (held until commit) without changing the counter.
+# Takes the partition lock (held until commit) without changing the counter; returns the counter, read under the
+# lock (the latest committed value, even when the upsert waited for another writer; 0 for a new row).
 _LOCK = """
 INSERT INTO timestamps (collection_id, parent_id, last_modified) VALUES (%(cid)s, %(pid)s, 0)
 ON CONFLICT (collection_id, parent_id) DO UPDATE SET last_modified = timestamps.last_modified
+RETURNING last_modified
 """
 # Bumps the counter by ``count`` values and adds ``live`` to the count of live records; returns the last value.
 # Only ever run after _LOCK.
@@ -533,8 +536,9 @@ class Storage(StorageBase):
 
     # Writes -------------------------------------------------------------------------------------------------------
 
-    def _lock(self, collection_id: str, parent_id: str) -> None:
-        self._execute(_LOCK, {"cid": collection_id, "pid": parent_id})
+    def _lock(self, collection_id: str, parent_id: str) -> int:
+        """Take the partition lock; return the partition counter."""
+        return self._execute(_LOCK, {"cid": collection_id, "pid": parent_id}, fetch="one")[0]
 
     def _write_one(self, action: str, collection_id: str, parent_id: str, object_id: str, *,
                    data: Optional[Record] = None, candidate: Optional[int] = None, if_match: Optional[int] = None,
@@ -622,11 +626,13 @@ class Storage(StorageBase):
         return _record(object_id, timestamp, True, {})
 
     def delete_all(self, collection_id: str, parent_id: str, filters: Sequence[Filter] = (), *,
-                   with_deleted: bool = True) -> List[Record]:
+                   with_deleted: bool = True, if_match: Optional[int] = None) -> List[Record]:
         partition = {"cid": collection_id, "pid": parent_id}
         with self.client.transaction():
             self._ready()
-            self._lock(collection_id, parent_id)
+            counter = self._lock(collection_id, parent_id)
+            if if_match is not None and counter != if_match:
+                raise PreconditionFailed(None)
             query = sql.SQL("SELECT id FROM records WHERE collection_id = {} AND parent_id = {} AND NOT deleted "
                             "AND {} ORDER BY last_modified, id").format(
                 _Literal(collection_id), _Literal(parent_id), _conjunction(filters))

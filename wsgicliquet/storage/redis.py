@@ -12,7 +12,8 @@ tombstone of the same id and stores the counter, all inside one ``EVALSHA``: Red
 timestamps strictly increase across processes and hosts, and a reader can never see a counter without the record
 that produced it.  Because every write takes a fresh counter value, ``last_modified`` is unique in a partition.
 The conditions of a write (``if_match``, ``if_absent``) are checked by the same script, so nothing can come between
-the check and the write.
+the check and the write.  A ``delete_all`` with ``if_match`` checks the counter before reading the ids to delete, and
+deletes them all in one script that finds the counter still at ``if_match`` (else deletes nothing).
 
 Reads: listings sorted by ``last_modified`` (the default order) whose filters only bound ``last_modified`` (``_since``,
 ``_before``, keyset pagination) are served from the sorted sets: a range of scores, ``limit`` items, and a
@@ -142,17 +143,19 @@ return {"ok", stamp}
 """
 
 # KEYS: records, modified, deleted, counter.
-# ARGV: candidate ms, keep tombstones ("1" | "0"), condition (see _LUA_CONDITION; only with a single id), ids...
+# ARGV: candidate ms, keep tombstones ("1" | "0"), condition (see _LUA_CONDITION; only with a single id), the value
+#       the counter must have ("": any), ids...
 # Deletes the ids that are live, each with the next timestamp; returns {"ok", {id, last_modified, id, ...}} or the
-# answer of an unmet condition.
+# answer of an unmet condition ({"precondition", "", ""} for the counter).
 _DELETE = _LUA_CONDITION + """
 local records, modified, deleted, counter = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local candidate, keep = tonumber(ARGV[1]), ARGV[2] == "1"
-local failed = unmet(records, modified, deleted, ARGV[4], ARGV[3])
-if failed then return failed end
 local previous = tonumber(redis.call("GET", counter) or "0")
+if ARGV[4] ~= "" and previous ~= tonumber(ARGV[4]) then return {"precondition", "", ""} end
+local failed = unmet(records, modified, deleted, ARGV[5], ARGV[3])
+if failed then return failed end
 local current, result = previous, {}
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local id = ARGV[i]
   if redis.call("HDEL", records, id) == 1 then
     current = math.max(candidate, current + 1)
@@ -408,12 +411,12 @@ class Storage(StorageBase):
                            _condition(if_match, if_absent))
 
     def _bury(self, collection_id: str, parent_id: str, object_ids: Sequence[str], with_deleted: bool,
-              candidate: Optional[int], condition: str = "") -> List[Record]:
+              candidate: Optional[int], condition: str = "", counter: Optional[int] = None) -> List[Record]:
         result = self._delete(keys=self._keys(collection_id, parent_id),
                               args=[_now_ms() if candidate is None else int(candidate), int(with_deleted), condition,
-                                    *object_ids])
+                                    "" if counter is None else int(counter), *object_ids])
         if result[0] == b"precondition":
-            raise _precondition_failed(result, object_ids[0])
+            raise _precondition_failed(result, object_ids[0] if object_ids else "")
         flat = result[1]
         return [{"id": flat[i].decode("utf-8"), "last_modified": int(flat[i + 1]), "deleted": True}
                 for i in range(0, len(flat), 2)]
@@ -429,12 +432,18 @@ class Storage(StorageBase):
 
     @wrap_errors
     def delete_all(self, collection_id: str, parent_id: str, filters: Sequence[Filter] = (), *,
-                   with_deleted: bool = True) -> List[Record]:
+                   with_deleted: bool = True, if_match: Optional[int] = None) -> List[Record]:
+        if if_match is not None and self.collection_timestamp(collection_id, parent_id) != if_match:
+            raise PreconditionFailed(None)
         if filters:
             doomed, _ = apply(self._candidates(collection_id, parent_id, filters, False), filters=filters)
             object_ids = [record["id"] for record in doomed]
         else:
             object_ids = [key.decode("utf-8") for key in self.client.hkeys(self._keys(collection_id, parent_id)[0])]
+        if if_match is not None:
+            # The counter was if_match before the ids were read and the script finds it unchanged, so no write came
+            # in between: the ids are exactly the matching records.  One script, so that all go or none.
+            return self._bury(collection_id, parent_id, object_ids, with_deleted, None, counter=if_match)
         tombstones: List[Record] = []
         for start in range(0, len(object_ids), _DELETE_BATCH):
             batch = object_ids[start:start + _DELETE_BATCH]

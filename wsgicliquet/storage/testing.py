@@ -532,6 +532,91 @@ class StorageContract:
         assert info.value.existing is None
         assert storage.collection_timestamp(C, P) == tombstone["last_modified"]
 
+    def test_delete_all_if_match(self, storage: Storage) -> None:
+        created = [storage.create(C, P, {"n": index}) for index in range(3)]
+        stamp = storage.collection_timestamp(C, P)
+        for stale in (stamp - 1, stamp + 1, 0):
+            with pytest.raises(PreconditionFailed) as info:
+                storage.delete_all(C, P, if_match=stale)
+            assert info.value.existing is None
+        assert storage.get_all(C, P) == (created[::-1], 3), "a failed condition deletes nothing"
+        assert storage.collection_timestamp(C, P) == stamp
+        tombstones = storage.delete_all(C, P, if_match=stamp)
+        assert sorted(ids(tombstones)) == sorted(ids(created)) and tombstones[0]["last_modified"] > stamp
+        assert storage.collection_timestamp(C, P) == tombstones[-1]["last_modified"]
+        with pytest.raises(PreconditionFailed):
+            storage.delete_all(C, P, if_match=stamp)
+        assert storage.delete_all(C, P, with_deleted=False, if_match=tombstones[-1]["last_modified"]) == []
+
+    def test_delete_all_if_match_with_filters(self, storage: Storage) -> None:
+        for index in range(6):
+            storage.create(C, P, {"id": f"r{index}", "n": index})
+        storage.create(C, OTHER_P, {"n": 0})
+        stamp = storage.collection_timestamp(C, P)
+        below_three = [Filter("n", 3, COMPARISON.LT)]
+        with pytest.raises(PreconditionFailed):
+            storage.delete_all(C, P, below_three, if_match=stamp - 1)
+        assert storage.get_all(C, P)[1] == 6
+        assert storage.delete_all(C, P, [Filter("n", 99, COMPARISON.EQ)], if_match=stamp) == []
+        assert storage.collection_timestamp(C, P) == stamp, "deleting nothing is no write"
+        tombstones = storage.delete_all(C, P, below_three, if_match=stamp)
+        assert sorted(ids(tombstones)) == ["r0", "r1", "r2"]
+        assert sorted(ids(storage.get_all(C, P)[0])) == ["r3", "r4", "r5"]
+        assert storage.get_all(C, OTHER_P)[1] == 1
+        with pytest.raises(PreconditionFailed):
+            storage.delete_all(C, P, [Filter("n", 3, COMPARISON.MIN)], if_match=stamp)
+        assert storage.get_all(C, P)[1] == 3
+
+    def test_delete_all_if_match_on_a_never_written_partition(self, storage: Storage) -> None:
+        assert storage.delete_all("never", "written", if_match=0) == []
+        assert storage.delete_all("never", "written", [Filter("n", 1, COMPARISON.EQ)], if_match=0) == []
+        with pytest.raises(PreconditionFailed) as info:
+            storage.delete_all("never", "written", if_match=1)
+        assert info.value.existing is None
+        assert storage.collection_timestamp("never", "written") == 0
+        storage.create("never", "written", {})
+        with pytest.raises(PreconditionFailed):
+            storage.delete_all("never", "written", if_match=0)
+        assert storage.get_all("never", "written")[1] == 1
+
+    def test_concurrent_delete_alls_with_the_same_if_match_one_wins(self, storage: Storage) -> None:
+        threads = 8
+        for round_ in range(10):
+            created = [storage.create(C, P, {"round": round_}) for _ in range(3)]
+            stamp = storage.collection_timestamp(C, P)
+            outcomes = run_concurrently(threads, lambda slot: storage.delete_all(C, P, if_match=stamp))
+            winners = [outcome for outcome in outcomes if isinstance(outcome, list)]
+            losers = [outcome for outcome in outcomes if isinstance(outcome, PreconditionFailed)]
+            assert len(winners) == 1 and len(losers) == threads - 1, outcomes
+            assert sorted(ids(winners[0])) == sorted(ids(created))
+            assert storage.get_all(C, P) == ([], 0)
+            assert storage.collection_timestamp(C, P) == winners[0][-1]["last_modified"]
+
+    def test_delete_all_if_match_never_deletes_a_concurrent_creation(self, storage: Storage) -> None:
+        """Either the deletion comes first and the creations survive it, or it fails and deletes nothing."""
+        creators = 4
+        for round_ in range(10):
+            existing = [storage.create(C, P, {"round": round_}) for _ in range(3)]
+            stamp = storage.collection_timestamp(C, P)
+
+            def delete_or_create(slot: int) -> Any:
+                if slot == 0:
+                    return storage.delete_all(C, P, if_match=stamp)
+                return storage.create(C, P, {"round": round_, "creator": slot})
+
+            outcomes = run_concurrently(creators + 1, delete_or_create)
+            deletion, creations = outcomes[0], outcomes[1:]
+            assert all(isinstance(created, dict) for created in creations), outcomes
+            live = storage.get_all(C, P)[0]
+            if isinstance(deletion, PreconditionFailed):
+                assert sorted(ids(live)) == sorted(ids(existing + creations))
+            else:
+                assert isinstance(deletion, list), deletion
+                assert sorted(ids(deletion)) == sorted(ids(existing))
+                assert sorted(ids(live)) == sorted(ids(creations))
+                assert all(created["last_modified"] > deletion[-1]["last_modified"] for created in creations)
+            storage.delete_all(C, P)
+
     def test_concurrent_updates_with_the_same_if_match_one_wins(self, storage: Storage) -> None:
         threads = 8
         for round_ in range(10):
@@ -917,15 +1002,24 @@ class StorageMachine(RuleBasedStateMachine):
             self.create(None, data, False)
 
     @rule(filters=st.lists(_filters(), min_size=1, max_size=2))
-    def delete_all(self, filters: List[Filter]) -> None:
+    def delete_all(self, filters: List[Filter], if_match: Optional[int] = None) -> None:
         doomed = {object_id for object_id, record in self.records.items()
                   if all(_model_matches(record, filter_) for filter_ in filters)}
-        tombstones = self.storage.delete_all(C, P, filters)
+        tombstones = self.storage.delete_all(C, P, filters, if_match=if_match)
         assert set(ids(tombstones)) == doomed and len(tombstones) == len(doomed)
         for tombstone in tombstones:
             self._stamped(tombstone)
             del self.records[tombstone["id"]]
             self.tombstones[tombstone["id"]] = tombstone
+
+    @rule(filters=st.lists(_filters(), max_size=2), offset=st.sampled_from([0, -1, 1]))
+    def delete_all_conditionally(self, filters: List[Filter], offset: int) -> None:
+        """``if_match`` is the partition timestamp (``offset`` 0) or another value."""
+        if offset:
+            with pytest.raises(PreconditionFailed):
+                self.storage.delete_all(C, P, filters, if_match=self.counter + offset)
+            return
+        self.delete_all(filters, if_match=self.counter)
 
     @precondition(lambda self: self.tombstones)
     @rule(position=st.integers(min_value=0, max_value=8))
