@@ -34,6 +34,68 @@ from wsgicliquet.postgresql import Client, Json, Migration, get_client, migrate,
 from wsgicliquet.storage import COMPARISON, Filter, Record, Sort, Storage as StorageBase, check_conditions
 from wsgicliquet.storage.exceptions import PreconditionFailed, RecordNotFoundError, UnicityError
 
+# wsgicliquet_write(), the single-record write of migration step 2; step 3 replaces it with the same body plus the
+# count of live records in its counter UPDATE ({live}).  Migrations that already ran are never edited, so the text
+# SQL of each step stays what it was.
+_WRITE_FUNCTION = """\
+    CREATE OR REPLACE FUNCTION wsgicliquet_write(
+        p_action TEXT, p_cid TEXT, p_pid TEXT, p_id TEXT, p_data JSONB, p_candidate BIGINT,
+        p_if_match BIGINT, p_if_absent BOOLEAN, p_if_live BOOLEAN, p_paths JSONB, p_values JSONB)
+    RETURNS TABLE (tag INT, id TEXT, last_modified BIGINT, deleted BOOLEAN, data JSONB)
+    LANGUAGE plpgsql VOLATILE AS $$
+    #variable_conflict use_column
+    DECLARE
+        cur RECORD;
+        found_live BOOLEAN;
+        stamp BIGINT;
+        clash RECORD;
+    BEGIN
+        INSERT INTO timestamps AS t (collection_id, parent_id, last_modified) VALUES (p_cid, p_pid, 0)
+        ON CONFLICT (collection_id, parent_id) DO UPDATE SET last_modified = t.last_modified;
+        SELECT r.id, r.last_modified, r.deleted, r.data INTO cur FROM records r
+        WHERE r.collection_id = p_cid AND r.parent_id = p_pid AND r.id = p_id;
+        found_live := FOUND AND NOT cur.deleted;
+        IF (p_if_match IS NOT NULL AND NOT (found_live AND cur.last_modified = p_if_match))
+           OR (p_if_absent AND found_live) OR (p_if_live AND NOT found_live) THEN
+            IF cur.id IS NOT NULL THEN
+                RETURN QUERY SELECT -1, cur.id, cur.last_modified, cur.deleted, cur.data;
+            END IF;
+            RETURN QUERY SELECT 0, NULL::TEXT, NULL::BIGINT, NULL::BOOLEAN, NULL::JSONB;
+            RETURN;
+        END IF;
+        FOR i IN 1 .. coalesce(jsonb_array_length(p_values), 0) LOOP
+            EXECUTE format('SELECT id, last_modified, deleted, data FROM records WHERE collection_id = $1 '
+                           'AND parent_id = $2 AND NOT deleted AND id <> $3 AND data #> %L = $4 '
+                           'ORDER BY last_modified LIMIT 1',
+                           ARRAY(SELECT jsonb_array_elements_text(p_paths -> (i - 1))))
+            INTO clash USING p_cid, p_pid, p_id, p_values -> (i - 1);
+            IF clash.id IS NOT NULL THEN
+                RETURN QUERY SELECT i, clash.id, clash.last_modified, clash.deleted, clash.data;
+                RETURN;
+            END IF;
+        END LOOP;
+        UPDATE timestamps t SET last_modified = GREATEST(t.last_modified + 1,
+            COALESCE(p_candidate, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)){live}
+        WHERE t.collection_id = p_cid AND t.parent_id = p_pid
+        RETURNING t.last_modified INTO stamp;
+        IF p_action = 'write' THEN
+            INSERT INTO records AS r (collection_id, parent_id, id, last_modified, deleted, data)
+            VALUES (p_cid, p_pid, p_id, stamp, FALSE, p_data)
+            ON CONFLICT (collection_id, parent_id, id) DO UPDATE
+            SET last_modified = EXCLUDED.last_modified, deleted = FALSE, data = EXCLUDED.data;
+        ELSIF p_action = 'tombstone' THEN
+            UPDATE records r SET last_modified = stamp, deleted = TRUE, data = '{"deleted": true}'
+            WHERE r.collection_id = p_cid AND r.parent_id = p_pid AND r.id = p_id;
+        ELSE
+            DELETE FROM records r WHERE r.collection_id = p_cid AND r.parent_id = p_pid AND r.id = p_id;
+        END IF;
+        RETURN QUERY SELECT -2, NULL::TEXT, stamp, NULL::BOOLEAN, NULL::JSONB;
+    END
+    $$;
+"""
+_COUNT_LIVE = """,
+            live = t.live + CASE WHEN p_action = 'write' THEN (NOT found_live)::int ELSE -found_live::int END"""
+
 __all__ = ["Storage", "MIGRATIONS", "SCHEMA_VERSION"]
 
 MIGRATIONS: List[Migration] = [
@@ -61,61 +123,7 @@ MIGRATIONS: List[Migration] = [
     (2, """
     CREATE INDEX IF NOT EXISTS records_live_idx
         ON records (collection_id, parent_id, last_modified DESC, id) WHERE NOT deleted;
-    CREATE OR REPLACE FUNCTION wsgicliquet_write(
-        p_action TEXT, p_cid TEXT, p_pid TEXT, p_id TEXT, p_data JSONB, p_candidate BIGINT,
-        p_if_match BIGINT, p_if_absent BOOLEAN, p_if_live BOOLEAN, p_paths JSONB, p_values JSONB)
-    RETURNS TABLE (tag INT, id TEXT, last_modified BIGINT, deleted BOOLEAN, data JSONB)
-    LANGUAGE plpgsql VOLATILE AS $$
-    #variable_conflict use_column
-    DECLARE
-        cur RECORD;
-        found_live BOOLEAN;
-        stamp BIGINT;
-        clash RECORD;
-    BEGIN
-        INSERT INTO timestamps AS t (collection_id, parent_id, last_modified) VALUES (p_cid, p_pid, 0)
-        ON CONFLICT (collection_id, parent_id) DO UPDATE SET last_modified = t.last_modified;
-        SELECT r.id, r.last_modified, r.deleted, r.data INTO cur FROM records r
-        WHERE r.collection_id = p_cid AND r.parent_id = p_pid AND r.id = p_id;
-        found_live := FOUND AND NOT cur.deleted;
-        IF (p_if_match IS NOT NULL AND NOT (found_live AND cur.last_modified = p_if_match))
-           OR (p_if_absent AND found_live) OR (p_if_live AND NOT found_live) THEN
-            IF cur.id IS NOT NULL THEN
-                RETURN QUERY SELECT -1, cur.id, cur.last_modified, cur.deleted, cur.data;
-            END IF;
-            RETURN QUERY SELECT 0, NULL::TEXT, NULL::BIGINT, NULL::BOOLEAN, NULL::JSONB;
-            RETURN;
-        END IF;
-        FOR i IN 1 .. coalesce(jsonb_array_length(p_values), 0) LOOP
-            EXECUTE format('SELECT id, last_modified, deleted, data FROM records WHERE collection_id = $1 '
-                           'AND parent_id = $2 AND NOT deleted AND id <> $3 AND data #> %L = $4 '
-                           'ORDER BY last_modified LIMIT 1',
-                           ARRAY(SELECT jsonb_array_elements_text(p_paths -> (i - 1))))
-            INTO clash USING p_cid, p_pid, p_id, p_values -> (i - 1);
-            IF clash.id IS NOT NULL THEN
-                RETURN QUERY SELECT i, clash.id, clash.last_modified, clash.deleted, clash.data;
-                RETURN;
-            END IF;
-        END LOOP;
-        UPDATE timestamps t SET last_modified = GREATEST(t.last_modified + 1,
-            COALESCE(p_candidate, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint))
-        WHERE t.collection_id = p_cid AND t.parent_id = p_pid
-        RETURNING t.last_modified INTO stamp;
-        IF p_action = 'write' THEN
-            INSERT INTO records AS r (collection_id, parent_id, id, last_modified, deleted, data)
-            VALUES (p_cid, p_pid, p_id, stamp, FALSE, p_data)
-            ON CONFLICT (collection_id, parent_id, id) DO UPDATE
-            SET last_modified = EXCLUDED.last_modified, deleted = FALSE, data = EXCLUDED.data;
-        ELSIF p_action = 'tombstone' THEN
-            UPDATE records r SET last_modified = stamp, deleted = TRUE, data = '{"deleted": true}'
-            WHERE r.collection_id = p_cid AND r.parent_id = p_pid AND r.id = p_id;
-        ELSE
-            DELETE FROM records r WHERE r.collection_id = p_cid AND r.parent_id = p_pid AND r.id = p_id;
-        END IF;
-        RETURN QUERY SELECT -2, NULL::TEXT, stamp, NULL::BOOLEAN, NULL::JSONB;
-    END
-    $$;
-    """),
+""" + _WRITE_FUNCTION.replace("{live}", "")),
     # Total-Records of an unfiltered listing without a count(*) of the partition: each partition's number of live
     # records, kept by every write in the statement that bumps its counter (under the partition lock, so in write
     # order).  The backfill also gives a counter row to a partition holding records without one (rows loaded by
@@ -126,62 +134,7 @@ MIGRATIONS: List[Migration] = [
     SELECT collection_id, parent_id, max(last_modified), count(*) FILTER (WHERE NOT deleted)
     FROM records GROUP BY collection_id, parent_id
     ON CONFLICT (collection_id, parent_id) DO UPDATE SET live = EXCLUDED.live;
-    CREATE OR REPLACE FUNCTION wsgicliquet_write(
-        p_action TEXT, p_cid TEXT, p_pid TEXT, p_id TEXT, p_data JSONB, p_candidate BIGINT,
-        p_if_match BIGINT, p_if_absent BOOLEAN, p_if_live BOOLEAN, p_paths JSONB, p_values JSONB)
-    RETURNS TABLE (tag INT, id TEXT, last_modified BIGINT, deleted BOOLEAN, data JSONB)
-    LANGUAGE plpgsql VOLATILE AS $$
-    #variable_conflict use_column
-    DECLARE
-        cur RECORD;
-        found_live BOOLEAN;
-        stamp BIGINT;
-        clash RECORD;
-    BEGIN
-        INSERT INTO timestamps AS t (collection_id, parent_id, last_modified) VALUES (p_cid, p_pid, 0)
-        ON CONFLICT (collection_id, parent_id) DO UPDATE SET last_modified = t.last_modified;
-        SELECT r.id, r.last_modified, r.deleted, r.data INTO cur FROM records r
-        WHERE r.collection_id = p_cid AND r.parent_id = p_pid AND r.id = p_id;
-        found_live := FOUND AND NOT cur.deleted;
-        IF (p_if_match IS NOT NULL AND NOT (found_live AND cur.last_modified = p_if_match))
-           OR (p_if_absent AND found_live) OR (p_if_live AND NOT found_live) THEN
-            IF cur.id IS NOT NULL THEN
-                RETURN QUERY SELECT -1, cur.id, cur.last_modified, cur.deleted, cur.data;
-            END IF;
-            RETURN QUERY SELECT 0, NULL::TEXT, NULL::BIGINT, NULL::BOOLEAN, NULL::JSONB;
-            RETURN;
-        END IF;
-        FOR i IN 1 .. coalesce(jsonb_array_length(p_values), 0) LOOP
-            EXECUTE format('SELECT id, last_modified, deleted, data FROM records WHERE collection_id = $1 '
-                           'AND parent_id = $2 AND NOT deleted AND id <> $3 AND data #> %L = $4 '
-                           'ORDER BY last_modified LIMIT 1',
-                           ARRAY(SELECT jsonb_array_elements_text(p_paths -> (i - 1))))
-            INTO clash USING p_cid, p_pid, p_id, p_values -> (i - 1);
-            IF clash.id IS NOT NULL THEN
-                RETURN QUERY SELECT i, clash.id, clash.last_modified, clash.deleted, clash.data;
-                RETURN;
-            END IF;
-        END LOOP;
-        UPDATE timestamps t SET last_modified = GREATEST(t.last_modified + 1,
-            COALESCE(p_candidate, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)),
-            live = t.live + CASE WHEN p_action = 'write' THEN (NOT found_live)::int ELSE -found_live::int END
-        WHERE t.collection_id = p_cid AND t.parent_id = p_pid
-        RETURNING t.last_modified INTO stamp;
-        IF p_action = 'write' THEN
-            INSERT INTO records AS r (collection_id, parent_id, id, last_modified, deleted, data)
-            VALUES (p_cid, p_pid, p_id, stamp, FALSE, p_data)
-            ON CONFLICT (collection_id, parent_id, id) DO UPDATE
-            SET last_modified = EXCLUDED.last_modified, deleted = FALSE, data = EXCLUDED.data;
-        ELSIF p_action = 'tombstone' THEN
-            UPDATE records r SET last_modified = stamp, deleted = TRUE, data = '{"deleted": true}'
-            WHERE r.collection_id = p_cid AND r.parent_id = p_pid AND r.id = p_id;
-        ELSE
-            DELETE FROM records r WHERE r.collection_id = p_cid AND r.parent_id = p_pid AND r.id = p_id;
-        END IF;
-        RETURN QUERY SELECT -2, NULL::TEXT, stamp, NULL::BOOLEAN, NULL::JSONB;
-    END
-    $$;
-    """),
+""" + _WRITE_FUNCTION.replace("{live}", _COUNT_LIVE)),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
