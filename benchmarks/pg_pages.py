@@ -10,9 +10,10 @@ the EXPLAIN ANALYZE of each query.  The benchmark collection is removed at the e
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
+import sys
 import time
-from typing import Any, Callable, List, Sequence
+from typing import Any, List, Sequence
 
 from psycopg2 import sql
 
@@ -20,8 +21,15 @@ from wsgicliquet.storage import COMPARISON, Filter, Sort
 from wsgicliquet.storage.postgresql import Storage
 from wsgicliquet.storage.query import keyset_rules
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from benchmarks.timing import median_ms  # noqa: E402
+
 C, P = "benchmark", "pages"
 PAGE = 20
+RUNS = 15
 
 
 def load(storage: Storage, count: int) -> None:
@@ -43,15 +51,6 @@ def load(storage: Storage, count: int) -> None:
                                                                  live = EXCLUDED.live
             """, (C, P, C, P))
     storage.client.execute("ANALYZE records")
-
-
-def median_ms(call: Callable[[], Any], runs: int = 15) -> float:
-    timings = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        timings.append((time.perf_counter() - start) * 1000)
-    return statistics.median(timings)
 
 
 def explain(storage: Storage, **query: Any) -> str:
@@ -89,8 +88,8 @@ def main() -> None:
                 query = dict(filters=filters, sorting=sorting, pagination_rules=rules, limit=PAGE + 1)
                 records, total = storage.get_all(C, P, **query)
                 assert len(records) == PAGE + 1, (label, number, len(records))
-                elapsed = median_ms(lambda: storage.get_all(C, P, **query))
-                print(f"page {number}: {elapsed:.1f} ms (median of 15), Total-Records {total}")
+                elapsed = median_ms(lambda: storage.get_all(C, P, **query), RUNS)
+                print(f"page {number}: {elapsed:.1f} ms (median of {RUNS}), Total-Records {total}")
                 print(explain(storage, **query))
                 print()
     finally:

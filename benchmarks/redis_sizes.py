@@ -18,24 +18,21 @@ own partition and deletes it at the end, so it can run against a database in use
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import os
+import sys
 import uuid
 from typing import Any, Callable, Dict, List
 
 from wsgicliquet.storage import COMPARISON, Filter, Sort, Storage
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from benchmarks.timing import median_ms  # noqa: E402
+
 COLLECTION = "bench"
 OPERATIONS = ["page", "since", "filter", "sort", "create", "unique"]
-
-
-def _median_ms(call: Callable[[], Any], runs: int) -> float:
-    timings = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        timings.append((time.perf_counter() - start) * 1000)
-    return statistics.median(timings)
 
 
 def measure(storage: Storage, size: int, runs: int) -> Dict[str, float]:
@@ -63,7 +60,7 @@ def measure(storage: Storage, size: int, runs: int) -> Dict[str, float]:
         "unique": lambda: write(True),
     }
     try:
-        return {name: _median_ms(call, runs) for name, call in calls.items()}
+        return {name: median_ms(call, runs) for name, call in calls.items()}
     finally:
         storage.delete_all(COLLECTION, parent, with_deleted=False)
         storage.purge_deleted(COLLECTION, parent)
