@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import threading
 
-import bottle
-import flask
 import pytest
 import webtest
 from webob import Request
@@ -15,33 +13,14 @@ from wsgicliquet.middleware import heartbeat as heartbeat_module
 from wsgicliquet.middleware.heartbeat import Heartbeat, add_check, filter_factory
 from wsgicliquet.settings import ConfigurationError, load_settings
 
+from .pages import FRAMEWORKS, bare_app
+
 NOT_FOUND = {"code": 404, "errno": 111, "error": "Not Found",
              "message": "The resource you are looking for could not be found."}
 JSON = "application/json; charset=UTF-8"
 
 
-def bare_app(environ, start_response):
-    if environ["PATH_INFO"] != "/page":
-        start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "9")])
-        return [b"not found"]
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
-    return [b"page"]
-
-
-def flask_app():
-    app = flask.Flask(__name__)
-    app.add_url_rule("/page", "page", lambda: "page")
-    return app
-
-
-def bottle_app():
-    app = bottle.Bottle()
-    app.route("/page", "GET", lambda: "page")
-    return app
-
-
-@pytest.fixture(params=[pytest.param(lambda: bare_app, id="bare"), pytest.param(flask_app, id="flask"),
-                        pytest.param(bottle_app, id="bottle")])
+@pytest.fixture(params=FRAMEWORKS)
 def inner(request):
     return request.param()
 

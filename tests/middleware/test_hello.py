@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import datetime
 
-import bottle
-import flask
 import pytest
 import webtest
 from webob import Request
@@ -15,6 +13,8 @@ from wsgicliquet.middleware.hello import Hello, add_capability, add_public_setti
 from wsgicliquet.middleware.version_prefix import VersionPrefix
 from wsgicliquet.settings import ConfigurationError, load_settings
 
+from .pages import FRAMEWORKS, bare_app
+
 # The observed cliquet 3.1.5 answer for these settings (PROTOCOL.md §1.4), byte for byte.
 OBSERVED = (b'{"project_name": "myapp", "project_version": "1.4.2", "http_api_version": "1.4", '
             b'"project_docs": "https://example.org/docs", "cliquet_protocol_version": "2", '
@@ -23,30 +23,7 @@ OBSERVED = (b'{"project_name": "myapp", "project_version": "1.4.2", "http_api_ve
 SETTINGS = {"project_name": "myapp", "project_version": "1.4.2", "project_docs": "https://example.org/docs"}
 
 
-def bare_app(environ, start_response):
-    if environ["PATH_INFO"] != "/page":
-        start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "9")])
-        return [b"not found"]
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
-    return [b"page"]
-
-
-def flask_app():
-    app = flask.Flask(__name__)
-    app.add_url_rule("/page", "page", lambda: "page")
-    app.add_url_rule("/", "home", lambda: "home page")  # hidden by the hello view
-    return app
-
-
-def bottle_app():
-    app = bottle.Bottle()
-    app.route("/page", "GET", lambda: "page")
-    app.route("/", "GET", lambda: "home page")
-    return app
-
-
-@pytest.fixture(params=[pytest.param(lambda: bare_app, id="bare"), pytest.param(flask_app, id="flask"),
-                        pytest.param(bottle_app, id="bottle")])
+@pytest.fixture(params=FRAMEWORKS)
 def inner(request):
     return request.param()
 
