@@ -7,6 +7,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from tests.backends import emptied
 from tests.storage.test_postgresql import admin_execute, database_url
 from wsgicliquet import postgresql as pg
 from wsgicliquet.cache.postgresql import Cache
@@ -29,10 +30,7 @@ def make_cache(url: str, cache_prefix: str = "test_") -> Cache:
 
 @pytest.fixture
 def cache(cache_url: str) -> Iterator[Cache]:
-    backend = make_cache(cache_url)
-    backend.flush()
-    yield backend
-    backend.flush()
+    yield from emptied(make_cache(cache_url))
 
 
 class TestPostgreSQLCache(CacheContract):

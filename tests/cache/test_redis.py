@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tests.backends import emptied
 from wsgicliquet.cache.redis import Cache
 from wsgicliquet.cache.testing import CacheContract
 
@@ -20,10 +21,7 @@ def make_cache(url: str, cache_prefix: str = "test_") -> Cache:
 
 @pytest.fixture
 def cache(redis_url):
-    backend = make_cache(redis_url)
-    backend.flush()
-    yield backend
-    backend.flush()
+    yield from emptied(make_cache(redis_url))
 
 
 class TestRedisCacheContract(CacheContract):

@@ -5,6 +5,7 @@ from typing import Iterator, List, Tuple
 
 import pytest
 
+from tests.backends import emptied
 from tests.storage.test_postgresql import database_url
 from wsgicliquet import postgresql as pg
 from wsgicliquet.permission.postgresql import Permission
@@ -25,10 +26,7 @@ def permission_url(postgresql_url: str) -> str:
 
 @pytest.fixture
 def permission(permission_url: str) -> Iterator[Permission]:
-    backend = Permission.from_settings({"permission_url": permission_url})
-    backend.flush()
-    yield backend
-    backend.flush()
+    yield from emptied(Permission.from_settings({"permission_url": permission_url}))
 
 
 class TestPostgreSQLPermission(PermissionContract):

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from tests.backends import emptied
 from wsgicliquet.permission.memory import Permission as MemoryPermission
 from wsgicliquet.permission.redis import Permission
 from wsgicliquet.permission.testing import PermissionContract
@@ -17,10 +18,7 @@ KEY_PREFIX = f"wsgicliquet-test-{os.getpid()}:"
 
 @pytest.fixture
 def permission(redis_url):
-    backend = Permission.from_settings({"permission_url": redis_url, "permission_key_prefix": KEY_PREFIX})
-    backend.flush()
-    yield backend
-    backend.flush()
+    yield from emptied(Permission.from_settings({"permission_url": redis_url, "permission_key_prefix": KEY_PREFIX}))
 
 
 class TestRedisPermissionContract(PermissionContract):

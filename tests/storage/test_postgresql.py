@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 import psycopg2
 import pytest
 
+from tests.backends import emptied
 from wsgicliquet import postgresql as pg
 from wsgicliquet.storage import (COMPARISON, BackendError, Filter, PreconditionFailed, RecordNotFoundError, Sort,
                                  UnicityError)
@@ -73,10 +74,7 @@ def pg_url(postgresql_url: str) -> str:
 
 @pytest.fixture
 def storage(pg_url: str) -> Iterator[Storage]:
-    backend = Storage.from_settings({"storage_url": pg_url, "storage_pool_size": 10})
-    backend.flush()
-    yield backend
-    backend.flush()
+    yield from emptied(Storage.from_settings({"storage_url": pg_url, "storage_pool_size": 10}))
 
 
 class TestPostgreSQLStorage(StorageContract):

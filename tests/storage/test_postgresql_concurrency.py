@@ -18,6 +18,7 @@ from typing import Dict, Iterator, List, Tuple
 
 import pytest
 
+from tests.backends import emptied
 from tests.storage.test_postgresql import admin_execute, database_url
 from wsgicliquet import postgresql as pg
 from wsgicliquet.storage import COMPARISON, BackendError, Filter, Sort
@@ -92,10 +93,7 @@ def url(postgresql_url: str) -> str:
 
 @pytest.fixture
 def storage(url: str) -> Iterator[Storage]:
-    backend = Storage.from_settings({"storage_url": url})
-    backend.flush()
-    yield backend
-    backend.flush()
+    yield from emptied(Storage.from_settings({"storage_url": url}))
 
 
 def test_processes_and_threads_write_while_a_poller_syncs(storage: Storage, url: str) -> None:

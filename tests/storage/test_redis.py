@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 
+from tests.backends import emptied
 from wsgicliquet import redis_client
 from wsgicliquet.settings import ConfigurationError
 from wsgicliquet.storage import COMPARISON, Filter, RecordNotFoundError, Sort, UnicityError
@@ -29,10 +30,7 @@ def make_storage(url: str, key_prefix: str = KEY_PREFIX) -> Storage:
 
 @pytest.fixture
 def storage(redis_url):
-    backend = make_storage(redis_url)
-    backend.flush()
-    yield backend
-    backend.flush()
+    yield from emptied(make_storage(redis_url))
 
 
 class TestRedisStorageContract(StorageContract):
