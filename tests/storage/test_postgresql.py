@@ -65,13 +65,6 @@ def admin_execute(url: str, query: str, params: Any = None) -> List[Any]:
         conn.close()
 
 
-@pytest.fixture(scope="session")
-def pg_url(postgresql_url: str) -> str:
-    url = database_url(postgresql_url)
-    Storage.from_settings({"storage_url": url}).initialize_schema()
-    return url
-
-
 @pytest.fixture
 def storage(pg_url: str) -> Iterator[Storage]:
     yield from emptied(Storage.from_settings({"storage_url": pg_url, "storage_pool_size": 10}))

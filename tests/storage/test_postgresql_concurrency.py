@@ -19,7 +19,7 @@ from typing import Dict, Iterator, List, Tuple
 import pytest
 
 from tests.backends import emptied
-from tests.storage.test_postgresql import admin_execute, database_url
+from tests.storage.test_postgresql import admin_execute
 from wsgicliquet import postgresql as pg
 from wsgicliquet.storage import COMPARISON, BackendError, Filter, Sort
 from wsgicliquet.storage.postgresql import Storage
@@ -84,23 +84,16 @@ class Poller:
             self.since = changes[-1]["last_modified"]
 
 
-@pytest.fixture(scope="module")
-def url(postgresql_url: str) -> str:
-    url = database_url(postgresql_url)
-    Storage.from_settings({"storage_url": url}).initialize_schema()
-    return url
-
-
 @pytest.fixture
-def storage(url: str) -> Iterator[Storage]:
-    yield from emptied(Storage.from_settings({"storage_url": url}))
+def storage(pg_url: str) -> Iterator[Storage]:
+    yield from emptied(Storage.from_settings({"storage_url": pg_url}))
 
 
-def test_processes_and_threads_write_while_a_poller_syncs(storage: Storage, url: str) -> None:
+def test_processes_and_threads_write_while_a_poller_syncs(storage: Storage, pg_url: str) -> None:
     poller = Poller(storage)
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(PROCESSES, mp_context=context) as pool:
-        futures = [pool.submit(_write_for, url, SECONDS, slot) for slot in range(PROCESSES)]
+        futures = [pool.submit(_write_for, pg_url, SECONDS, slot) for slot in range(PROCESSES)]
         polls = 0
         while not all(future.done() for future in futures):
             poller.poll()
@@ -120,10 +113,10 @@ def test_processes_and_threads_write_while_a_poller_syncs(storage: Storage, url:
     assert storage.collection_timestamp(C, P) == max(stamps)
 
 
-def test_terminated_connections_mid_load(storage: Storage, url: str) -> None:
+def test_terminated_connections_mid_load(storage: Storage, pg_url: str) -> None:
     """Kill every connection of the writers three times: only BackendErrors, then full recovery, nothing lost."""
     name = f"wsgicliquet_fault_{uuid.uuid4().hex[:8]}"
-    victim = Storage(pg.Client(f"{url}{'&' if '?' in url else '?'}application_name={name}", pool_size=8))
+    victim = Storage(pg.Client(f"{pg_url}{'&' if '?' in pg_url else '?'}application_name={name}", pool_size=8))
     stop = threading.Event()
     acknowledged: List[Write] = []
     failures: List[BaseException] = []
@@ -154,8 +147,8 @@ def test_terminated_connections_mid_load(storage: Storage, url: str) -> None:
     try:
         for _ in range(3):
             time.sleep(0.7)
-            killed += len(admin_execute(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                             "WHERE application_name = %s", (name,)))
+            killed += len(admin_execute(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                                "WHERE application_name = %s", (name,)))
         last_kill = time.monotonic()
         time.sleep(1.0)
     finally:
@@ -281,8 +274,8 @@ class Outage:
                 pass
 
 
-def test_server_unreachable_then_back(storage: Storage, url: str) -> None:
-    parts = urllib.parse.urlsplit(url)
+def test_server_unreachable_then_back(storage: Storage, pg_url: str) -> None:
+    parts = urllib.parse.urlsplit(pg_url)
     outage = Outage(parts.hostname or "127.0.0.1", parts.port or 5432)
     outage.up()
     relayed = parts._replace(netloc=f"{parts.username}@127.0.0.1:{outage.port}").geturl()
