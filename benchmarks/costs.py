@@ -132,7 +132,9 @@ def workload_costs(args: argparse.Namespace) -> None:
 
 
 def layer_costs(args: argparse.Namespace) -> None:
-    """What each middleware adds to a pass-through request to the Flask app (the full pipeline minus one).
+    """What each middleware adds to a pass-through request to the Flask app, measured two ways: the full pipeline
+    minus that layer, and a pipeline of that layer alone (every switchable layer off but it) minus the pipeline with
+    every switchable layer off.  The second isolates a layer; the first shows what it costs among the others.
 
     Measured in CPU time of this process, so that other processes on the machine do not count.
     """
@@ -142,19 +144,26 @@ def layer_costs(args: argparse.Namespace) -> None:
     flask_app = targets.build("flask_bare")
     on = next(w for w in run.workloads(args.records) if w.name == "flask (pipeline on)")
     off = next(w for w in run.workloads(args.records) if w.name == "flask (pipeline off)")
-    variants: Dict[str, Any] = {"flask alone": (flask_app, off),
-                                "full pipeline": (build_pipeline(flask_app, targets.settings()), on)}
-    for layer in LAYERS:
+
+    def pipeline(*off_layers: str) -> Callable:
         settings = targets.settings()
-        settings[f"middleware.{layer}"] = "off"
-        variants[layer] = (build_pipeline(flask_app, settings), on)
+        for layer in off_layers:
+            settings[f"middleware.{layer}"] = "off"
+        return build_pipeline(flask_app, settings)
+
+    variants: Dict[str, Any] = {"flask alone": (flask_app, off), "full pipeline": (pipeline(), on),
+                                "no layer": (pipeline(*LAYERS), on)}
+    for layer in LAYERS:
+        variants[f"-{layer}"] = (pipeline(layer), on)
+        variants[f"+{layer}"] = (pipeline(*(other for other in LAYERS if other != layer)), on)
     costs = interleaved(variants, args.count, rounds=7, clock=time.process_time)
-    base, full = costs.pop("flask alone"), costs.pop("full pipeline")
+    base, full, bare = costs["flask alone"], costs["full pipeline"], costs["no layer"]
     print(f"flask alone {base:.1f} µs, with the pipeline {full:.1f} µs (+{full - base:.1f} µs, "
-          f"+{(full / base - 1):.0%}) of CPU per request")
-    print(f"{'layer switched off':20} µs/request  saves")
-    for layer, cost in costs.items():
-        print(f"{layer:20} {cost:10.1f}  {full - cost:6.1f}")
+          f"+{(full / base - 1):.0%}), with every switchable layer off {bare:.1f} µs, of CPU per request")
+    print(f"{'layer':20} {'full minus it':>14} {'saves':>7} {'alone':>7} {'adds':>7}")
+    for layer in LAYERS:
+        without, alone = costs[f"-{layer}"], costs[f"+{layer}"]
+        print(f"{layer:20} {without:14.1f} {full - without:7.1f} {alone:7.1f} {alone - bare:7.1f}")
 
 
 def profile(args: argparse.Namespace) -> None:
