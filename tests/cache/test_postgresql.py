@@ -7,8 +7,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.backends import emptied
-from tests.storage.test_postgresql import admin_execute, database_url
+from tests.backends import database_url, emptied
+from tests.storage.test_postgresql import admin_execute
 from wsgicliquet import postgresql as pg
 from wsgicliquet.cache.postgresql import Cache
 from wsgicliquet.cache.testing import CacheContract

@@ -5,8 +5,7 @@ from typing import Iterator, List, Tuple
 
 import pytest
 
-from tests.backends import emptied
-from tests.storage.test_postgresql import database_url
+from tests.backends import database_url, emptied
 from wsgicliquet import postgresql as pg
 from wsgicliquet.permission.postgresql import Permission
 from wsgicliquet.permission.testing import PermissionContract

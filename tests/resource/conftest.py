@@ -6,13 +6,13 @@ it would (``extra_environ``), so these tests depend on the resource app only.
 from __future__ import annotations
 
 import os
-import urllib.parse
 import uuid
 from typing import Any, Dict, Optional
 
 import pytest
 import webtest
 
+from tests.backends import database_url
 from wsgicliquet.resource.app import ResourceApp
 from wsgicliquet.resource.resource import Resource
 from wsgicliquet.settings import load_settings
@@ -20,6 +20,8 @@ from wsgicliquet.storage.memory import Storage as MemoryStorage
 
 ALICE = "basicauth:alice"
 BOB = "basicauth:bob"
+# The database of the resource tests: no other test module flushes it under their feet.
+RESOURCE_DATABASE = "wsgicliquet_resource_tests"
 
 
 def as_user(userid: Optional[str]) -> Dict[str, Any]:
@@ -100,26 +102,6 @@ def unique_user() -> str:
     return f"basicauth:{uuid.uuid4().hex}"
 
 
-def own_database(base_url: str, database: str) -> str:
-    """``base_url`` pointing at a database of these tests (created when missing), so that other test modules
-    flushing the shared database never remove records under our feet; ``base_url`` when creation is refused."""
-    import psycopg2
-
-    parts = urllib.parse.urlsplit(base_url)
-    conn = psycopg2.connect(base_url, connect_timeout=3)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
-            if cursor.fetchone() is None:
-                cursor.execute(f'CREATE DATABASE "{database}"')
-    except psycopg2.Error:  # pragma: no cover - no CREATEDB right
-        return base_url
-    finally:
-        conn.close()
-    return parts._replace(path="/" + database).geturl()
-
-
 @pytest.fixture(scope="session")
 def _shared_backends():
     """Redis and PostgreSQL backends built once per session (tests isolate themselves by user)."""
@@ -146,7 +128,7 @@ def any_storage(request, _shared_backends):
         else:
             from wsgicliquet.storage.postgresql import Storage
 
-            url = own_database(request.getfixturevalue("postgresql_url"), "wsgicliquet_resource_tests")
+            url = database_url(request.getfixturevalue("postgresql_url"), RESOURCE_DATABASE)
             backend = Storage.from_settings({"storage_url": url, "storage_pool_size": 20})
             backend.initialize_schema()
         _shared_backends[kind] = backend

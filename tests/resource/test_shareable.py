@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import webtest
 
+from tests.backends import database_url
 from wsgicliquet.middleware.auth import Authentication
 from wsgicliquet.permission.memory import Permission as MemoryPermission
 from wsgicliquet.resource.app import ResourceApp
@@ -26,7 +27,7 @@ from wsgicliquet.resource.shareable import ShareableResource
 from wsgicliquet.settings import ConfigurationError, load_settings
 from wsgicliquet.storage.memory import Storage as MemoryStorage
 
-from .conftest import own_database
+from .conftest import RESOURCE_DATABASE
 
 SCHEMA = {"type": "object", "properties": {"text": {"type": "string"}, "tag": {"type": "string"}}}
 USERS = ("owner", "reader", "member", "stranger", "writer", "editor")
@@ -127,8 +128,7 @@ def permission(request):
         else:
             from wsgicliquet.permission.postgresql import Permission
 
-            # the database of the resource tests: no other test module flushes it under our feet
-            url = own_database(request.getfixturevalue("postgresql_url"), "wsgicliquet_resource_tests")
+            url = database_url(request.getfixturevalue("postgresql_url"), RESOURCE_DATABASE)
             backend = Permission.from_settings({"permission_url": url, "permission_pool_size": 5})
             backend.initialize_schema()
         _BACKENDS[kind] = backend
@@ -769,7 +769,7 @@ def test_postgresql_storage_and_permission_in_one_transaction(postgresql_url):
     from wsgicliquet.resource.shareable import _one_transaction
     from wsgicliquet.storage.postgresql import Storage
 
-    url = own_database(postgresql_url, "wsgicliquet_resource_tests")
+    url = database_url(postgresql_url, RESOURCE_DATABASE)
     storage = Storage.from_settings({"storage_url": url, "storage_pool_size": 5})
     permission = Permission.from_settings({"permission_url": url, "permission_pool_size": 5})
     storage.initialize_schema()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.storage.test_postgresql import database_url
+from tests.backends import database_url
 from wsgicliquet.storage.postgresql import Storage
 
 

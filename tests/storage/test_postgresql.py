@@ -25,32 +25,7 @@ from wsgicliquet.storage.testing import StorageContract, run_concurrently
 
 pytestmark = pytest.mark.postgresql
 
-TEST_DATABASE = "wsgicliquet_pg_tests"
 C, P = "items", "alice"
-
-
-def database_url(base_url: str, database: str = TEST_DATABASE, **query: str) -> str:
-    """``base_url`` pointing at ``database`` (created when missing; ``base_url`` itself when that is not allowed)."""
-    parts = urllib.parse.urlsplit(base_url)
-    url = parts._replace(path="/" + database).geturl()
-    try:
-        conn = psycopg2.connect(base_url, connect_timeout=3)
-    except psycopg2.Error:  # pragma: no cover - the fixture already checked
-        return base_url
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
-            if cursor.fetchone() is None:
-                cursor.execute(f'CREATE DATABASE "{database}"')
-    except psycopg2.Error:  # pragma: no cover - no CREATEDB right: share the given database
-        url = base_url
-    finally:
-        conn.close()
-    if query:
-        separator = "&" if "?" in url else "?"
-        url += separator + urllib.parse.urlencode(query)
-    return url
 
 
 def admin_execute(url: str, query: str, params: Any = None) -> List[Any]:
