@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import pytest
 import webtest
 
 from tests.backends import database_url
+from wsgicliquet.backends import MODULES, import_string
 from wsgicliquet.resource.app import ResourceApp
 from wsgicliquet.resource.resource import Resource
 from wsgicliquet.settings import load_settings
@@ -102,34 +103,47 @@ def unique_user() -> str:
     return f"basicauth:{uuid.uuid4().hex}"
 
 
+# The servers every backend family runs on in these tests (Redis and PostgreSQL on 127.0.0.1).
+SERVERS = ["memory", pytest.param("redis", marks=pytest.mark.redis),
+           pytest.param("postgresql", marks=pytest.mark.postgresql)]
+
+
 @pytest.fixture(scope="session")
 def _shared_backends():
-    """Redis and PostgreSQL backends built once per session (tests isolate themselves by user)."""
-    backends: Dict[str, Any] = {}
+    """Redis and PostgreSQL backends built once per session (tests isolate themselves by user or resource)."""
+    backends: Dict[Tuple[str, str], Any] = {}
     yield backends
-    if "redis" in backends:
-        backends["redis"].flush()
+    for (_, server), backend in backends.items():
+        if server == "redis":
+            backend.flush()
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis),
-                        pytest.param("postgresql", marks=pytest.mark.postgresql)])
-def any_storage(request, _shared_backends):
-    """Each storage backend (Redis and PostgreSQL on 127.0.0.1); use a :func:`unique_user` with it."""
-    kind = request.param
-    if kind == "memory":
-        return MemoryStorage()
-    if kind not in _shared_backends:
-        if kind == "redis":
-            from wsgicliquet.storage.redis import Storage
+def server_backend(request: pytest.FixtureRequest, family: str, settings: Mapping[str, Mapping[str, Any]]) -> Any:
+    """The ``family`` backend (storage, permission) of the server ``request.param`` (one of :data:`SERVERS`).
 
-            backend = Storage.from_settings({"storage_url": request.getfixturevalue("redis_url"),
-                                             "storage_pool_size": 20,
-                                             "storage_key_prefix": f"wsgicliquet-resource-test-{os.getpid()}:"})
+    A new memory one per test; the Redis and PostgreSQL ones are built once per session from
+    ``settings[server]`` (the URL is added: the Redis test database, or :data:`RESOURCE_DATABASE`)."""
+    server = request.param
+    cls = import_string(MODULES[family][server])
+    if server == "memory":
+        return cls()
+    built = request.getfixturevalue("_shared_backends")
+    if (family, server) not in built:
+        if server == "redis":
+            url = request.getfixturevalue("redis_url")
         else:
-            from wsgicliquet.storage.postgresql import Storage
-
             url = database_url(request.getfixturevalue("postgresql_url"), RESOURCE_DATABASE)
-            backend = Storage.from_settings({"storage_url": url, "storage_pool_size": 20})
+        backend = cls.from_settings({f"{family}_url": url, **settings[server]}, prefix=family)
+        if server == "postgresql":
             backend.initialize_schema()
-        _shared_backends[kind] = backend
-    return _shared_backends[kind]
+        built[family, server] = backend
+    return built[family, server]
+
+
+@pytest.fixture(params=SERVERS)
+def any_storage(request):
+    """Each storage backend; use a :func:`unique_user` with it."""
+    return server_backend(request, "storage", {
+        "redis": {"storage_pool_size": 20, "storage_key_prefix": f"wsgicliquet-resource-test-{os.getpid()}:"},
+        "postgresql": {"storage_pool_size": 20},
+    })

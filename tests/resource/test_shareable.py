@@ -27,7 +27,7 @@ from wsgicliquet.resource.shareable import ShareableResource
 from wsgicliquet.settings import ConfigurationError, load_settings
 from wsgicliquet.storage.memory import Storage as MemoryStorage
 
-from .conftest import RESOURCE_DATABASE
+from .conftest import RESOURCE_DATABASE, SERVERS, server_backend
 
 SCHEMA = {"type": "object", "properties": {"text": {"type": "string"}, "tag": {"type": "string"}}}
 USERS = ("owner", "reader", "member", "stranger", "writer", "editor")
@@ -109,30 +109,13 @@ class Api:
                 self.permission.remove_user_principal(self.userid(user), group)
 
 
-_BACKENDS: Dict[str, Any] = {}
-
-
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis),
-                        pytest.param("postgresql", marks=pytest.mark.postgresql)])
+@pytest.fixture(params=SERVERS)
 def permission(request):
-    """Each permission backend (Redis and PostgreSQL servers on 127.0.0.1, built once per run)."""
-    kind = request.param
-    if kind == "memory":
-        return MemoryPermission()
-    if kind not in _BACKENDS:
-        if kind == "redis":
-            from wsgicliquet.permission.redis import Permission
-
-            backend = Permission.from_settings({"permission_url": request.getfixturevalue("redis_url"),
-                                                "permission_key_prefix": f"wsgicliquet-shareable-{os.getpid()}:"})
-        else:
-            from wsgicliquet.permission.postgresql import Permission
-
-            url = database_url(request.getfixturevalue("postgresql_url"), RESOURCE_DATABASE)
-            backend = Permission.from_settings({"permission_url": url, "permission_pool_size": 5})
-            backend.initialize_schema()
-        _BACKENDS[kind] = backend
-    return _BACKENDS[kind]
+    """Each permission backend."""
+    return server_backend(request, "permission", {
+        "redis": {"permission_key_prefix": f"wsgicliquet-shareable-{os.getpid()}:"},
+        "postgresql": {"permission_pool_size": 5},
+    })
 
 
 @pytest.fixture
