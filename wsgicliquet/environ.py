@@ -45,3 +45,8 @@ API_PREFIX = "wsgicliquet.api_prefix"
 NOT_AN_ERROR = "wsgicliquet.not_an_error"
 """Set by a view whose 4xx/5xx status is a report, not an error (the heartbeat's 503 with the map of check results,
 PROTOCOL.md §1.5): the JSON error converter and ``Retry-After`` leave that response unchanged."""
+
+METRICS = "wsgicliquet.metrics"
+"""Set by the StatsD middleware: a list that any layer or view below appends ``("c", name, 1)`` counters and
+``("ms", name, milliseconds)`` timers to (:func:`wsgicliquet.middleware.statsd.count`, ``timing``); they are sent
+with the response's metrics.  Batch sub-requests share their batch's list.  Absent when StatsD is off."""

@@ -394,3 +394,58 @@ def test_what_is_held_at_exit_is_sent(collector: Collector) -> None:
 def test_negative_flush_interval_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="statsd_flush_interval_seconds"):
         StatsdMetrics(view_app, url="udp://127.0.0.1:8125", flush_interval=-1)
+
+
+def test_views_count_and_time_their_own_metrics(collector: Collector) -> None:
+    """Cliquet's ``statsd_count``: a view adds counters and timers to its request's metrics, names sanitised."""
+    from wsgicliquet.middleware.statsd import count, timing
+
+    def scores(environ: Dict[str, Any], start_response: Any) -> List[bytes]:
+        environ[keys.VIEW] = "scores"
+        count(environ, "scores.submitted")
+        count(environ, "scores.submitted")
+        count(environ, "evil|c\nforged:1")
+        timing(environ, "game.duration", 12.5)
+        start_response("200 OK", [])
+        return [b""]
+
+    make(scores, statsd_url=collector.url, project_name="arcade").post("/scores")
+    metrics = collector.metrics()
+    assert ("arcade.game.duration", "12.500000", "ms") in metrics
+    totals = {}
+    for name, value, kind in metrics:
+        if kind == "c":
+            totals[name] = totals.get(name, 0) + int(value)
+    assert totals == {"arcade.scores.submitted": 2, "arcade.evil_c_forged_1": 1, "arcade.view.scores.POST": 1}
+
+
+def test_metric_helpers_do_nothing_without_statsd() -> None:
+    from wsgicliquet.middleware.statsd import count, timing
+
+    environ: Dict[str, Any] = {}
+    count(environ, "scores.submitted")
+    timing(environ, "game.duration", 1.0)
+    assert environ == {}
+
+
+def test_authentication_policies_are_timed(collector: Collector) -> None:
+    """§14: ``authentication.<policy>.unauthenticated_userid`` for each policy asked, batch sub-requests included."""
+    import base64
+
+    from wsgicliquet import build_pipeline
+
+    def api(environ: Dict[str, Any], start_response: Any) -> List[bytes]:
+        environ[keys.VIEW] = "scores"
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b"{}"]
+
+    app = webtest.TestApp(build_pipeline(api, load_settings(dict(
+        statsd_url=collector.url, project_name="myapp", project_version="1.0.0", storage_url="", cache_url="",
+        permission_url="", userid_hmac_secret="secret", statsd_flush_interval_seconds=FLUSH,
+        **{"multiauth.policies": "remoteuser basicauth"}), environ={})))
+    auth = {"Authorization": "Basic " + base64.b64encode(b"alice:secret").decode()}
+    app.get("/v1/scores", headers=auth)
+    app.post_json("/v1/batch", {"requests": [{"path": "/scores"}, {"path": "/scores"}]}, headers=auth)
+    timers = [name for name, _, kind in collector.metrics() if kind == "ms"]
+    assert timers.count("myapp.authentication.remoteuser.unauthenticated_userid") == 3
+    assert timers.count("myapp.authentication.basicauth.unauthenticated_userid") == 3

@@ -23,6 +23,7 @@ import functools
 import hashlib
 import hmac
 import logging
+import time
 from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple, Union,
                     runtime_checkable)
 
@@ -167,6 +168,11 @@ def policies_from_settings(settings: Mapping[str, Any]) -> List[Tuple[str, Polic
     return policies
 
 
+@functools.lru_cache(maxsize=64)
+def _timer_name(policy: str) -> str:
+    return f"authentication.{policy}.unauthenticated_userid"
+
+
 def _checked_name(name: str) -> str:
     name = name.strip().lower()
     if not name or ":" in name or any(char.isspace() for char in name):
@@ -202,9 +208,19 @@ class Authentication:
         return cls(app, policies=policies_from_settings(settings), permission=load_backend("permission", settings))
 
     def identify(self, environ: Mapping[str, Any]) -> Tuple[Optional[str], Optional[str]]:
-        """``(policy name, user id)`` of the first policy that identifies the request, else ``(None, None)``."""
+        """``(policy name, user id)`` of the first policy that identifies the request, else ``(None, None)``.
+
+        Under the StatsD middleware each policy asked is timed as ``authentication.<name>.unauthenticated_userid``
+        (Cliquet's metric name, PROTOCOL.md §14).
+        """
+        metrics = environ.get(keys.METRICS)
         for name, policy in self.policies:
-            userid = policy(environ)
+            if metrics is None:
+                userid = policy(environ)
+            else:
+                started = time.perf_counter()
+                userid = policy(environ)
+                metrics.append(("ms", _timer_name(name), (time.perf_counter() - started) * 1000))
             if userid:
                 return name, userid
         return None, None

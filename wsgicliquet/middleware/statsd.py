@@ -7,7 +7,10 @@ Per response:
 * ``view.<view>.<METHOD>`` counter, where ``<view>`` is ``environ["wsgicliquet.view"]`` or ``unmatched``;
 * ``authn_type.<policy>`` counter and the ``users`` set, for authenticated requests;
 * ``request`` timer (milliseconds, until the server closes the response);
-* the same counters for each batch sub-request (from ``environ["wsgicliquet.subrequests"]``).
+* the same counters for each batch sub-request (from ``environ["wsgicliquet.subrequests"]``);
+* what the layers and views below added to ``environ["wsgicliquet.metrics"]``: the authentication middleware's
+  ``authentication.<policy>.unauthenticated_userid`` timers, and an application's own counters and timers
+  (:func:`count`, :func:`timing`).
 
 Backend timers ``storage.<class>.<method>``, ``cache.<class>.<method>``, ``permission.<class>.<method>`` come
 from wrapping each public method of the shared backend instances once, when the middleware is built.  Those
@@ -42,7 +45,7 @@ from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError
 from wsgicliquet.types import StartResponse
 
-__all__ = ["StatsdMetrics", "instrument_backend", "make_client", "filter_factory"]
+__all__ = ["StatsdMetrics", "instrument_backend", "make_client", "count", "timing", "filter_factory"]
 
 BACKEND_KINDS = ("storage", "cache", "permission")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
@@ -70,6 +73,27 @@ def _authn_metric(policy: str) -> str:
 @functools.lru_cache(maxsize=4096)
 def _user_value(userid: str) -> str:
     return _UNSAFE.sub("_", userid)
+
+
+@functools.lru_cache(maxsize=4096)
+def _metric_name(name: str) -> str:
+    """A dotted name of the application's, each part sanitised: no forged line through a custom key."""
+    return ".".join(_safe(part) for part in name.split("."))
+
+
+def count(environ: Mapping[str, Any], key: str) -> None:
+    """Increment the counter ``key`` with this request's metrics (Cliquet's ``statsd_count``); nothing without
+    StatsD."""
+    metrics = environ.get(keys.METRICS)
+    if metrics is not None:
+        metrics.append(("c", key, 1))
+
+
+def timing(environ: Mapping[str, Any], key: str, milliseconds: float) -> None:
+    """Report the timer ``key`` with this request's metrics; nothing without StatsD."""
+    metrics = environ.get(keys.METRICS)
+    if metrics is not None:
+        metrics.append(("ms", key, milliseconds))
 
 
 def make_client(url: str, prefix: str) -> Any:
@@ -293,6 +317,7 @@ class StatsdMetrics:
             return self.app(environ, start_response)
         if keys.SUBREQUESTS not in environ:
             environ[keys.SUBREQUESTS] = []
+        environ[keys.METRICS] = []
         response = _Measured(self, environ, time.perf_counter())
         try:
             response.result = self.app(environ, start_response)
@@ -311,6 +336,11 @@ class StatsdMetrics:
             for entry in list(environ.get(keys.SUBREQUESTS) or ()):
                 sub_environ = entry.get("environ") or {}
                 _count(counters, users, sub_environ, str(sub_environ.get("REQUEST_METHOD", "")))
+            for kind, name, value in list(environ.get(keys.METRICS) or ()):
+                if kind == "c":
+                    counters.append(_metric_name(str(name)))
+                else:
+                    timers.append((_metric_name(str(name)), float(value)))
             timers.append(("request", elapsed_ms))
             self.sink.add(counters, users, timers)
         except Exception:  # metrics never break a response
