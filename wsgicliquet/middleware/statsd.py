@@ -172,19 +172,21 @@ class _Aggregator:
             start = not self._flushing
             self._flushing = True
         if start:
-            threading.Thread(target=self._flush_while_busy, name="wsgicliquet-statsd", daemon=True).start()
+            try:
+                threading.Thread(target=self._flush_while_busy, name="wsgicliquet-statsd", daemon=True).start()
+            except RuntimeError:  # the interpreter is shutting down: the exit hook sends what is held
+                with self._lock:
+                    self._flushing = False
         if full:
             self.flush()
 
-    def flush(self) -> bool:
-        """Send what is held; False when there was nothing."""
+    def flush(self) -> None:
+        """Send what is held now."""
         with self._lock:
             counters, users, timers = self._counters, self._users, self._timers
             self._counters, self._users, self._timers = {}, set(), []
-        if not (counters or users or timers):
-            return False
-        _send(self.client, counters, users, timers)
-        return True
+        if counters or users or timers:
+            _send(self.client, counters, users, timers)
 
     def _flush_while_busy(self) -> None:
         while True:
@@ -206,8 +208,8 @@ def _send(client: Any, counters: Mapping[str, int], users: Iterable[str], timers
     """One pipeline: as few packets as the metrics fit in (statsd splits them by its maximum UDP size)."""
     try:
         pipe = client.pipeline()
-        for name, count in counters.items():
-            pipe.incr(name, count)
+        for name, increment in counters.items():
+            pipe.incr(name, increment)
         for user in users:
             pipe.set("users", user)
         for name, elapsed_ms in timers:
