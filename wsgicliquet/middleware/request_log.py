@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import random
 import re
 from time import perf_counter
 from urllib.parse import parse_qsl
@@ -24,6 +23,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 
 from wsgicliquet import environ as keys
 from wsgicliquet.backends import import_string
+from wsgicliquet.ids import uuid4
 from wsgicliquet.logs import EVENT_ATTR, FIELDS_ATTR, LOGGER_ATTR, RENDERERS
 from wsgicliquet.middleware import ClosingResponse
 from wsgicliquet.pipeline import make_filter_factory
@@ -164,23 +164,7 @@ def _renderer(renderer: str, project_name: str) -> logging.Formatter:
 def _request_id(header: Optional[str]) -> str:
     if header and _REQUEST_ID.match(header):
         return header
-    return _uuid4()
-
-
-def _uuid4() -> str:
-    """A random id in the ``str(uuid.uuid4())`` form, without a system call per request.
-
-    The id only has to be unique, not secret: the ``random`` generator is seeded from the system and reseeded
-    in every forked worker.
-    """
-    bits = (random.getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET
-    text = f"{bits:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
-
-
-# Version 4 and the RFC 4122 variant, as uuid.UUID(version=4) sets them.
-_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
-_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+    return uuid4()
 
 
 def _code(status_line: str) -> int:

@@ -7,7 +7,8 @@ URLs and in POST bodies are checked against it).
 from __future__ import annotations
 
 import re
-import uuid
+
+from wsgicliquet.ids import uuid4
 
 __all__ = ["Generator", "UUID4"]
 
@@ -34,4 +35,4 @@ class UUID4(Generator):
     regexp = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
     def __call__(self) -> str:
-        return str(uuid.uuid4())
+        return uuid4()

@@ -19,8 +19,9 @@ import heapq
 import itertools
 import threading
 import time
-import uuid
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+
+from wsgicliquet.ids import uuid4
 
 from . import (COMPARISON, Filter, PreconditionFailed, Record, RecordNotFoundError, Sort, Storage as StorageBase,
                UnicityError, check_conditions)
@@ -259,7 +260,7 @@ class Storage(StorageBase):
         record = copy_record(record)
         object_id = record.get("id")
         if object_id is None:
-            object_id = id_generator() if id_generator is not None else str(uuid.uuid4())
+            object_id = id_generator() if id_generator is not None else uuid4()
         record["id"] = object_id
         candidate = record.get("last_modified")
         if isinstance(candidate, bool) or not isinstance(candidate, (int, float)):

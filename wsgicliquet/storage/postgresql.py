@@ -27,9 +27,9 @@ in one round trip; nothing is ever truncated (§21.12).  Every value and field n
 from __future__ import annotations
 
 import math
-import uuid
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from wsgicliquet.ids import uuid4
 from wsgicliquet.postgresql import Client, Json, Migration, get_client, migrate, settings_options, sql
 from wsgicliquet.storage import COMPARISON, Filter, Record, Sort, Storage as StorageBase, check_conditions
 from wsgicliquet.storage.exceptions import PreconditionFailed, RecordNotFoundError, UnicityError
@@ -179,10 +179,6 @@ _TYPE_RANK = ("CASE jsonb_typeof({e}) WHEN 'boolean' THEN 1 WHEN 'number' THEN 2
 _COMPARATORS = {COMPARISON.LT: "<", COMPARISON.MAX: "<=", COMPARISON.GT: ">", COMPARISON.MIN: ">="}
 _TRUE, _FALSE = sql.SQL("TRUE"), sql.SQL("FALSE")
 _Literal = sql.Literal
-
-
-def _uuid4() -> str:
-    return str(uuid.uuid4())
 
 
 def _as_ms(value: Any) -> Optional[int]:
@@ -533,7 +529,7 @@ class Storage(StorageBase):
         data = dict(record)
         object_id = data.pop("id", None)
         if object_id is None:
-            object_id = (id_generator or _uuid4)()
+            object_id = (id_generator or uuid4)()
         candidate = _as_ms(data.pop("last_modified", None))
 
         def refused(existing: Optional[Record]) -> None:

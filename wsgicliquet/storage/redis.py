@@ -27,10 +27,10 @@ import heapq
 import json
 import math
 import time
-import uuid
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from wsgicliquet import jsonio, redis_client
+from wsgicliquet.ids import uuid4
 from wsgicliquet.redis_client import escape, wrap_errors
 
 from . import (COMPARISON, Filter, PreconditionFailed, Record, RecordNotFoundError, Sort, Storage as StorageBase,
@@ -396,7 +396,7 @@ class Storage(StorageBase):
                unique_fields: Sequence[str] = ()) -> Record:
         record = dict(record)
         if record.get("id") is None:
-            record["id"] = id_generator() if id_generator is not None else str(uuid.uuid4())
+            record["id"] = id_generator() if id_generator is not None else uuid4()
         candidate = record.get("last_modified")
         if isinstance(candidate, bool) or not isinstance(candidate, (int, float)):
             candidate = _now_ms()
