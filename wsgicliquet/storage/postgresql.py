@@ -35,8 +35,8 @@ from wsgicliquet.storage import COMPARISON, Filter, Record, Sort, Storage as Sto
 from wsgicliquet.storage.exceptions import PreconditionFailed, RecordNotFoundError, UnicityError
 
 # wsgicliquet_write(), the single-record write of migration step 2; step 3 replaces it with the same body plus the
-# count of live records in its counter UPDATE ({live}).  Migrations that already ran are never edited, so the text
-# SQL of each step stays what it was.
+# count of live records in its counter UPDATE ({live}).  Migrations that already ran are never edited: the SQL of
+# each step stays what it was.
 _WRITE_FUNCTION = """\
     CREATE OR REPLACE FUNCTION wsgicliquet_write(
         p_action TEXT, p_cid TEXT, p_pid TEXT, p_id TEXT, p_data JSONB, p_candidate BIGINT,
