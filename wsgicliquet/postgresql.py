@@ -38,7 +38,7 @@ except ImportError:  # pragma: no cover - depends on the installation
     raise missing_extra("postgresql", "psycopg2") from None
 
 __all__ = ["Client", "get_client", "migrate", "SchemaError", "Migration", "METADATA_TABLE", "DEFAULT_POOL_TIMEOUT",
-           "settings_options", "sql", "Json"]
+           "settings_options", "Backend", "sql", "Json"]
 
 logger = logging.getLogger(__name__)
 
@@ -391,3 +391,23 @@ def settings_options(settings: Dict[str, Any], prefix: str) -> Dict[str, Any]:
         except (TypeError, ValueError):
             raise ConfigurationError(f"Setting '{prefix}_{name}' has an invalid value {value!r}") from None
     return options
+
+
+class Backend:
+    """What the PostgreSQL storage, cache and permission backends share: the client of their URL (one pool per URL
+    and process, so their writes join one transaction) and their schema, ``migrations`` of ``component``."""
+
+    component = ""
+    migrations: Sequence[Migration] = ()
+    tables: Tuple[str, ...] = ()
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    @classmethod
+    def from_settings(cls, settings: Dict[str, Any], prefix: str = "") -> Any:
+        """The backend of the ``<prefix>_url`` setting (``prefix`` defaults to the component)."""
+        return cls(get_client(**settings_options(settings, prefix or cls.component)))
+
+    def initialize_schema(self, dry_run: bool = False) -> None:
+        migrate(self.client, self.component, self.migrations, dry_run=dry_run, tables=self.tables)

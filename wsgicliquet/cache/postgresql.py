@@ -12,7 +12,7 @@ import json
 from typing import Any, Dict, List, Optional
 
 from wsgicliquet.cache import Cache as CacheBase
-from wsgicliquet.postgresql import Client, Migration, get_client, migrate, settings_options
+from wsgicliquet.postgresql import Backend, Client, Migration, get_client, settings_options
 
 __all__ = ["Cache", "MIGRATIONS", "SCHEMA_VERSION"]
 
@@ -35,19 +35,19 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-class Cache(CacheBase):
+class Cache(Backend, CacheBase):
     """Settings: ``cache_url``, ``cache_pool_size``, ``cache_prefix`` (and optionally ``cache_pool_timeout``)."""
 
+    component, migrations, tables = "cache", MIGRATIONS, ("cache",)
+
     def __init__(self, client: Client, prefix: str = "") -> None:
-        super().__init__(prefix=prefix)
-        self.client = client
+        Backend.__init__(self, client)
+        CacheBase.__init__(self, prefix=prefix)
 
     @classmethod
-    def from_settings(cls, settings: Dict[str, Any], prefix: str = "cache") -> "Cache":
-        return cls(get_client(**settings_options(settings, prefix)), prefix=settings.get("cache_prefix") or "")
-
-    def initialize_schema(self, dry_run: bool = False) -> None:
-        migrate(self.client, "cache", MIGRATIONS, dry_run=dry_run, tables=("cache",))
+    def from_settings(cls, settings: Dict[str, Any], prefix: str = "") -> "Cache":
+        return cls(get_client(**settings_options(settings, prefix or cls.component)),
+                   prefix=settings.get("cache_prefix") or "")
 
     def _run(self, query: str, params: Any = None, fetch: Optional[str] = None) -> Any:
         self.client.check_schema("cache", SCHEMA_VERSION, autonomous=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set
 
 from wsgicliquet.permission import BoundPermissions, Permission as PermissionBase
-from wsgicliquet.postgresql import Client, Migration, get_client, migrate, settings_options
+from wsgicliquet.postgresql import Backend, Migration
 
 __all__ = ["Permission", "MIGRATIONS", "SCHEMA_VERSION"]
 
@@ -41,19 +41,10 @@ def glob_to_like(glob: str) -> str:
     return glob.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%")
 
 
-class Permission(PermissionBase):
+class Permission(Backend, PermissionBase):
     """Settings: ``permission_url``, ``permission_pool_size`` (and optionally ``permission_pool_timeout``)."""
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
-
-    @classmethod
-    def from_settings(cls, settings: Dict[str, Any], prefix: str = "permission") -> "Permission":
-        return cls(get_client(**settings_options(settings, prefix)))
-
-    def initialize_schema(self, dry_run: bool = False) -> None:
-        migrate(self.client, "permission", MIGRATIONS, dry_run=dry_run,
-                tables=("user_principals", "access_control_entries"))
+    component, migrations, tables = "permission", MIGRATIONS, ("user_principals", "access_control_entries")
 
     def _run(self, query: str, params: Any = None, fetch: Optional[str] = None) -> Any:
         with self.client.transaction():

@@ -30,7 +30,7 @@ import math
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from wsgicliquet.ids import uuid4
-from wsgicliquet.postgresql import Client, Json, Migration, get_client, migrate, settings_options, sql
+from wsgicliquet.postgresql import Backend, Json, Migration, sql
 from wsgicliquet.storage import COMPARISON, Filter, Record, Sort, Storage as StorageBase, check_conditions
 from wsgicliquet.storage.exceptions import PreconditionFailed, RecordNotFoundError, UnicityError
 
@@ -446,21 +446,12 @@ def _dig(record: Record, path: str) -> Any:
     return value
 
 
-class Storage(StorageBase):
+class Storage(Backend, StorageBase):
     """Storage on PostgreSQL ≥ 11; settings ``storage_url`` (``postgresql://user@host:5432/db``),
     ``storage_pool_size`` and optionally ``storage_pool_timeout`` (seconds to wait for a free connection)."""
 
     name = "postgresql"
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-
-    @classmethod
-    def from_settings(cls, settings: Dict[str, Any], prefix: str = "storage") -> "Storage":
-        return cls(get_client(**settings_options(settings, prefix)))
-
-    def initialize_schema(self, dry_run: bool = False) -> None:
-        migrate(self.client, "storage", MIGRATIONS, dry_run=dry_run, tables=("records", "timestamps"))
+    component, migrations, tables = "storage", MIGRATIONS, ("records", "timestamps")
 
     def transaction(self) -> Any:
         return self.client.transaction()
