@@ -140,3 +140,19 @@ def test_http_api_version_derives_from_project_version():
 
 def test_batch_limit_zero_means_unlimited():
     assert load_settings({"batch_max_requests": "0"}, environ={})["batch_max_requests"] is None
+
+
+def test_a_layer_name_that_does_not_exist_stops_start_up():
+    """A typo in `middleware.<layer>` would otherwise leave the layer silently on."""
+    from wsgicliquet.pipeline import build_pipeline
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b""]
+
+    for environ in ({"WSGICLIQUET_MIDDLEWARE_STATDS": "off"}, {}):
+        raw = {} if environ else {"middleware.requestlog": "off"}
+        with pytest.raises(ConfigurationError, match=r"middleware\.(statds|requestlog).*request_log"):
+            build_pipeline(app, load_settings(raw, environ=environ))
+    with pytest.raises(ConfigurationError, match=r"middleware\.corss"):
+        build_pipeline(app, load_settings({}, environ={}), versions={"/v1": (app, {"middleware.corss": "off"})})

@@ -83,6 +83,15 @@ def _middleware_class(name: str, default: str, settings: Mapping[str, Any]) -> O
     return import_string(choice if choice and choice.lower() not in ("on", "default") else default)
 
 
+def _check_layer_names(settings: Mapping[str, Any]) -> None:
+    """A ``middleware.<name>`` setting must name a layer: a typo would otherwise leave the layer silently on."""
+    names = {name for name, _ in CANONICAL}
+    for key in settings:
+        if key.startswith("middleware.") and key[len("middleware."):] not in names:
+            raise ConfigurationError(f"Setting {key!r} names no layer of the pipeline; the layers are "
+                                     f"{', '.join(name for name, _ in CANONICAL)}")
+
+
 def _wrap(app: WSGIApp, layers: Sequence[Tuple[str, str]], settings: Settings) -> WSGIApp:
     for name, default in reversed(layers):
         cls = _middleware_class(name, default, settings)
@@ -109,6 +118,7 @@ def build_pipeline(app: WSGIApp, settings: Optional[Mapping[str, Any]] = None, *
             app = layer.wrap(app)
         return app
     settings = load_settings(settings or {}, **overrides)
+    _check_layer_names(settings)
     if versions is None:
         version_apps = {api_prefix(settings): _wrap(app, PER_VERSION, settings)}
         fallback: Optional[WSGIApp] = None
@@ -117,6 +127,7 @@ def build_pipeline(app: WSGIApp, settings: Optional[Mapping[str, Any]] = None, *
         for prefix, spec in versions.items():
             version_app, version_settings = (spec if isinstance(spec, tuple) else (spec, {}))
             merged = load_settings({**settings, **version_settings}) if version_settings else settings
+            _check_layer_names(merged)
             version_apps["/" + prefix.strip("/")] = _wrap(version_app, PER_VERSION, merged)
         fallback = app
     routed: WSGIApp

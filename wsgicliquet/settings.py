@@ -168,7 +168,7 @@ PATTERNS: List[Tuple[re.Pattern, str, str]] = [
      "Principals granted a permission on a shareable resource, bypassing the permission backend."),
     (re.compile(r"^\w+_cache_expires_seconds$"), "opt_int", "Cache lifetime of anonymous GETs of a resource."),
     (re.compile(r"^middleware\.\w+$"), "str",
-     "`off` to leave a middleware out of build_pipeline(), or `module:Class` to replace it."),
+     "`off` to leave a layer out of build_pipeline(), or `module:Class` to replace it; an unknown layer is an error."),
     (re.compile(r"^multiauth\.policy\.\w+\..+$"), "str", "Option of an authentication policy."),
 ]
 
