@@ -192,6 +192,20 @@ def _patched(module: Any, name: str, value: Any) -> Any:
         setattr(module, name, original)
 
 
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Any:
+    """A setting override read when an app is built (``targets.settings()`` reads the environment)."""
+    original = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if original is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = original
+
+
 def _fresh(target: str, build_patch: Optional[Callable[[], Any]] = None) -> Callable:
     """A new app on a new storage instance (so that an instrumentation patch applies to it alone)."""
     from wsgicliquet.backends import clear_backends
@@ -203,15 +217,19 @@ def _fresh(target: str, build_patch: Optional[Callable[[], Any]] = None) -> Call
 
 def what_if(args: argparse.Namespace) -> None:
     """µs of CPU per request with the library as it is, and with one candidate change (patched in memory)."""
+    from wsgicliquet import jsonio
     from wsgicliquet.middleware import statsd
-    from wsgicliquet.resource import body
 
     targets.configure_logging()
     named = {w.name: w for w in run.workloads(args.records)}
     experiments = [
         # (label, workloads, (build patch, run patch) of "before", (build patch, run patch) of "after")
-        ("responses: stdlib json -> orjson (body.render)", ["get one", "list 100 of 10,000", "batch of 25 creates"],
-         (None, lambda: _patched(body, "_orjson", None)), (None, None)),
+        ("JSON: the json module -> orjson (jsonio)", ["get one", "list 100 of 10,000", "create one",
+                                                      "batch of 25 creates"],
+         (None, lambda: _patched(jsonio, "_orjson", None)), (None, None)),
+        ("StatsD: one packet per response -> aggregated every second",
+         ["flask (pipeline on)", "hello"],
+         (lambda: _environment("WSGICLIQUET_STATSD_FLUSH_INTERVAL_SECONDS", "0"), None), (None, None)),
         ("StatsD: no per-call backend timers (statsd.instrument_backend)", ["get one", "create one",
                                                                              "batch of 25 creates"],
          (None, None), (lambda: _patched(statsd, "instrument_backend", lambda *a, **k: None), None)),
