@@ -132,3 +132,21 @@ def test_wrk_patch_chain_recovers_from_a_stale_etag(tmp_path, monkeypatch):
         result = client.run(workload, f"http://127.0.0.1:{server.port}", 1, 1)
     assert result.errors == 1 and result.requests > 20, result.note
     assert "STATUS 412" not in result.note and "412" in result.note
+
+
+@pytest.mark.parametrize("options", [
+    pytest.param(["--count", "2", "--clock", "cpu"], id="workloads"),
+    pytest.param(["--layers", "--count", "2"], id="layers"),
+    pytest.param(["--what-if", "--count", "1"], id="what-if"),
+    pytest.param(["--profile", "get one", "--count", "10", "--top", "3"], id="profile"),
+])
+def test_costs_script_runs_every_mode(options):
+    """In a process of its own: the experiments rebuild the shared backends and patch the library."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, str(root / "benchmarks" / "costs.py"), "--records", "50", *options],
+                            cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip()
