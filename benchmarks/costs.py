@@ -21,7 +21,7 @@ import os
 import pstats
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -30,6 +30,7 @@ if ROOT not in sys.path:
 from webob import Request  # noqa: E402
 
 from benchmarks import run, targets  # noqa: E402
+from wsgicliquet.middleware import collect  # noqa: E402
 
 #: The layers of build_pipeline() that can be switched off one at a time (``middleware.<name> = off``).
 LAYERS = ["request_log", "statsd", "cors", "json_errors", "end_of_life", "backoff", "heartbeat", "transaction",
@@ -50,22 +51,8 @@ def environ_of(workload: run.Workload, counter: int = 0, etag: Optional[str] = N
 
 
 def call(app: Callable, environ: Dict[str, Any]) -> tuple:
-    status: List[str] = []
-    headers: List[Any] = []
-
-    def start_response(line: str, hdrs: List[Any], exc_info: Any = None) -> Callable:
-        status.append(line)
-        headers.extend(hdrs)
-        return lambda data: None
-
-    result = app(environ, start_response)
-    try:
-        body = b"".join(result)
-    finally:
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
-    return int(status[0].split()[0]), dict(headers), body
+    status, headers, body, _ = collect(app, environ)
+    return int(status.split()[0]), dict(headers), body
 
 
 def per_request(app: Callable, workload: run.Workload, count: int, rounds: int = 5,

@@ -55,3 +55,16 @@ def test_switched_off_by_the_setting(pg_storage):
                                       load_settings({"storage_url": "memory://", "transaction_per_request": "false"},
                                                     environ={}))
     assert layer.enabled is False
+
+
+def test_what_the_app_writes_through_write_is_kept(pg_storage):
+    """A legacy app writing with start_response's write(): the body is collected whole, written part first."""
+    def legacy(environ, start_response):
+        pg_storage.create("note", "tx-test", {"status": "written"})
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written, ")
+        return [b"then returned"]
+
+    response = webtest.TestApp(Transaction(legacy, storage=pg_storage)).get("/")
+    assert response.text == "written, then returned"
+    assert pg_storage.get_all("note", "tx-test")[1] == 1

@@ -4,13 +4,39 @@ Convention: ``Class(app, *, option=default)``, ``Class.from_settings(app, settin
 PasteDeploy ``filter_factory``.  Configuration is computed once in ``__init__``; per-request state lives in locals.
 """
 
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 
 def answer_options(start_response: Callable[..., Any], allow: str) -> Iterable[bytes]:
     """``200`` with ``Allow`` to an ``OPTIONS`` request: how the CORS middleware learns an endpoint's methods."""
     start_response("200 OK", [("Allow", allow), ("Content-Length", "0")])
     return [b""]
+
+
+def collect(app: Callable[..., Iterable[bytes]], environ: Dict[str, Any]
+            ) -> Tuple[str, List[Tuple[str, str]], bytes, Optional[Any]]:
+    """Run ``app`` and gather its whole response: ``(status, headers, body, exc_info)``.
+
+    The body holds what the app wrote through ``write()`` followed by its iterable, which is closed afterwards; the
+    status and headers are the last ones given to ``start_response`` (an app may replace them, with ``exc_info``,
+    before any byte is sent).
+    """
+    captured: List[Any] = []
+    written: List[bytes] = []
+
+    def capture(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], Any]:
+        captured[:] = [status, list(headers), exc_info]
+        return written.append
+
+    result = app(environ, capture)
+    try:
+        written.extend(result)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    status, headers, exc_info = captured
+    return status, headers, b"".join(written), exc_info
 
 
 class ClosingResponse:

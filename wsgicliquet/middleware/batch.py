@@ -28,6 +28,7 @@ from webob import Request
 
 from wsgicliquet import environ as keys, jsonio
 from wsgicliquet.errors import ERRORS, JSON_CONTENT_TYPE, HTTPError, invalid, validation_error
+from wsgicliquet.middleware import collect
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError
 
@@ -297,18 +298,13 @@ def _sub_environ(environ: Dict[str, Any], inherited: Dict[str, Any], request: _S
 
 def _call(app: Callable, environ: Dict[str, Any]) -> Tuple[str, List[Tuple[str, str]], bytes]:
     """Run ``app`` on the sub-request and collect its whole response (an HTTPError raised below is a response)."""
-    request = Request(environ)
     try:
-        status, headers, app_iter = request.call_application(app)
+        status, headers, body, exc_info = collect(app, environ)
     except HTTPError as error:
-        status, headers, app_iter = request.call_application(error)
-    try:
-        body = b"".join(app_iter)
-    finally:
-        close = getattr(app_iter, "close", None)
-        if close is not None:
-            close()
-    return status, list(headers), body
+        status, headers, body, exc_info = collect(error, environ)
+    if exc_info is not None:  # an error after the response had started: the layers above the batch report it
+        raise exc_info[1].with_traceback(exc_info[2])
+    return status, headers, body
 
 
 def _redirect_target(status: str, headers: List[Tuple[str, str]], environ: Dict[str, Any]) -> Optional[str]:

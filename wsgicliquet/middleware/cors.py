@@ -27,6 +27,7 @@ import re
 from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from wsgicliquet.errors import JSON_CONTENT_TYPE, invalid
+from wsgicliquet.middleware import collect
 from wsgicliquet.pipeline import make_filter_factory
 
 __all__ = ["Cors", "filter_factory", "ALWAYS_EXPOSED", "EXPOSED_IF_PRESENT", "DEFAULT_ALLOW_HEADERS",
@@ -148,7 +149,8 @@ class Cors:
                    allowed: Optional[str]) -> Iterable[bytes]:
         if allowed is None:
             return invalid("header", "Origin", f"{origin} not allowed")(environ, start_response)
-        status, headers, body = _probe(self.app, environ)
+        probe = {key: value for key, value in environ.items() if key not in _PREFLIGHT_KEYS}
+        status, headers, body, _ = collect(self.app, probe)  # the path, sent down as a plain OPTIONS request
         code = int(status[:3])
         if code == 404 or code >= 500:
             start_response(status, headers)
@@ -167,26 +169,6 @@ class Cors:
             answer.append(("Access-Control-Max-Age", str(self.max_age)))
         start_response("200 OK", answer)
         return [payload]
-
-
-def _probe(app: Callable, environ: Dict[str, Any]) -> Tuple[str, Headers, bytes]:
-    """Send the preflight's path down as a plain OPTIONS request; its status, headers and (small) body."""
-    probe = {key: value for key, value in environ.items() if key not in _PREFLIGHT_KEYS}
-    captured: List[Any] = []
-    written: List[bytes] = []
-
-    def capture(status: str, headers: Headers, exc_info: Any = None) -> Callable[[bytes], Any]:
-        captured[:] = [status, list(headers)]
-        return written.append
-
-    result = app(probe, capture)
-    try:
-        written.extend(result)
-    finally:
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
-    return captured[0], captured[1], b"".join(written)
 
 
 def _allow(headers: Headers) -> List[str]:

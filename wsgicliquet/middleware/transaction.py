@@ -7,9 +7,10 @@ Setting: ``transaction_per_request`` (default true).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, Mapping
 
 from wsgicliquet.backends import load_backend
+from wsgicliquet.middleware import collect
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.storage import Storage
 
@@ -35,26 +36,15 @@ class Transaction:
     def __call__(self, environ: Dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         if not self.enabled:
             return self.app(environ, start_response)
-        captured: List[Any] = []
-
-        def capture(status: str, headers: List, exc_info: Optional[Any] = None) -> Callable:
-            captured[:] = [status, headers, exc_info]
-            return lambda data: None  # bodies are collected below, never written through
-
         try:
             with self.storage.transaction():
-                result = self.app(environ, capture)
-                try:
-                    body = list(result)
-                finally:
-                    if hasattr(result, "close"):
-                        result.close()
-                if captured and int(captured[0].split(" ", 1)[0]) >= 500:
+                status, headers, body, exc_info = collect(self.app, environ)
+                if int(status.split(" ", 1)[0]) >= 500:
                     raise _Rollback()
         except _Rollback:
             pass
-        start_response(*captured)
-        return body
+        start_response(status, headers, exc_info)
+        return [body]
 
 
 filter_factory = make_filter_factory(Transaction)
