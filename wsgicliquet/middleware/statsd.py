@@ -35,6 +35,7 @@ import re
 import threading
 import time
 import weakref
+from collections import Counter
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
 from urllib.parse import urlsplit
 
@@ -131,7 +132,7 @@ class _Immediate:
         self.client = client
 
     def add(self, counters: Sequence[str], users: Sequence[str], timers: Timers) -> None:
-        _send(self.client, {name: counters.count(name) for name in counters}, users, timers)
+        _send(self.client, Counter(counters), users, timers)
 
 
 class _Aggregator:
@@ -156,16 +157,14 @@ class _Aggregator:
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
-        self._counters: Dict[str, int] = {}
+        self._counters: Counter[str] = Counter()
         self._users: Set[str] = set()
         self._timers: List[Tuple[str, float]] = []
         self._flushing = False
 
     def add(self, counters: Sequence[str], users: Sequence[str], timers: Timers) -> None:
         with self._lock:
-            held = self._counters
-            for name in counters:
-                held[name] = held.get(name, 0) + 1
+            self._counters.update(counters)
             self._users.update(users)
             self._timers.extend(timers)
             full = len(self._timers) >= self.MAX_TIMERS
@@ -184,7 +183,7 @@ class _Aggregator:
         """Send what is held now."""
         with self._lock:
             counters, users, timers = self._counters, self._users, self._timers
-            self._counters, self._users, self._timers = {}, set(), []
+            self._counters, self._users, self._timers = Counter(), set(), []
         if counters or users or timers:
             _send(self.client, counters, users, timers)
 
