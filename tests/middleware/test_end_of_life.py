@@ -62,7 +62,8 @@ def utc(monkeypatch):
 def today(monkeypatch):
     """Set the server's local date."""
     def set_today(day):
-        monkeypatch.setattr(end_of_life_module, "_today", lambda: day)
+        noon = datetime.datetime.combine(day, datetime.time(12)).timestamp()
+        monkeypatch.setattr(end_of_life_module, "_now", lambda: noon)
     return set_today
 
 

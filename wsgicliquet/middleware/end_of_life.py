@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 from email.utils import formatdate
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
@@ -28,9 +29,9 @@ from wsgicliquet.types import WSGIApp
 __all__ = ["EndOfLife", "filter_factory"]
 
 
-def _today() -> datetime.date:
-    """The server's local date (a function, so that tests can move the clock)."""
-    return datetime.date.today()
+def _now() -> float:
+    """The server clock (a function, so that tests can move it)."""
+    return time.time()
 
 
 def _alert(code: str, message: Optional[str], url: str) -> str:
@@ -50,10 +51,12 @@ class EndOfLife:
         if eos is not None and not isinstance(eos, datetime.date):
             raise ConfigurationError(f"Setting 'eos' has an invalid value {eos!r}: not a date")
         self.eos: Optional[datetime.date] = eos
+        self.sunset = float("inf")
         if eos is None:
             return
         url = eos_url or project_docs
-        sunset = datetime.datetime.combine(eos, datetime.time()).timestamp()  # local midnight
+        # Local midnight, computed once: comparing the clock to it is the local date reaching ``eos``.
+        sunset = self.sunset = datetime.datetime.combine(eos, datetime.time()).timestamp()
         standard = [("Deprecation", f"@{int(sunset)}"), ("Sunset", formatdate(sunset, usegmt=True))]
         self.soft_headers: List[Tuple[str, str]] = [("Alert", _alert("soft-eol", eos_message, url))] + standard
         self.gone = HTTPError(410, ERRORS.SERVICE_DEPRECATED,
@@ -68,7 +71,7 @@ class EndOfLife:
     def __call__(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if self.eos is None:
             return self.app(environ, start_response)
-        if _today() >= self.eos:
+        if _now() >= self.sunset:
             return self.gone(environ, start_response)
         extra = self.soft_headers
 
