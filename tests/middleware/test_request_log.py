@@ -17,7 +17,7 @@ import webtest
 from wsgicliquet import environ as keys
 from wsgicliquet.errors import ERRORS, HTTPError
 from wsgicliquet.logs import ClassicFormatter, MozlogFormatter
-from wsgicliquet.middleware.request_log import RequestLog, filter_factory
+from wsgicliquet.middleware.request_log import RequestLog, filter_factory, local_iso
 from wsgicliquet.settings import ConfigurationError, load_settings
 
 USERID = "basicauth:" + "c2c5" * 16
@@ -405,3 +405,20 @@ def test_resource_app_extras_in_the_canonical_pipeline(capture: Capture) -> None
     assert len(listed["uid"]) == 64 and ":" not in listed["uid"]
     assert (sub["path"], sub["nb_records"], sub["uid"], sub["rid"]) == ("/v1/bookmarks", 1, listed["uid"], batch["rid"])
     assert (batch["path"], batch["batch_size"]) == ("/v1/batch", 1)
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris", "America/St_Johns"])
+def test_time_field_is_the_local_time_to_the_microsecond(monkeypatch, zone: str) -> None:
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        # Both sides of a second, of a daylight saving change (Paris, 2026-03-29 01:00 UTC) and of a day.
+        for moment in (1774746000.0 - 0.000001, 1774746000.0, 1774746000.25, 1774746000.999999, 1795996799.5,
+                       1795996800.0, time.time()):
+            expected = datetime.datetime.fromtimestamp(moment)
+            rendered = local_iso(moment)
+            assert len(rendered) == len("2026-11-28T15:31:58.524000")
+            assert abs(datetime.datetime.fromisoformat(rendered) - expected) <= datetime.timedelta(microseconds=1)
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -4,6 +4,8 @@ Convention: ``Class(app, *, option=default)``, ``Class.from_settings(app, settin
 PasteDeploy ``filter_factory``.  Configuration is computed once in ``__init__``; per-request state lives in locals.
 """
 
+from __future__ import annotations
+
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 

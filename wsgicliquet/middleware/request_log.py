@@ -14,9 +14,9 @@ request.
 """
 from __future__ import annotations
 
-import datetime
 import logging
 import re
+import time
 from time import perf_counter
 from urllib.parse import parse_qsl
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
@@ -54,6 +54,20 @@ def _querystring(raw: str) -> Dict[str, Any]:
     return result
 
 
+_second: Tuple[int, str] = (-1, "")  # the last second rendered, and its text
+
+
+def local_iso(now: float) -> str:
+    """``datetime.fromtimestamp(now).isoformat(timespec="microseconds")`` (truncated, not rounded, to the
+    microsecond) for less: the date and time of day are rendered once a second, not once per request."""
+    global _second
+    second = int(now)
+    cached = _second
+    if cached[0] != second:
+        cached = _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second)))
+    return f"{cached[1]}.{int((now - second) * 1_000_000):06d}"
+
+
 def summary_fields(environ: Mapping[str, Any], *, code: int, duration: float, path: Optional[str] = None,
                    request_id: Optional[str] = None) -> Dict[str, Any]:
     """The fields of a ``request.summary`` or ``subrequest.summary`` event (PROTOCOL.md §13.2).
@@ -76,7 +90,7 @@ def summary_fields(environ: Mapping[str, Any], *, code: int, duration: float, pa
         "errno": get(keys.ERRNO),
         "code": code,
         "t": int(duration * 1000),
-        "time": datetime.datetime.now().isoformat(timespec="microseconds"),
+        "time": local_iso(time.time()),
         "rid": request_id if request_id is not None else get(keys.REQUEST_ID),
     }
     extra = get(keys.LOG_CONTEXT)
