@@ -13,8 +13,9 @@ stream through untouched.
 - Preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``): answered here with 200.  The
   middleware cannot know each endpoint's methods, so it asks the app: the same path is sent down as a plain
   ``OPTIONS`` request and its ``Allow`` header (Flask's automatic OPTIONS, Bottle's or the resource app's 405)
-  gives the endpoint's methods; an app that announces nothing gets ``methods`` (the standard ones).  A 404 or 5xx
-  answer is returned as is (no such endpoint); a method outside the list is a 400 errno 107.
+  gives the endpoint's methods; an app that announces nothing gets ``methods`` (the standard ones).  A redirect
+  (the version prefix's 307s, any method included), a 404 or a 5xx answer is returned as is: there is no endpoint
+  whose methods could be announced.  A method outside the list is a 400 errno 107.
 
 Not for: cookie-credentialed CORS (no ``Access-Control-Allow-Credentials``); the protocol authenticates with the
 ``Authorization`` header.
@@ -152,7 +153,7 @@ class Cors:
         probe = {key: value for key, value in environ.items() if key not in _PREFLIGHT_KEYS}
         status, headers, body, _ = collect(self.app, probe)  # the path, sent down as a plain OPTIONS request
         code = int(status[:3])
-        if code == 404 or code >= 500:
+        if 300 <= code < 400 or code == 404 or code >= 500:
             start_response(status, headers)
             return [body]
         methods = _methods(_allow(headers) or self.methods)

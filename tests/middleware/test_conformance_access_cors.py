@@ -1,0 +1,42 @@
+"""CORS preflights through the whole pipeline (PROTOCOL.md §12, §1.2, §1.3)."""
+import pytest
+import webtest
+
+from wsgicliquet import Resource, ResourceApp, build_pipeline
+from wsgicliquet.backends import clear_backends
+
+
+class Bookmark(Resource):
+    schema = {"type": "object", "properties": {"url": {"type": "string"}}}
+
+
+SETTINGS = {"project_name": "myapp", "project_version": "1.4.2", "userid_hmac_secret": "abc"}
+PREFLIGHT = {"Origin": "http://app.example.org", "Access-Control-Request-Method": "PUT"}
+
+
+@pytest.fixture
+def api():
+    clear_backends()
+    yield webtest.TestApp(build_pipeline(ResourceApp([Bookmark], SETTINGS), SETTINGS))
+    clear_backends()
+
+
+@pytest.mark.parametrize("path, location", [
+    ("/", "http://localhost/v1/"),
+    ("/bookmarks?_limit=2", "http://localhost/v1/bookmarks?_limit=2"),
+    ("/v1", "http://localhost/v1/"),
+    ("/v1/bookmarks/?_since=1", "http://localhost/v1/bookmarks?_since=1"),
+])
+def test_preflight_of_a_redirected_url_is_the_redirect(api, path, location):
+    """Any method is redirected (§1.2, §1.3): no endpoint there, so no methods may be announced for it."""
+    response = api.options(path, headers=PREFLIGHT, status=307)
+    assert response.headers["Location"] == location
+    assert "Access-Control-Allow-Methods" not in response.headers
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_preflight_of_an_endpoint_still_lists_its_methods(api):
+    response = api.options("/v1/bookmarks/abc", headers=PREFLIGHT, status=200)
+    assert response.headers["Access-Control-Allow-Methods"] == "GET,HEAD,PUT,PATCH,DELETE,OPTIONS"
+    collection = dict(PREFLIGHT, **{"Access-Control-Request-Method": "PUT"})
+    assert api.options("/v1/bookmarks", headers=collection, status=400).json["errno"] == 107
