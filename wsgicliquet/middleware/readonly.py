@@ -1,16 +1,17 @@
 """Read-only maintenance mode: refuse writes with ``405`` errno 115 (PROTOCOL.md §9.3).
 
 When on, any method other than ``GET``, ``HEAD`` and ``OPTIONS`` is answered ``405 Method Not Allowed`` with
-``Allow: GET, HEAD, OPTIONS``, whatever the path, without reaching the app.  It looks only at the request it
-receives: placed below the batch middleware (as ``build_pipeline`` does), ``POST /batch`` is still served and each
-write sub-request gets its own 405 entry.  Reads are untouched, so the service keeps answering from a read-only
-database replica.
+``Allow: GET, HEAD, OPTIONS``, whatever the path, without reaching the app; the ``Allow`` of an ``OPTIONS`` answer
+keeps only those methods, so that neither it nor a CORS preflight announces a write that would be refused.  It
+looks only at the request it receives: placed below the batch middleware (as ``build_pipeline`` does),
+``POST /batch`` is still served and each write sub-request gets its own 405 entry.  Reads are untouched, so the
+service keeps answering from a read-only database replica.
 
 Setting: ``readonly`` (default false; the hello view shows it, the heartbeat probes only read).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Mapping
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Tuple
 
 from wsgicliquet.errors import ERRORS, HTTPError
 from wsgicliquet.pipeline import make_filter_factory
@@ -35,9 +36,27 @@ class ReadOnly:
         return cls(app, readonly=settings["readonly"])
 
     def __call__(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if not self.readonly or environ.get("REQUEST_METHOD", "GET") in READ_METHODS:
+        method = environ.get("REQUEST_METHOD", "GET")
+        if not self.readonly or method in ("GET", "HEAD"):
             return self.app(environ, start_response)
+        if method == "OPTIONS":
+            return self.app(environ, _reads_only(start_response))
         return self.refusal(environ, start_response)
+
+
+def _reads_only(start_response: Callable[..., Any]) -> Callable[..., Any]:
+    """``start_response`` with the methods of ``Allow`` cut down to the reads."""
+
+    def filtered(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], Any]:
+        result = []
+        for name, value in headers:
+            if name.lower() == "allow":
+                methods = [item.strip() for item in value.split(",") if item.strip().upper() in READ_METHODS]
+                value = ", ".join(methods or ["OPTIONS"])
+            result.append((name, value))
+        return start_response(status, result, exc_info)
+
+    return filtered
 
 
 filter_factory = make_filter_factory(ReadOnly)
