@@ -248,7 +248,8 @@ def _normalize(raw: Mapping[str, Any], project_name: str) -> Dict[str, Any]:
             if key.startswith(prefix):
                 name = key[len(prefix):]
                 break
-        if name in result and result[name] != value:
+        if name in result and result[name] != value and coerce(name, result[name]) != coerce(name, value):
+            # Compared once coerced: ``backoff = "5"`` from an ini and ``backoff=5`` from Python agree.
             raise ConfigurationError(f"Settings {origin[name]!r} and {key!r} are in conflict.")
         result[name] = value
         origin[name] = key
@@ -289,7 +290,13 @@ def load_settings(raw: Optional[Mapping[str, Any]] = None, *, environ: Optional[
                 settings[name] = coerce(name, value)
 
     if not settings["http_api_version"]:
-        parts = str(settings["project_version"]).split(".")
+        version = str(settings["project_version"]).strip()
+        parts = version.split(".")
+        if not parts[0].isdigit():
+            # The API version (so the /vN prefix) comes from it: name the setting the operator actually wrote.
+            raise ConfigurationError(
+                f"Setting 'project_version' has an invalid value {version!r}: expected MAJOR.MINOR[.PATCH] "
+                "(it gives http_api_version), or set http_api_version")
         settings["http_api_version"] = ".".join(parts[:2]) if len(parts) > 1 else parts[0] + ".0"
     major = str(settings["http_api_version"]).split(".")[0]
     if not major.isdigit():
