@@ -61,3 +61,23 @@ def test_dumps_is_compact_utf8_json_that_reads_back(backend, value):
     assert isinstance(payload, bytes)
     assert payload == json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     assert json.loads(payload) == value
+
+
+@pytest.mark.parametrize("text", [
+    '[12, 345, 123456789012345678901234]', '{"a": "٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣", "b": -18446744073709551617}',
+    '{"id": "00000000-0000-4000-8000-000000000912", "n": 99999999999999999999.0e0, "m": 100000000000000000000}',
+])
+def test_long_integers_are_exact_in_text_and_bytes(backend, text):
+    expected = json.loads(text)
+    for data in (text, text.encode("utf-8")):
+        value = jsonio.loads(data)
+        assert value == expected and [type(item) for item in _leaves(value)] == [type(item) for item in
+                                                                                  _leaves(expected)]
+
+
+def _leaves(value):
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _leaves(item)]
+    if isinstance(value, list):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [value]

@@ -7,7 +7,6 @@ decodes it exactly or raises its own, readable error.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Union
 
 try:  # pragma: no cover - depends on the installation
@@ -18,9 +17,16 @@ except ImportError:  # pragma: no cover
 __all__ = ["dumps", "loads"]
 
 # 19 digits in a row may be an integer beyond 64 bits (and may not: a long string of digits is simply decoded by
-# the json module).
-_LONG_DIGITS = re.compile(rb"\d{19}")
-_LONG_DIGITS_TEXT = re.compile(r"\d{19}")
+# the json module).  They are found by turning every digit into "0" and searching for nineteen of them: the regular
+# expression \d{19} costs several times what orjson's decoding of the same body costs.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_NINETEEN_DIGITS = b"0" * 19
+
+
+def _long_digits(data: Union[bytes, str]) -> bool:
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    return _NINETEEN_DIGITS in data.translate(_DIGITS_AS_ZERO)
 
 
 def _reject_constant(name: str) -> Any:
@@ -43,7 +49,7 @@ def loads(data: Union[bytes, str], *, allow_nan: bool = False) -> Any:
     ``NaN`` and ``Infinity`` are refused unless ``allow_nan``: they are not JSON, and a value holding them could not be
     written back as JSON.
     """
-    if _orjson is not None and (_LONG_DIGITS if isinstance(data, bytes) else _LONG_DIGITS_TEXT).search(data) is None:
+    if _orjson is not None and not _long_digits(data):
         try:
             return _orjson.loads(data)
         except _orjson.JSONDecodeError:
