@@ -78,23 +78,24 @@ JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
 
 def error_body(code: int, errno: Optional[int] = None, *, error: Optional[str] = None,
                message: Optional[str] = None, info: Optional[str] = None, details: Any = None) -> Dict[str, Any]:
-    """Build the error mapping; the errno defaults from the status, the title from the reason phrase."""
+    """Build the error mapping; the errno defaults from the status, the title from the reason phrase.
+
+    ``message`` defaults to the catalogue text of the errno, else to the reason phrase: every error has one, even
+    a bare 400 or 409 (a wrapped app's ``abort(400)``), so clients can always show ``message``.
+    """
     if errno is None:
         errno = ERRNO_OF_STATUS.get(code, ERRORS.UNDEFINED)
     errno = int(errno)
+    try:
+        phrase: Optional[str] = HTTPStatus(code).phrase
+    except ValueError:
+        phrase = None
     if error is None:
-        if errno == ERRORS.INVALID_PARAMETERS:
-            error = "Invalid parameters"
-        else:
-            try:
-                error = HTTPStatus(code).phrase
-            except ValueError:
-                error = "Unknown Error"
+        error = "Invalid parameters" if errno == ERRORS.INVALID_PARAMETERS else phrase or "Unknown Error"
     body: Dict[str, Any] = {"code": code, "errno": errno, "error": error}
     if message is None:
-        message = MESSAGES.get(errno)
-    if message is not None:
-        body["message"] = message
+        message = MESSAGES.get(errno) or phrase or error
+    body["message"] = message
     if info is not None:
         body["info"] = info
     if details is not None:
