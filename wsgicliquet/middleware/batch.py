@@ -125,8 +125,8 @@ class Batch:
         limit = self.max_body_size
         length = (environ.get("CONTENT_LENGTH") or "").strip()
         if length:
-            if not length.isdigit():
-                raise invalid("header", "Content-Length", "Invalid Content-Length")
+            if not (length.isascii() and length.isdigit()):  # "²".isdigit() is true, int("²") fails
+                raise invalid("headers", "Content-Length", "Invalid Content-Length")
             expected = int(length)
             if expected > limit:
                 raise HTTPError(413, ERRORS.REQUEST_TOO_LARGE)
