@@ -9,7 +9,8 @@ errno 107 with the exact texts of §4.
 * ``[op_]field=value`` with the operators of :data:`OPERATORS`; dotted sub-fields (``author.name``); values are
   read as JSON when they parse (``2``, ``"2"``, ``true``, ``null``), else kept as strings; ``in_``/``exclude_``
   take comma separated values; ``id`` values are always strings and ``last_modified`` values integers.
-* ``_sort`` (several keys, ``-`` for descending) always ends with ``last_modified`` then ``id`` (Part A D3).
+* ``_sort`` (at most :data:`MAX_SORT_FIELDS` keys, ``-`` for descending) always ends with ``last_modified`` then
+  ``id`` (Part A D3).
 * ``_limit`` (capped by the setting ``paginate_by``), ``_token``, ``_fields``.
 * Any other name starting with ``_`` is ignored (cache busters such as ``_=123``).
 """
@@ -25,7 +26,8 @@ from wsgicliquet.errors import invalid
 from wsgicliquet.storage import COMPARISON, Filter, Sort
 
 __all__ = ["ListQuery", "OPERATORS", "parse_query_string", "parse_list", "parse_filters", "parse_sort",
-           "parse_limit", "parse_fields", "native_value", "valid_field", "project", "sort_key", "MAX_LIMIT"]
+           "parse_limit", "parse_fields", "native_value", "valid_field", "project", "sort_key", "MAX_LIMIT",
+           "MAX_SORT_FIELDS"]
 
 Params = Sequence[Tuple[str, str]]
 IsKnown = Callable[[str], bool]
@@ -54,6 +56,10 @@ _FIELD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_][A-Za-z0-9_-]*)
 _SORT_ITEM = re.compile(r"([-+]?)(.*)", re.DOTALL)
 _TIMESTAMP = re.compile(r'"([0-9]{1,19})"|([0-9]{1,19})')
 _INTEGER = re.compile(r"[0-9]{1,30}")
+
+#: Most ``_sort`` fields a request may give (the implicit tie-breakers not counted): a keyset query grows with the
+#: square of the sort keys, and PostgreSQL refuses a few hundred of them (a client mistake, not a server failure).
+MAX_SORT_FIELDS = 20
 
 #: Largest page size honoured (larger ``_limit`` values are clamped; a backend may use 32-bit limits).
 MAX_LIMIT = 2 ** 31 - 2
@@ -194,6 +200,8 @@ def parse_sort(raw: Optional[str], is_known: IsKnown) -> List[Sort]:
         if not _known(field, is_known):
             raise invalid("querystring", None, f"Unknown sort field '{item}'")
         if all(sort.field != field for sort in sorting):
+            if len(sorting) == MAX_SORT_FIELDS:
+                raise invalid("querystring", "_sort", f"_sort accepts at most {MAX_SORT_FIELDS} fields")
             sorting.append(Sort(field, -1 if sign == "-" else 1))
     fields = {sort.field for sort in sorting}
     if "last_modified" not in fields:
