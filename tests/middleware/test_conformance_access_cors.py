@@ -40,3 +40,20 @@ def test_preflight_of_an_endpoint_still_lists_its_methods(api):
     assert response.headers["Access-Control-Allow-Methods"] == "GET,HEAD,PUT,PATCH,DELETE,OPTIONS"
     collection = dict(PREFLIGHT, **{"Access-Control-Request-Method": "PUT"})
     assert api.options("/v1/bookmarks", headers=collection, status=400).json["errno"] == 107
+
+
+def test_preflight_answers_carry_backoff_and_the_end_of_service_headers():
+    """``Backoff`` and ``Alert`` go on every response (§9.1, §10), preflight answers included."""
+    clear_backends()
+    settings = dict(SETTINGS, backoff="10", eos="2999-01-01", eos_message="moving")
+    api = webtest.TestApp(build_pipeline(ResourceApp([Bookmark], settings), settings))
+    allowed = api.options("/v1/bookmarks", headers=dict(PREFLIGHT, **{"Access-Control-Request-Method": "POST"}))
+    refused = api.options("/v1/bookmarks", headers=PREFLIGHT, status=400)
+    for response in (allowed, refused):
+        assert response.headers["Backoff"] == "10"
+        assert '"soft-eol"' in response.headers["Alert"]
+        assert "Sunset" in response.headers and "Deprecation" in response.headers
+        assert "Allow" not in response.headers
+    assert allowed.headers["Access-Control-Allow-Methods"] == "GET,HEAD,POST,DELETE,OPTIONS"
+    assert allowed.json == {}
+    clear_backends()

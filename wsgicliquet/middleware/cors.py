@@ -54,6 +54,10 @@ _ORDER = {method: index for index, method in enumerate(STANDARD_METHODS)}
 _IF_PRESENT = frozenset(name.lower() for name in EXPOSED_IF_PRESENT)
 _OWN_HEADERS = frozenset({"access-control-allow-origin", "access-control-expose-headers", "vary"})
 _PREFLIGHT_KEYS = ("HTTP_ORIGIN", "HTTP_ACCESS_CONTROL_REQUEST_METHOD", "HTTP_ACCESS_CONTROL_REQUEST_HEADERS")
+# Headers of the probe's answer that describe it, not the preflight answer built from it.
+_PROBE_ONLY = frozenset({"allow", "content-type", "content-length", "content-encoding", "transfer-encoding",
+                         "etag", "last-modified", "access-control-allow-methods", "access-control-allow-headers",
+                         "access-control-max-age"})
 
 
 class Cors:
@@ -157,13 +161,18 @@ class Cors:
             start_response(status, headers)
             return [body]
         methods = _methods(_allow(headers) or self.methods)
+        # What the layers on the way added to the probe (Backoff, Alert, Sunset...) belongs on every response.
+        kept = [(name, value) for name, value in headers if name.lower() not in _PROBE_ONLY]
         requested = environ["HTTP_ACCESS_CONTROL_REQUEST_METHOD"].strip().upper()
         if requested not in methods:
-            return invalid("header", "Access-Control-Request-Method", "Method not allowed")(environ, start_response)
+            def with_kept(status: str, error_headers: Headers, exc_info: Any = None) -> Callable[[bytes], Any]:
+                return start_response(status, list(error_headers) + kept, exc_info)
+
+            return invalid("header", "Access-Control-Request-Method", "Method not allowed")(environ, with_kept)
         asked = environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "")
         allow_headers = _unique(self.allow_headers + [item.strip() for item in asked.split(",") if item.strip()])
         payload = b"{}"
-        answer = [("Content-Type", JSON_CONTENT_TYPE), ("Content-Length", str(len(payload))),
+        answer = [("Content-Type", JSON_CONTENT_TYPE), ("Content-Length", str(len(payload))), *kept,
                   ("Access-Control-Allow-Methods", ",".join(methods)),
                   ("Access-Control-Allow-Headers", ", ".join(allow_headers))]
         if self.max_age:
