@@ -15,7 +15,9 @@ probes in read-only mode) plus the checks registered with :func:`add_check`::
     add_check("oauth", lambda: requests.get(OAUTH_URL, timeout=2).ok)
 
 A check that never returns keeps a pool thread busy (and the interpreter waits for it at exit): give checks that
-do network calls their own timeout too.
+do network calls their own timeout too.  While a check is still running, later heartbeats wait for that same run
+(and report ``false`` if it is still not done) rather than queueing new runs behind it, so a hung backend never
+piles up work for the moment it comes back.
 
 Settings: ``heartbeat_timeout_seconds``, ``version_json_path``, ``readonly``, the backend URLs.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import logging
+import threading
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Union
 
 from wsgicliquet import environ as keys
@@ -78,6 +81,9 @@ class Heartbeat:
         # Created once; its threads start on the first heartbeat (after any fork of the server).
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, 2 * len(self.checks)), thread_name_prefix="wsgicliquet-heartbeat")
+        # The run of each check still going on: a heartbeat joins it instead of queueing another behind it.
+        self._running: Dict[str, concurrent.futures.Future] = {}
+        self._lock = threading.Lock()
 
     def _as_check(self, name: str, check: CheckOrBackend) -> Check:
         ping = getattr(check, "ping", None)
@@ -124,13 +130,18 @@ class Heartbeat:
 
     def run_checks(self) -> Dict[str, Optional[bool]]:
         """Every check at once; a check that raises or is still running after ``timeout`` is ``False``."""
-        futures = {name: self._pool.submit(check) for name, check in self.checks.items()}
+        futures = {}
+        with self._lock:
+            for name, check in self.checks.items():
+                running = self._running.get(name)
+                if running is None or running.done():
+                    running = self._running[name] = self._pool.submit(check)
+                futures[name] = running
         concurrent.futures.wait(futures.values(), timeout=self.timeout)
         results: Dict[str, Optional[bool]] = {}
         for name, future in futures.items():
             if not future.done():
                 logger.warning("Heartbeat check %r timed out after %ss", name, self.timeout)
-                future.cancel()
                 results[name] = False
             elif future.exception() is not None:
                 logger.error("Heartbeat check %r failed", name, exc_info=future.exception())
