@@ -54,3 +54,55 @@ def test_a_valid_content_length_is_read(app):
     response = _post_batch(app, str(len(BATCH_BODY)))
     assert response.status_int == 200
     assert response.json["responses"][0]["status"] == 200
+
+
+def _post_raw(app: webtest.TestApp, body: bytes) -> webtest.TestResponse:
+    return app.post("/v1/batch", body, content_type="application/json", expect_errors=True)
+
+
+@pytest.mark.parametrize("number", [b"1e400", b"-1e400", b"1" + b"0" * 400 + b".0"])
+def test_a_number_out_of_range_is_refused_not_stored_as_null(app, number):
+    """Sent alone, such a body is a 400; in a batch it was re-serialized as ``null`` and silently stored."""
+    body = b'{"requests": [{"method": "POST", "path": "/bookmarks", "body": {"data": {"url": "http://a.org", "n": ' \
+        + number + b'}}}]}'
+    response = _post_raw(app, body)
+    assert response.status_int == 400
+    assert response.json["details"][0] == {"location": "body", "name": None,
+                                           "description": "Invalid JSON request body: number out of range"}
+    assert app.get("/v1/bookmarks").json["data"] == []
+
+
+@pytest.mark.parametrize("request_", [
+    rb'{"method": "POST", "path": "/bookmarks", "body": {"data": {"url": "http://a.org", "s": "\ud800"}}}',
+    rb'{"method": "POST", "path": "/bookmarks", "body": {"data": {"url": "http://a.org", "\udfff": 1}}}',
+    rb'{"path": "/bookmarks/\ud800"}',
+    rb'{"path": "/bookmarks?s=\ud800"}',
+    rb'{"path": "/bookmarks", "headers": {"X-Note": "\ud800"}}',
+], ids=["body value", "body key", "path", "query", "header"])
+def test_a_lone_surrogate_is_a_400_not_a_500(app, request_):
+    """A lone surrogate escape has no UTF-8 form, so no sub-request can carry it: the batch is refused as the resource
+    app refuses such a body sent alone."""
+    response = _post_raw(app, b'{"requests": [' + request_ + b"]}")
+    assert response.status_int == 400
+    assert response.json["details"][0] == {
+        "location": "body", "name": None,
+        "description": "Invalid JSON request body: invalid unicode escape (lone surrogate)"}
+    assert app.get("/v1/bookmarks").json["data"] == []
+
+
+def test_a_sub_response_with_a_lone_surrogate_is_embedded_as_text():
+    """A view may answer JSON that escapes a lone surrogate; the batch answer embeds it as text instead of failing."""
+    site = flask.Flask("conformance_batch_surrogate")
+
+    @site.get("/echo")
+    def echo():
+        return flask.Response(b'{"s": "\\ud800"}', content_type="application/json")
+
+    api = ResourceApp([Bookmark], SETTINGS, fallback=site.wsgi_app)
+    site.wsgi_app = build_pipeline(site.wsgi_app, SETTINGS, versions={"/v1": api})
+    app = webtest.TestApp(site)
+    app.authorization = ("Basic", ("alice", "secret"))
+    responses = app.post_json("/v1/batch", {"requests": [{"path": "/echo"}, {"path": "/bookmarks"}]}).json["responses"]
+    assert responses[0]["status"] == 200
+    assert responses[0]["body"] == '{"s": "\\ud800"}'
+    assert responses[1]["body"] == {"data": []}

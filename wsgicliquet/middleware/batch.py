@@ -19,6 +19,8 @@ the version prefix layer above would redirect it).
 """
 from __future__ import annotations
 
+import math
+import re
 import time
 from io import BytesIO
 from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
@@ -100,7 +102,8 @@ class Batch:
         subrequests = environ.setdefault(keys.SUBREQUESTS, [])
 
         inherited = _inherited(environ)
-        responses = []
+        responses: List[Dict[str, Any]] = []
+        bodies: List[bytes] = []
         for request in requests:
             status_line, headers, body, sub_environ, path = self._run(environ, inherited, request, subrequests)
             status = _status_code(status_line)
@@ -116,7 +119,14 @@ class Batch:
                 "headers": _header_dict(headers),
                 "body": "" if request.method == "HEAD" else _decode(body),
             })
-        payload = jsonio.dumps({"responses": responses})
+            bodies.append(body)
+        try:
+            payload = jsonio.dumps({"responses": responses})
+        except ValueError:  # a body escaped a lone surrogate (no UTF-8 form): embed that one as its text
+            for response, body in zip(responses, bodies):
+                if not _encodable(response["body"]):
+                    response["body"] = body.decode("utf-8", "replace")
+            payload = jsonio.dumps({"responses": responses})
         start_response("200 OK", [("Content-Type", JSON_CONTENT_TYPE), ("Content-Length", str(len(payload)))])
         return [payload]
 
@@ -172,6 +182,7 @@ def _parse(raw: bytes, max_requests: Optional[int]) -> List[_SubRequest]:
     """Validate the batch body (§8.1) and build the sub-requests; any problem is a 400 before anything runs."""
     try:
         payload = jsonio.loads(raw)
+        _check_values(payload, strings=b"\\u" in raw)
     except (ValueError, RecursionError) as exc:
         raise validation_error([
             {"location": "body", "name": None, "description": f"Invalid JSON request body: {exc}"},
@@ -206,6 +217,30 @@ def _parse(raw: bytes, max_requests: Optional[int]) -> List[_SubRequest]:
                 for item in merged]
     except RecursionError:
         raise invalid("body", None, "Invalid JSON request body: nested too deeply")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_values(payload: Any, *, strings: bool) -> None:
+    """Refuse (``ValueError``) what no sub-request could carry as it was sent, as the resource app refuses it in a
+    body: a number out of range (parsed as infinity, it would be re-serialized as ``null``) and, when ``strings``
+    (the body has a ``\\u`` escape), a lone surrogate, which has no UTF-8 form (in a path, header or body)."""
+    stack = [payload]
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is dict:
+            if strings and any(_SURROGATE.search(key) for key in value):
+                raise ValueError("invalid unicode escape (lone surrogate)")
+            stack.extend(value.values())
+        elif kind is list:
+            stack.extend(value)
+        elif kind is float:
+            if not math.isfinite(value):
+                raise ValueError("number out of range")
+        elif kind is str and strings and _SURROGATE.search(value):
+            raise ValueError("invalid unicode escape (lone surrogate)")
 
 
 def _merge(request: Dict[str, Any], defaults: Mapping[str, Any]) -> Dict[str, Any]:
@@ -341,6 +376,14 @@ def _header_dict(headers: List[Tuple[str, str]]) -> Dict[str, str]:
     for name, value in headers:
         result[name] = f"{result[name]}, {value}" if name in result else value
     return result
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        jsonio.dumps(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _decode(body: bytes) -> Any:
