@@ -264,7 +264,7 @@ def test_pipeline_command_prints_the_chain(ini, site, monkeypatch, capsys):
     names = [line.split(" ")[0] for line in lines]
     assert names[:7] == ["Profiler", "RequestLog", "StatsdMetrics", "Cors", "JsonErrors", "Sentry", "VersionPrefix"]
     assert names[7] == "/v1:"
-    assert names[8:19] == ["EndOfLife", "Backoff", "Heartbeat", "Transaction", "Batch", "JsonErrors",
+    assert names[8:19] == ["Backoff", "EndOfLife", "Heartbeat", "Transaction", "Batch", "JsonErrors",
                            "Authentication", "ReadOnly", "Hello", "Backends", "ResourceApp"]
     assert names[19] == site
 

@@ -8,7 +8,8 @@ The canonical order, outermost first, and why:
 4. ``json_errors``: turns exceptions and the wrapped app's non-JSON errors into the uniform body.
 5. ``sentry``: inside the error converter, so it sees exceptions before they become responses.
 6. ``version_prefix``: ``/vN`` routing, redirects, errno 116.  Everything below is built once per version:
-7. ``end_of_life``, ``backoff``: per version, so a deprecated ``/v1`` and a current ``/v2`` coexist.
+7. ``backoff``, ``end_of_life``: per version, so a deprecated ``/v1`` and a current ``/v2`` coexist; backoff
+   outermost, so that even the 410 of a retired version carries ``Backoff``.
 8. ``heartbeat``: ``__heartbeat__``, ``__lbheartbeat__``, ``__version__`` (also at the root, Dockerflow).
 9. ``transaction``: one storage transaction per request; a batch is one transaction.
 10. ``batch``: sub-requests run through every layer below, so each is authenticated and handled as if alone.
@@ -47,8 +48,8 @@ OUTER: List[Tuple[str, str]] = [
 ]
 VERSION_PREFIX = ("version_prefix", "wsgicliquet.middleware.version_prefix:VersionPrefix")
 PER_VERSION: List[Tuple[str, str]] = [
-    ("end_of_life", "wsgicliquet.middleware.end_of_life:EndOfLife"),
     ("backoff", "wsgicliquet.middleware.backoff:Backoff"),
+    ("end_of_life", "wsgicliquet.middleware.end_of_life:EndOfLife"),
     ("heartbeat", "wsgicliquet.middleware.heartbeat:Heartbeat"),
     ("transaction", "wsgicliquet.middleware.transaction:Transaction"),
     ("batch", "wsgicliquet.middleware.batch:Batch"),
