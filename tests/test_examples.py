@@ -140,6 +140,12 @@ def test_api_views_are_not_served_at_the_root(example, user):
     assert response.content_type == "text/html"
 
 
+def test_a_method_an_api_view_refuses_is_a_json_405_under_the_api_only(example, user):
+    refused = example.put_json("/v1/scores", {"game": "g", "score": 1}, headers=user, status=405)
+    assert (refused.json["code"], refused.json["errno"]) == (405, 115)
+    assert example.put_json("/scores", {"game": "g", "score": 1}, headers=user, status=404)
+
+
 def test_hello_shows_the_project_and_the_user(example, user):
     anonymous = example.get("/v1/").json
     assert anonymous["project_name"] in PROJECT_NAMES.values()

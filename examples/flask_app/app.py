@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
 from flask import Blueprint, Flask, abort, jsonify, render_template_string, request
+from werkzeug.exceptions import MethodNotAllowed
 
 from wsgicliquet.environ import API_PREFIX, PRINCIPALS, STORAGE, USERID, VIEW
 from wsgicliquet.errors import invalid, unauthorized_or_forbidden
@@ -89,8 +90,18 @@ app.register_blueprint(api)
 @app.before_request
 def api_views_under_the_api_only() -> None:
     """Keep the pages at the root and the ``api`` views under ``/v1`` (both reach this app)."""
-    if (request.blueprint == "api") != (API_PREFIX in request.environ):
+    if (_blueprint() == "api") != (API_PREFIX in request.environ):
         abort(404)
+
+
+def _blueprint() -> Optional[str]:
+    """The blueprint of the requested view; on a method the view refuses (405), the blueprint of the path's view,
+    found by matching the path again with a method it accepts."""
+    error = request.routing_exception
+    if isinstance(error, MethodNotAllowed) and error.valid_methods:
+        endpoint, _ = app.create_url_adapter(request).match(method=sorted(error.valid_methods)[0])  # type: ignore
+        return endpoint.rpartition(".")[0] or None
+    return request.blueprint
 
 
 def make_app(settings: Optional[Mapping[str, Any]] = None) -> WSGIApp:

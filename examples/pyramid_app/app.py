@@ -21,6 +21,7 @@ from html import escape
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
 from pyramid.config import Configurator
+from pyramid.httpexceptions import HTTPMethodNotAllowed
 from pyramid.request import Request
 from pyramid.response import Response
 
@@ -85,6 +86,11 @@ def scores(request: Request) -> Response:
     return Response(json_body={"data": record}, status=201)
 
 
+def scores_refused(request: Request) -> Response:
+    """Other methods: 405 (a view predicate that does not match is a 404 in Pyramid)."""
+    return HTTPMethodNotAllowed(headers=[("Allow", "GET, HEAD, POST")])
+
+
 class UnderApi:
     """Route predicate ``under_api``: True routes match only below the version prefix, False only outside it."""
 
@@ -112,6 +118,7 @@ def make_site() -> WSGIApp:
         config.add_view(about, route_name="about")
         config.add_view(status, route_name="status", renderer="json")
         config.add_view(scores, route_name="scores", request_method=("GET", "POST"))
+        config.add_view(scores_refused, route_name="scores")
         return config.make_wsgi_app()
 
 
