@@ -250,3 +250,21 @@ def test_filter_factory(tmp_path):
     app = filter_factory({"storage_url": "", "cache_url": "", "permission_url": ""},
                          version_json_path=str(tmp_path / "v.json"))(bare_app)
     assert webtest.TestApp(app, lint=True).get("/__version__").json == {"version": "2.0"}
+
+
+@pytest.mark.parametrize("layers", ["heartbeat", "pipeline"])
+def test_head_of_a_failing_heartbeat_is_the_report_not_an_error(layers):
+    """HEAD answers what GET answers, without the body: the same 503 report, no ``Retry-After`` of an error."""
+    from wsgicliquet.middleware.backoff import Backoff
+    from wsgicliquet.middleware.json_errors import JsonErrors
+
+    app = Heartbeat(bare_app, checks={"storage": _fail, "cache": lambda: True})
+    if layers == "pipeline":
+        app = JsonErrors(Backoff(app, retry_after_seconds=30), paths=["/"])
+    client = webtest.TestApp(app, lint=True)
+    got = client.get("/__heartbeat__", status=503)
+    head = client.head("/__heartbeat__", status=503)
+    assert got.json == {"storage": False, "cache": True}
+    assert head.body == b""
+    assert "Retry-After" not in got.headers and "Retry-After" not in head.headers
+    assert head.headers["Content-Type"] == got.headers["Content-Type"]

@@ -129,7 +129,7 @@ class JsonErrors:
         """Pass a uniform JSON error through; turn anything else into one, keeping the non-entity headers."""
         code = _code(status)
         payload = _json(headers, body)
-        if payload is not None and environ.get(keys.NOT_AN_ERROR):
+        if environ.get(keys.NOT_AN_ERROR) and (payload is not None or environ.get("REQUEST_METHOD") == "HEAD"):
             start_response(status, headers, exc_info)
             return [body]
         if is_error_body(payload):
