@@ -51,3 +51,17 @@ def _local(url: Optional[str]) -> Optional[str]:
         return None
     parts = urlsplit(url)
     return f"{parts.path}?{parts.query}"
+
+
+@pytest.mark.parametrize("query, matches", [
+    pytest.param('id="{id}"', True, id="eq"),
+    pytest.param('in_id="{id}","other"', True, id="in"),
+    pytest.param('not_id="{id}"', False, id="not"),
+    pytest.param('exclude_id="{id}"', False, id="exclude"),
+    pytest.param("id={id}", True, id="bare"),
+])
+def test_id_values_may_be_json_strings(app, query, matches):
+    """Part A: filter values are read as JSON where they parse, so ``"<id>"`` is the id, as ``<id>`` is."""
+    record = app.post_json("/notes", {"data": {}}).json["data"]
+    found = app.get("/notes?" + query.format(id=record["id"]).replace('"', "%22")).json["data"]
+    assert [item["id"] for item in found] == ([record["id"]] if matches else [])

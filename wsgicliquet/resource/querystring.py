@@ -8,7 +8,8 @@ errno 107 with the exact texts of §4.
   on ``last_modified`` brings tombstones into the result.
 * ``[op_]field=value`` with the operators of :data:`OPERATORS`; dotted sub-fields (``author.name``); values are
   read as JSON when they parse (``2``, ``"2"``, ``true``, ``null``), else kept as strings; ``in_``/``exclude_``
-  take comma separated values; ``id`` values are always strings and ``last_modified`` values integers.
+  take comma separated values; ``id`` values are always strings (``"abc"`` or ``abc``) and ``last_modified`` values
+  integers (``"123"`` or ``123``).
 * ``_sort`` (at most :data:`MAX_SORT_FIELDS` keys, ``-`` for descending) always ends with ``last_modified`` then
   ``id`` (Part A D3).
 * ``_limit`` (capped by the setting ``paginate_by``), ``_token``, ``_fields``.
@@ -129,7 +130,7 @@ def _filter_value(param: str, field: str, operator: COMPARISON, raw: str) -> Any
         raise invalid("querystring", param, f"Invalid value for {param}")
     items = raw.split(",") if operator in _LISTS else [raw]
     if field == "id":
-        values: List[Any] = list(items)
+        values: List[Any] = [_id_value(item) for item in items]
     elif field == "last_modified" and operator in _ORDERED:
         values = []
         for item in items:
@@ -145,6 +146,16 @@ def _filter_value(param: str, field: str, operator: COMPARISON, raw: str) -> Any
     if operator in (COMPARISON.CONTAINS, COMPARISON.CONTAINS_ANY) and not isinstance(value, list):
         return [value]
     return value
+
+
+def _id_value(raw: str) -> str:
+    """An ``id`` filter value: a JSON string (``"abc"``) is that string, anything else the text as given (``123`` is
+    the id ``"123"``, never a number)."""
+    if raw.startswith('"'):
+        value = native_value(raw)
+        if isinstance(value, str):
+            return value
+    return raw
 
 
 def _parse_timestamp(param: str, raw: str) -> Optional[int]:
