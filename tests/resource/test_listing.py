@@ -211,3 +211,17 @@ def test_concurrent_deletion_of_the_token_record(app):
     app.delete(f"/notes/{first.json['data'][-1]['id']}")
     second = app.get(first.headers["Next-Page"])
     assert [r["id"] for r in second.json["data"]] == ids[:2][::-1]
+
+
+@pytest.mark.parametrize("sort", ["value", "-value", "value.k,-position"])
+def test_next_page_walk_over_a_field_of_mixed_types(make_app, any_storage, sort):
+    """Numbers, strings, booleans, arrays, objects, null and missing in one sort field: every record once (D3)."""
+    app = make_app(backend=any_storage)
+    values = [3, "b", True, [2, "x"], {"k": 1}, None, 1.5, "a", False, [1], {"k": "z"}, -4, "", [], {}, 3]
+    for position, value in enumerate(values + ["missing"]):
+        data = {"position": position} if value == "missing" else {"position": position, "value": value}
+        app.post_json("/notes", {"data": data})
+    full = app.get(f"/notes?_sort={sort}").json["data"]
+    for limit in (1, 2, 5):
+        records, _ = walk(app, f"/notes?_sort={sort}&_limit={limit}")
+        assert records == full, f"limit {limit}"

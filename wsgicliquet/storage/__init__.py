@@ -46,6 +46,10 @@ class COMPARISON(str, enum.Enum):
     LIKE = "like"          # string match, `*` is a wildcard, case-insensitive
     CONTAINS = "contains"  # the field is a list containing every item of value (a list)
     CONTAINS_ANY = "contains_any"  # the field is a list containing at least one item of value (a list)
+    # Keyset pagination only (no querystring spelling): the field is present, not null, and sorts strictly
+    # before / after value in the backend's ascending sort order (by JSON type first, then by value).
+    SORTS_BEFORE = "sorts_before"
+    SORTS_AFTER = "sorts_after"
 
 
 class Filter(NamedTuple):
@@ -195,7 +199,10 @@ class Storage(abc.ABC):
         """Return ``(records, total)`` in one round trip.
 
         ``filters`` are ANDed.  ``pagination_rules`` is a list of filter lists: a record is kept when it matches
-        every filter of at least one list (keyset pagination; an empty list of rules keeps everything).
+        every filter of at least one list (keyset pagination; an empty list of rules keeps everything).  Their
+        ``SORTS_BEFORE``/``SORTS_AFTER`` filters compare in the order ``sorting`` uses, so that the rules
+        :func:`wsgicliquet.storage.query.keyset_rules` builds from a page's last record select exactly the
+        records sorted after it, whatever mix of types a field holds.
         ``sorting`` is applied, then ``limit``.  Tombstones are included (and filtered, sorted, paginated like
         records: only ``id``, ``last_modified`` and ``deleted`` fields exist on them) when ``include_deleted``.
         ``total`` counts the live records matching ``filters``, ignoring pagination, limit and tombstones.

@@ -273,6 +273,9 @@ def _condition(filter_: Filter, fields: Optional[Dict[str, sql.Composable]] = No
     if operator in _COMPARATORS:
         return _comparison(e, column, _COMPARATORS[operator], value)
 
+    if operator in (COMPARISON.SORTS_BEFORE, COMPARISON.SORTS_AFTER):
+        return _sorts(e, column, ">" if operator is COMPARISON.SORTS_AFTER else "<", value)
+
     if operator is COMPARISON.HAS:
         if column:
             return _TRUE if _wants_presence(value) else _FALSE
@@ -340,6 +343,33 @@ def _comparison(e: sql.Composable, column: Optional[str], op: str, value: Any) -
     cast = "numeric" if kind == "number" else "boolean"
     return fmt("(CASE WHEN jsonb_typeof({0}) = {1} THEN ({0})::" + cast + " END " + op + " {2}::" + cast + ")"
                ).format(e, _Literal(kind), _Literal(value))
+
+
+_RANKS = {"boolean": 1, "number": 2, "string": 3, "array": 4, "object": 5}  # as _TYPE_RANK; 6: null, missing
+
+
+def _sorts(e: sql.Composable, column: Optional[str], op: str, value: Any) -> sql.Composable:
+    """Present, not null, and before (``<``) or after (``>``) ``value`` in the order of :func:`_sort_keys`: by
+    type rank, then numbers as numeric, strings in code point order, the rest in JSONB order."""
+    kind = _json_type(value)
+    if kind == "null" or not _storable(value.partition("\x00")[0] if kind == "string" else value):
+        return _FALSE
+    rank = _RANKS[kind]
+    if column is not None:  # one type in every row
+        own = _RANKS["string" if column == "id" else "number"]
+        if own != rank:
+            return _TRUE if (own > rank) == (op == ">") else _FALSE
+        return _comparison(e, column, op, value)
+    if kind == "number":
+        same = sql.SQL("({})::numeric " + op + " {}::numeric").format(e, _Literal(value))
+    elif kind == "string":
+        same = _comparison(e, None, op, value)
+    else:
+        same = sql.SQL("{} " + op + " {}").format(e, _json(value))
+    other = sql.SQL("{0} > {1} AND {0} < 6" if op == ">" else "{0} < {1}").format(
+        sql.SQL(_TYPE_RANK).format(e=e), _Literal(rank))
+    return sql.SQL("(CASE {} WHEN {} THEN {} ELSE {} END)").format(
+        sql.SQL(_TYPE_RANK).format(e=e), _Literal(rank), same, other)
 
 
 def _conjunction(filters: Sequence[Filter], fields: Optional[Dict[str, sql.Composable]] = None) -> sql.Composable:

@@ -208,6 +208,19 @@ def compile_filter(filter_: Filter) -> Predicate:
             return rank == kind and test(left, value)
         return compare
 
+    if operator in (COMPARISON.SORTS_BEFORE, COMPARISON.SORTS_AFTER):
+        if value is None or value is MISSING:
+            return lambda record: False
+        bound, after = sort_value(value), operator == COMPARISON.SORTS_AFTER
+
+        def sorts(record: Record) -> bool:
+            left = get(record)
+            if left is MISSING or left is None:
+                return False
+            key = sort_value(left)
+            return key > bound if after else key < bound
+        return sorts
+
     if operator in (COMPARISON.EQ, COMPARISON.NOT):
         wanted = _canonical(value)
         equal = operator == COMPARISON.EQ
@@ -417,14 +430,20 @@ def _select(records: Iterable[Record], keep: Optional[Predicate], page_filter: O
     return selected, total
 
 
+_COLUMNS = ("last_modified", "id")  # fields of one type in every record
+
+
 def keyset_rules(last_record: Record, sorting: Sequence[Sort]) -> List[List[Filter]]:
     """The ``pagination_rules`` selecting the records that sort after ``last_record``.
 
     For keys k1..kn the next records satisfy, for some i: k1..k(i-1) equal the last record's values and ki is
     "after" its value.  Null and missing values are handled as the sort places them: after an ascending present
     value come greater values *and* missing ones; after a missing value (ascending) nothing of that key comes, and
-    in descending order every present value comes after a missing one.  ``sorting`` should end with a unique key
-    (``last_modified``, then ``id``) so that each record is returned exactly once.
+    in descending order every present value comes after a missing one.  "Greater" is the sort's own order
+    (``SORTS_AFTER``/``SORTS_BEFORE``: by type, then by value), so that a field mixing numbers, strings or arrays
+    loses no record; ``last_modified`` and ``id`` (one type each) keep plain comparisons, which backends turn into
+    index ranges.  ``sorting`` should end with a unique key (``last_modified``, then ``id``) so that each record is
+    returned exactly once.
     """
     rules: List[List[Filter]] = []
     equal_so_far: List[Filter] = []
@@ -436,10 +455,13 @@ def keyset_rules(last_record: Record, sorting: Sequence[Sort]) -> List[List[Filt
                 rules.append(equal_so_far + [Filter(sort.field, True, COMPARISON.HAS)])
             equal_so_far = equal_so_far + [Filter(sort.field, False, COMPARISON.HAS)]
         else:
+            typed = sort.field in _COLUMNS
             if sort.direction < 0:
-                rules.append(equal_so_far + [Filter(sort.field, value, COMPARISON.LT)])
+                rules.append(equal_so_far + [Filter(sort.field, value, COMPARISON.LT if typed
+                                                    else COMPARISON.SORTS_BEFORE)])
             else:
-                rules.append(equal_so_far + [Filter(sort.field, value, COMPARISON.GT)])
+                rules.append(equal_so_far + [Filter(sort.field, value, COMPARISON.GT if typed
+                                                    else COMPARISON.SORTS_AFTER)])
                 rules.append(equal_so_far + [Filter(sort.field, False, COMPARISON.HAS)])
             equal_so_far = equal_so_far + [Filter(sort.field, value, COMPARISON.EQ)]
     return rules

@@ -776,6 +776,25 @@ class StorageContract:
         assert seen == expected
         assert set(totals) == {23}
 
+    @pytest.mark.parametrize("direction", [1, -1])
+    @pytest.mark.parametrize("nested", [False, True])
+    def test_keyset_pagination_over_mixed_types_returns_every_record_once(self, storage: Storage, direction: int,
+                                                                         nested: bool) -> None:
+        """Values of different JSON types sort by type: the records after a number include every string, array
+        and object, whatever their value (and before it, in descending order, every boolean)."""
+        values = [3, "b", True, [2, "x"], {"k": 1}, None, 1.5, "a", False, [1], {"k": 0, "j": 2}, -4, "", [],
+                  {}, 3, "b", [2, "x"], 0]
+        for index, value in enumerate(values):
+            storage.create(C, P, {"v": {"w": value}} if nested else {"v": value, "i": index})
+        storage.create(C, P, {"i": "missing"})
+        field = "v.w" if nested else "v"
+        sorting = [Sort(field, direction), Sort("last_modified", -1), Sort("id", 1)]
+        expected, total = storage.get_all(C, P, sorting=sorting)
+        assert total == len(values) + 1
+        for limit in (1, 2, 3, 7):
+            seen, _ = page_through(storage, sorting, limit=limit)
+            assert seen == expected, f"limit {limit}"
+
     def test_paging_changes_with_tombstones(self, storage: Storage) -> None:
         created = [storage.create(C, P, {"n": index}) for index in range(7)]
         since = storage.collection_timestamp(C, P)
