@@ -81,3 +81,15 @@ def _leaves(value):
     if isinstance(value, list):
         return [leaf for item in value for leaf in _leaves(item)]
     return [value]
+
+
+def test_loads_numeric_reads_integers_beyond_64_bits_as_the_floats_they_were(backend):
+    text = ('{"big": 100000000000000000000, "edge": 9223372036854775808, "top": 9223372036854775807, '
+            '"bottom": -9223372036854775808, "below": -9223372036854775809, "f": 2.0, "s": "123456789012345678901"}')
+    for data in (text, text.encode("utf-8")):
+        value = jsonio.loads_numeric(data)
+        assert value == {"big": 1e20, "edge": 2.0 ** 63, "top": 2 ** 63 - 1, "bottom": -(2 ** 63),
+                         "below": -(2.0 ** 63), "f": 2.0, "s": "123456789012345678901"}
+        assert [type(value[key]) for key in ("big", "edge", "top", "bottom", "below", "f")] == [
+            float, float, int, int, float, float]
+    assert jsonio.loads_numeric('{"n": [1, -2, 3.5]}') == {"n": [1, -2, 3.5]}

@@ -14,7 +14,7 @@ try:  # pragma: no cover - depends on the installation
 except ImportError:  # pragma: no cover
     _orjson = None
 
-__all__ = ["dumps", "loads"]
+__all__ = ["dumps", "loads", "loads_numeric"]
 
 # 19 digits in a row may be an integer beyond 64 bits (and may not: a long string of digits is simply decoded by
 # the json module).  They are found by turning every digit into "0" and searching for nineteen of them: the regular
@@ -56,3 +56,18 @@ def loads(data: Union[bytes, str], *, allow_nan: bool = False) -> Any:
             pass
     text = data.decode("utf-8") if isinstance(data, bytes) else data
     return json.loads(text) if allow_nan else json.loads(text, parse_constant=_reject_constant)
+
+
+def _int64_or_float(text: str) -> Any:
+    value = int(text)
+    return value if -(2 ** 63) <= value < 2 ** 63 else float(text)
+
+
+def loads_numeric(data: Union[bytes, str]) -> Any:
+    """Decode JSON that a database printed with numbers in full: PostgreSQL's jsonb writes the float ``1e20`` as
+    ``100000000000000000000``.  An integer outside the signed 64-bit range, which no record can hold (the resource
+    app refuses one), is read back as the float it was stored as."""
+    if _orjson is not None and not _long_digits(data):
+        return _orjson.loads(data)  # no integer can be beyond 64 bits
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    return json.loads(text, parse_int=_int64_or_float)

@@ -25,6 +25,7 @@ import os
 import threading
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from wsgicliquet import jsonio
 from wsgicliquet.backends import missing_extra
 from wsgicliquet.settings import ConfigurationError
 from wsgicliquet.storage.exceptions import BackendError
@@ -32,6 +33,7 @@ from wsgicliquet.storage.exceptions import BackendError
 try:
     import psycopg2
     import psycopg2.extensions
+    import psycopg2.extras
     from psycopg2 import sql
     from psycopg2.extras import Json
 except ImportError:  # pragma: no cover - depends on the installation
@@ -97,6 +99,8 @@ class Client:
         # Transactions are begun by the client itself, in the same round trip as their first statement (see
         # execute()); psycopg2 would send its BEGIN alone, one more round trip per request.
         conn.autocommit = True
+        # jsonb prints whole floats in full; this decoder gives them back as floats (and is orjson when installed).
+        psycopg2.extras.register_default_jsonb(conn, loads=jsonio.loads_numeric)
         return conn
 
     def _checkout(self, wait: bool = True) -> Any:

@@ -70,6 +70,15 @@ def page_through(storage: Storage, sorting: Sequence[Sort], limit: int, *, filte
     raise AssertionError("pagination does not end")
 
 
+def _types(value: Any) -> Any:
+    """The structure of ``value`` with each number replaced by its type."""
+    if isinstance(value, dict):
+        return {key: _types(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_types(item) for item in value]
+    return type(value)
+
+
 def run_concurrently(count: int, task: Callable[[int], Any]) -> List[Any]:
     """Run ``task(slot)`` in ``count`` threads started together; each slot's result, or the exception it raised."""
     outcomes: List[Any] = [None] * count
@@ -301,6 +310,16 @@ class StorageContract:
         assert record == {**data, "id": record["id"], "last_modified": record["last_modified"]}
         assert storage.get(C, P, record["id"]) == record
         assert "id" not in data and "last_modified" not in data, "the argument is not modified"
+
+    def test_numbers_read_back_with_their_type(self, storage: Storage) -> None:
+        """A whole float beyond 64 bits stays a float (PostgreSQL prints 1e20 as 100000000000000000000), and the
+        64-bit integers at both ends stay integers."""
+        data = {"big": 1e20, "huge": 1.5e300, "tiny": -2.5e-300, "whole": 2.0, "top": 2 ** 63 - 1,
+                "bottom": -(2 ** 63), "list": [1e19, 10 ** 18, -1e25], "nested": {"n": 4e21}}
+        record = storage.create(C, P, data)
+        for fetched in (storage.get(C, P, record["id"]), storage.get_all(C, P)[0][0]):
+            for key, value in data.items():
+                assert fetched[key] == value and _types(fetched[key]) == _types(value), key
 
     def test_returned_records_are_copies(self, storage: Storage) -> None:
         record = storage.create(C, P, {"nested": {"list": [1]}})
