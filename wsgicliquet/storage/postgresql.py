@@ -235,6 +235,13 @@ def _field(name: str) -> Tuple[sql.Composable, Optional[str]]:
     path = name.split(".")
     if not _storable(path):
         return sql.SQL("NULL::jsonb"), None  # no stored key can be spelled like that
+    # #> also indexes arrays ("0" is an index when the value there is an array): a path crossing a non-object is
+    # missing in the contract, so each object a numeric key is looked up in is checked to be one.
+    objects = [sql.SQL("jsonb_typeof(data #> {}) = 'object'").format(_Literal(path[:i]))
+               for i in range(1, len(path)) if path[i].lstrip("-").isdigit()]
+    if objects:
+        return sql.SQL("(CASE WHEN {} THEN data #> {} END)").format(sql.SQL(" AND ").join(objects),
+                                                                    _Literal(path)), None
     return sql.SQL("(data #> {})").format(_Literal(path)), None
 
 

@@ -311,6 +311,19 @@ class StorageContract:
         assert storage.get(C, P, record["id"]) == record
         assert "id" not in data and "last_modified" not in data, "the argument is not modified"
 
+    def test_a_dotted_field_never_indexes_an_array(self, storage: Storage) -> None:
+        """``x.a.0`` is key "0" of object ``x.a``; through an array it is missing (filters and sorts alike)."""
+        in_array = storage.create(C, P, {"x": {"a": [5, {"b": 5}]}})
+        in_object = storage.create(C, P, {"x": {"a": {"0": 5, "1": {"b": 5}}}})
+        for field in ("x.a.0", "x.a.1.b"):
+            assert ids(storage.get_all(C, P, filters=[Filter(field, 5, COMPARISON.EQ)])[0]) == [in_object["id"]]
+            assert ids(storage.get_all(C, P, filters=[Filter(field, False, COMPARISON.HAS)])[0]) == [
+                in_array["id"]]
+            for direction in (1, -1):  # missing values last ascending, first descending
+                order = ids(storage.get_all(C, P, sorting=[Sort(field, direction)])[0])
+                assert order == ([in_object["id"], in_array["id"]] if direction > 0
+                                 else [in_array["id"], in_object["id"]])
+
     def test_numbers_read_back_with_their_type(self, storage: Storage) -> None:
         """A whole float beyond 64 bits stays a float (PostgreSQL prints 1e20 as 100000000000000000000), and the
         64-bit integers at both ends stay integers."""
