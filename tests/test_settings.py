@@ -1,6 +1,7 @@
 import datetime
 
 import pytest
+import webtest
 
 from wsgicliquet.settings import SETTINGS, ConfigurationError, api_prefix, env_names, load_settings
 
@@ -96,6 +97,31 @@ def test_middleware_switches_come_from_the_environment_alone():
     assert settings["middleware.request_log"] == "off"
     assert settings["middleware.statsd"] == "off"  # the project prefix wins
     assert "middleware.statsd" not in load_settings({}, environ={"WSGICLIQUET_MIDDLEWARESTATSD": "off"})
+
+
+def test_resource_pattern_settings_come_from_the_environment_alone():
+    environ = {"WSGICLIQUET_COLLECTION_BOOKMARK_DELETE_ENABLED": "false", "MYAPP_RECORD_NOTE_PUT_ENABLED": "no",
+               "WSGICLIQUET_RECORD_NOTE_PUT_ENABLED": "true", "WSGICLIQUET_BOOKMARK_READ_PRINCIPALS": "system.Everyone",
+               "WSGICLIQUET_BOOKMARK_CACHE_EXPIRES_SECONDS": "30", "WSGICLIQUET_UNRELATED_THING": "x"}
+    settings = load_settings({"project_name": "myapp"}, environ=environ)
+    assert settings["collection_bookmark_delete_enabled"] is False
+    assert settings["record_note_put_enabled"] is False  # the project prefix wins
+    assert settings["bookmark_read_principals"] == ["system.Everyone"]
+    assert settings["bookmark_cache_expires_seconds"] == 30
+    assert "unrelated_thing" not in settings
+    with pytest.raises(ConfigurationError, match="collection_bookmark_get_enabled"):
+        load_settings({}, environ={"WSGICLIQUET_COLLECTION_BOOKMARK_GET_ENABLED": "maybe"})
+
+
+def test_an_endpoint_switched_off_by_the_environment_answers_405():
+    from wsgicliquet import Resource, ResourceApp
+
+    class Bookmark(Resource):
+        schema = {"type": "object"}
+
+    settings = load_settings({}, environ={"WSGICLIQUET_COLLECTION_BOOKMARK_DELETE_ENABLED": "false"})
+    app = webtest.TestApp(ResourceApp([Bookmark], settings), extra_environ={"wsgicliquet.userid": "alice"})
+    assert app.delete("/bookmarks", status=405).json["errno"] == 115
 
 
 def test_middleware_switched_off_by_the_environment_leaves_the_pipeline():

@@ -289,6 +289,15 @@ def load_settings(raw: Optional[Mapping[str, Any]] = None, *, environ: Optional[
                 name = "middleware." + variable[len(prefix):].lower()
                 settings[name] = coerce(name, value)
 
+    # Pattern names of resources (``collection_bookmark_delete_enabled``, ``bookmark_read_principals``...) are
+    # spelled with underscores only, so a variable names one unambiguously even when the ini does not mention it.
+    for prefix in env_names("", project_name):  # weakest first
+        for variable, value in environ.items():
+            if variable.startswith(prefix) and len(variable) > len(prefix):
+                name = variable[len(prefix):].lower()
+                if name not in SETTINGS and name not in merged and _kind_of(name) is not None:
+                    settings[name] = coerce(name, value)
+
     if not settings["http_api_version"]:
         version = str(settings["project_version"]).strip()
         parts = version.split(".")
