@@ -118,6 +118,20 @@ def test_chunked_body_too_large(make_app):
     assert request.get_response(app).status_int == 201
 
 
+@pytest.mark.parametrize("content_length", ["\u00b2", "-1", "+17", "1_7", "17x", "0x11"])
+def test_a_content_length_that_is_not_a_decimal_number_is_a_400(make_app, content_length):
+    body = b'{"data": {"x": 1}}'
+    request = Request.blank("/notes", method="POST", environ=as_user(ALICE))
+    request.environ.update({"wsgi.input": io.BytesIO(body), "CONTENT_TYPE": "application/json",
+                            "CONTENT_LENGTH": content_length})
+    response = request.get_response(make_app().app)
+    assert (response.status_int, response.json["errno"]) == (400, 107)
+    assert response.json["details"] == [
+        {"location": "headers", "name": "Content-Length", "description": "Invalid Content-Length"}]
+    request.environ.update({"wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": f" {len(body)} "})
+    assert request.get_response(make_app().app).status_int == 201
+
+
 def test_backend_failure_is_503(make_app):
     from wsgicliquet.storage.redis import Storage
 

@@ -6,13 +6,46 @@ PasteDeploy ``filter_factory``.  Configuration is computed once in ``__init__``;
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+
+from wsgicliquet.errors import ERRORS, HTTPError, invalid
+
+_READ_CHUNK = 64 * 1024
 
 
 def answer_options(start_response: Callable[..., Any], allow: str) -> Iterable[bytes]:
     """``200`` with ``Allow`` to an ``OPTIONS`` request: how the CORS middleware learns an endpoint's methods."""
     start_response("200 OK", [("Allow", allow), ("Content-Length", "0")])
     return [b""]
+
+
+def read_body(environ: Mapping[str, Any], max_size: int) -> bytes:
+    """The request body: 413 beyond ``max_size`` bytes (told by Content-Length before anything is read, or found
+    while reading a chunked upload), 400 for a Content-Length that is not a plain decimal number (``int()`` would
+    take ``+5``, ``1_0``, ``-1`` or ``²``)."""
+    length = (environ.get("CONTENT_LENGTH") or "").strip()
+    if length:
+        if not (length.isascii() and length.isdigit()):
+            raise invalid("headers", "Content-Length", "Invalid Content-Length")
+        expected = int(length)
+        if expected > max_size:
+            raise HTTPError(413, ERRORS.REQUEST_TOO_LARGE)
+    elif environ.get("wsgi.input_terminated"):
+        expected = max_size + 1  # chunked: read no more than one byte past the limit
+    else:
+        return b""
+    stream = environ.get("wsgi.input")
+    chunks: List[bytes] = []
+    total = 0
+    while stream is not None and total < expected:  # a stream may return less than asked
+        chunk = stream.read(min(_READ_CHUNK, expected - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    if total > max_size:
+        raise HTTPError(413, ERRORS.REQUEST_TOO_LARGE)
+    return b"".join(chunks)
 
 
 def collect(app: Callable[..., Iterable[bytes]], environ: Dict[str, Any]

@@ -30,7 +30,7 @@ from webob import Request
 
 from wsgicliquet import environ as keys, jsonio
 from wsgicliquet.errors import ERRORS, JSON_CONTENT_TYPE, HTTPError, invalid, validation_error
-from wsgicliquet.middleware import collect
+from wsgicliquet.middleware import collect, read_body
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError
 
@@ -41,7 +41,6 @@ METHODS = ("GET", "HEAD", "DELETE", "TRACE", "POST", "PUT", "PATCH")
 """The methods a sub-request may use, upper case only (§8.1)."""
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_READ_CHUNK = 64 * 1024
 # Batch environ keys a sub-request must not inherit: its own body framing, and what the layers below compute anew.
 _NOT_INHERITED = frozenset({
     "CONTENT_LENGTH", "CONTENT_TYPE", "HTTP_TRANSFER_ENCODING", "HTTP_EXPECT", "REQUEST_URI", "RAW_URI",
@@ -91,7 +90,7 @@ class Batch:
         try:
             if environ.get("REQUEST_METHOD") != "POST":
                 raise HTTPError(405, ERRORS.METHOD_NOT_ALLOWED, headers=[("Allow", "POST")])
-            requests = _parse(self._read_body(environ), self.max_requests)
+            requests = _parse(read_body(environ, self.max_body_size), self.max_requests)
         except HTTPError as error:
             return error(environ, start_response)
 
@@ -129,31 +128,6 @@ class Batch:
             payload = jsonio.dumps({"responses": responses})
         start_response("200 OK", [("Content-Type", JSON_CONTENT_TYPE), ("Content-Length", str(len(payload)))])
         return [payload]
-
-    def _read_body(self, environ: Dict[str, Any]) -> bytes:
-        """The request body, refused with 413 beyond the limit: from Content-Length first, then while reading."""
-        limit = self.max_body_size
-        length = (environ.get("CONTENT_LENGTH") or "").strip()
-        if length:
-            if not (length.isascii() and length.isdigit()):  # "²".isdigit() is true, int("²") fails
-                raise invalid("headers", "Content-Length", "Invalid Content-Length")
-            expected = int(length)
-            if expected > limit:
-                raise HTTPError(413, ERRORS.REQUEST_TOO_LARGE)
-        elif environ.get("wsgi.input_terminated"):
-            expected = limit + 1  # chunked: read no more than one byte past the limit
-        else:
-            return b""
-        stream, chunks, total = environ["wsgi.input"], [], 0
-        while total < expected:
-            chunk = stream.read(min(_READ_CHUNK, expected - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        if total > limit:
-            raise HTTPError(413, ERRORS.REQUEST_TOO_LARGE)
-        return b"".join(chunks)
 
     def _run(self, environ: Dict[str, Any], inherited: Dict[str, Any], request: _SubRequest,
              subrequests: List[Dict[str, Any]]) -> Tuple[str, List[Tuple[str, str]], bytes, Dict[str, Any], str]:

@@ -10,12 +10,13 @@ times faster than the standard library on record lists), the standard library ot
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Tuple
 
 from webob import Response
 
 from wsgicliquet import jsonio
-from wsgicliquet.errors import ERRORS, JSON_CONTENT_TYPE, HTTPError, invalid, validation_error
+from wsgicliquet.errors import JSON_CONTENT_TYPE, HTTPError, invalid, validation_error
+from wsgicliquet.middleware import read_body  # re-exported: the handlers read bodies through this module
 
 __all__ = ["MAX_DEPTH", "read_body", "parse_json", "parse_envelope", "envelope_data", "render", "json_response",
            "empty_response"]
@@ -23,33 +24,6 @@ __all__ = ["MAX_DEPTH", "read_body", "parse_json", "parse_envelope", "envelope_d
 #: Deepest nesting accepted in a request body (the envelope counts as one level).
 MAX_DEPTH = 64
 _INT_MIN, _INT_MAX = -(2 ** 63), 2 ** 63 - 1
-_READ_CHUNK = 64 * 1024
-
-
-def read_body(environ: Dict[str, Any], max_size: int) -> bytes:
-    """The request body, or 413 when it is larger than ``max_size`` bytes (checked before reading)."""
-    raw_length = environ.get("CONTENT_LENGTH") or ""
-    stream = environ.get("wsgi.input")
-    if raw_length:
-        try:
-            length = int(raw_length)
-        except ValueError:
-            raise invalid("headers", "Content-Length", "Invalid Content-Length") from None
-        if length > max_size:
-            raise HTTPError(413, ERRORS.REQUEST_TOO_LARGE)
-        return stream.read(length) if length > 0 and stream is not None else b""
-    if stream is None or not environ.get("wsgi.input_terminated"):
-        return b""
-    chunks: List[bytes] = []
-    size = 0
-    while True:  # chunked upload: read until the end, but never more than the limit
-        chunk = stream.read(_READ_CHUNK)
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > max_size:
-            raise HTTPError(413, ERRORS.REQUEST_TOO_LARGE)
-        chunks.append(chunk)
 
 
 def _invalid_json(reason: str) -> HTTPError:
