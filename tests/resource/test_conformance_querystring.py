@@ -65,3 +65,16 @@ def test_id_values_may_be_json_strings(app, query, matches):
     record = app.post_json("/notes", {"data": {}}).json["data"]
     found = app.get("/notes?" + query.format(id=record["id"]).replace('"', "%22")).json["data"]
     assert [item["id"] for item in found] == ([record["id"]] if matches else [])
+
+
+def test_more_filters_than_the_limit_is_a_400(app):
+    from wsgicliquet.resource.querystring import MAX_FILTERS
+
+    app.post_json("/notes", {"data": {"f0": 0}})
+    many = "&".join(f"not_f{i}={i + 1}" for i in range(MAX_FILTERS))
+    assert len(app.get(f"/notes?{many}&_since=1&_before=99999999999999").json["data"]) == 1
+    error = app.get(f"/notes?{many}&f0=0", status=400).json
+    assert (error["errno"], error["details"][0]["location"]) == (107, "querystring")
+    assert "filters" in error["message"]
+    app.delete(f"/notes?{many}&f0=0", status=400)
+    assert len(app.get("/notes").json["data"]) == 1

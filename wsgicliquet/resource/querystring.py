@@ -10,6 +10,7 @@ errno 107 with the exact texts of §4.
   read as JSON when they parse (``2``, ``"2"``, ``true``, ``null``), else kept as strings; ``in_``/``exclude_``
   take comma separated values; ``id`` values are always strings (``"abc"`` or ``abc``) and ``last_modified`` values
   integers (``"123"`` or ``123``).
+* At most :data:`MAX_FILTERS` filters.
 * ``_sort`` (at most :data:`MAX_SORT_FIELDS` keys, ``-`` for descending) always ends with ``last_modified`` then
   ``id`` (Part A D3).
 * ``_limit`` (capped by the setting ``paginate_by``), ``_token``, ``_fields``.
@@ -28,7 +29,7 @@ from wsgicliquet.storage import COMPARISON, Filter, Sort
 
 __all__ = ["ListQuery", "OPERATORS", "parse_query_string", "parse_list", "parse_filters", "parse_sort",
            "parse_limit", "parse_fields", "native_value", "valid_field", "project", "sort_key", "MAX_LIMIT",
-           "MAX_SORT_FIELDS"]
+           "MAX_SORT_FIELDS", "MAX_FILTERS"]
 
 Params = Sequence[Tuple[str, str]]
 IsKnown = Callable[[str], bool]
@@ -61,6 +62,10 @@ _INTEGER = re.compile(r"[0-9]{1,30}")
 #: Most ``_sort`` fields a request may give (the implicit tie-breakers not counted): a keyset query grows with the
 #: square of the sort keys, and PostgreSQL refuses a few hundred of them (a client mistake, not a server failure).
 MAX_SORT_FIELDS = 20
+
+#: Most filters a request may give (``_since``/``_before`` not counted): PostgreSQL plans a query with thousands of
+#: conditions in seconds, and a batch sub-request's querystring has no length limit of the HTTP server.
+MAX_FILTERS = 100
 
 #: Largest page size honoured (larger ``_limit`` values are clamped; a backend may use 32-bit limits).
 MAX_LIMIT = 2 ** 31 - 2
@@ -183,6 +188,7 @@ def parse_filters(params: Params, is_known: IsKnown) -> Tuple[List[Filter], bool
     """
     filters: List[Filter] = []
     include_deleted = deprecated_to = False
+    given = 0
     for param, raw in params:
         if param.startswith("_"):
             operator = _RESERVED_FILTERS.get(param)
@@ -195,6 +201,9 @@ def parse_filters(params: Params, is_known: IsKnown) -> Tuple[List[Filter], bool
                 include_deleted = True
             continue
         field, operator = _parse_filter_name(param, is_known)
+        given += 1
+        if given > MAX_FILTERS:
+            raise invalid("querystring", None, f"At most {MAX_FILTERS} filters are accepted")
         filters.append(Filter(field, _filter_value(param, field, operator, raw), operator))
         include_deleted = include_deleted or field == "last_modified"
     return filters, include_deleted, deprecated_to
