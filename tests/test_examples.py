@@ -214,6 +214,15 @@ def test_scores_view_stores_per_user_scores_best_first(example, user):
     assert example.get("/v1/scores", headers=basic_auth(f"o-{uuid.uuid4().hex}")).json["data"] == []
 
 
+def test_scores_view_answers_head_as_get(example, user):
+    """Frameworks route HEAD to the GET view: it lists (without a body), it never reads a score to create."""
+    example.post_json("/v1/scores", {"game": "g", "score": 5}, headers=user, status=201)
+    listed = example.get("/v1/scores", headers=user)
+    head = example.head("/v1/scores", headers=user, status=200)
+    assert (head.content_type, head.body) == (listed.content_type, b"")
+    assert len(example.get("/v1/scores", headers=user).json["data"]) == 1
+
+
 @pytest.mark.parametrize("body", [
     pytest.param({"game": "g"}, id="no-score"),
     pytest.param({"game": "g", "score": "high"}, id="score-not-an-integer"),

@@ -79,7 +79,7 @@ def scores() -> HTTPResponse:
     if userid is None:
         return _error(unauthorized_or_forbidden(environ.get(PRINCIPALS, ())))
     storage = environ[STORAGE]
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):  # frameworks send HEAD to the GET view
         records, _total = storage.get_all("score", userid, sorting=[Sort("score", -1)])
         return _json({"data": records})
     try:

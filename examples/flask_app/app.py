@@ -73,7 +73,7 @@ def scores() -> Any:
     if userid is None:
         return unauthorized_or_forbidden(environ.get(PRINCIPALS, ()))  # an HTTPError is a WSGI response
     storage = environ[STORAGE]
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):  # frameworks send HEAD to the GET view
         records, _total = storage.get_all("score", userid, sorting=[Sort("score", -1)])
         return jsonify(data=records)
     body = request.get_json(silent=True)

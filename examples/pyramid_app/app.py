@@ -72,7 +72,7 @@ def scores(request: Request) -> Response:
     if userid is None:
         return _error(unauthorized_or_forbidden(environ.get(PRINCIPALS, ())))
     storage = environ[STORAGE]
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):  # frameworks send HEAD to the GET view
         records, _total = storage.get_all("score", userid, sorting=[Sort("score", -1)])
         return Response(json_body={"data": records})
     try:
