@@ -57,3 +57,33 @@ def test_preflight_answers_carry_backoff_and_the_end_of_service_headers():
     assert allowed.headers["Access-Control-Allow-Methods"] == "GET,HEAD,POST,DELETE,OPTIONS"
     assert allowed.json == {}
     clear_backends()
+
+
+@pytest.mark.parametrize("origins, origin", [
+    pytest.param("*", "http://app.example.org", id="any-origin"),
+    pytest.param("http://app.example.org", "http://app.example.org", id="allowed-origin"),
+    pytest.param("http://app.example.org", "http://evil.example.org", id="disallowed-origin"),
+])
+def test_preflight_of_a_retired_version_is_the_410(origins, origin):
+    """After the end of service every request is a 410 (§10): a preflight announces no methods of a gone API."""
+    clear_backends()
+    settings = dict(SETTINGS, eos="2001-01-01", backoff="10", cors_origins=origins)
+    api = webtest.TestApp(build_pipeline(ResourceApp([Bookmark], settings), settings))
+    response = api.options("/v1/bookmarks", headers=dict(PREFLIGHT, Origin=origin), status=410)
+    assert (response.json["errno"], response.headers["Backoff"]) == (202, "10")
+    assert '"hard-eol"' in response.headers["Alert"]
+    assert "Access-Control-Allow-Methods" not in response.headers
+    clear_backends()
+
+
+def test_preflight_of_a_disallowed_origin_carries_backoff_and_the_end_of_service_headers():
+    """The 400 of an origin not allowed is a response like any other: ``Backoff`` and ``Alert`` on it (§9.1, §10)."""
+    clear_backends()
+    settings = dict(SETTINGS, backoff="10", eos="2999-01-01", cors_origins="http://app.example.org")
+    api = webtest.TestApp(build_pipeline(ResourceApp([Bookmark], settings), settings))
+    response = api.options("/v1/bookmarks", headers=dict(PREFLIGHT, Origin="http://evil.example.org"), status=400)
+    assert response.json["message"] == "Origin in header: http://evil.example.org not allowed"
+    assert response.headers["Backoff"] == "10"
+    assert '"soft-eol"' in response.headers["Alert"]
+    assert "Access-Control-Allow-Origin" not in response.headers and "Allow" not in response.headers
+    clear_backends()

@@ -14,8 +14,9 @@ stream through untouched.
   middleware cannot know each endpoint's methods, so it asks the app: the same path is sent down as a plain
   ``OPTIONS`` request and its ``Allow`` header (Flask's automatic OPTIONS, Bottle's or the resource app's 405)
   gives the endpoint's methods; an app that announces nothing gets ``methods`` (the standard ones).  A redirect
-  (the version prefix's 307s, any method included), a 404 or a 5xx answer is returned as is: there is no endpoint
-  whose methods could be announced.  A method outside the list is a 400 errno 107.
+  (the version prefix's 307s, any method included), a 404, a 410 (a retired version) or a 5xx answer is returned as
+  is, whatever the origin: there is no endpoint whose methods could be announced.  An origin not allowed, or a
+  method outside the list, is a 400 errno 107.
 
 Not for: cookie-credentialed CORS (no ``Access-Control-Allow-Credentials``); the protocol authenticates with the
 ``Authorization`` header.
@@ -152,22 +153,23 @@ class Cors:
 
     def _preflight(self, environ: Dict[str, Any], start_response: Callable, origin: str,
                    allowed: Optional[str]) -> Iterable[bytes]:
-        if allowed is None:
-            return invalid("header", "Origin", f"{origin} not allowed")(environ, start_response)
         probe = {key: value for key, value in environ.items() if key not in _PREFLIGHT_KEYS}
         status, headers, body, _ = collect(self.app, probe)  # the path, sent down as a plain OPTIONS request
         code = int(status[:3])
-        if 300 <= code < 400 or code == 404 or code >= 500:
+        if 300 <= code < 400 or code in (404, 410) or code >= 500:
             start_response(status, headers)
             return [body]
-        methods = _methods(_allow(headers) or self.methods)
         # What the layers on the way added to the probe (Backoff, Alert, Sunset...) belongs on every response.
         kept = [(name, value) for name, value in headers if name.lower() not in _PROBE_ONLY]
+
+        def with_kept(status: str, error_headers: Headers, exc_info: Any = None) -> Callable[[bytes], Any]:
+            return start_response(status, list(error_headers) + kept, exc_info)
+
+        if allowed is None:
+            return invalid("header", "Origin", f"{origin} not allowed")(environ, with_kept)
+        methods = _methods(_allow(headers) or self.methods)
         requested = environ["HTTP_ACCESS_CONTROL_REQUEST_METHOD"].strip().upper()
         if requested not in methods:
-            def with_kept(status: str, error_headers: Headers, exc_info: Any = None) -> Callable[[bytes], Any]:
-                return start_response(status, list(error_headers) + kept, exc_info)
-
             return invalid("header", "Access-Control-Request-Method", "Method not allowed")(environ, with_kept)
         asked = environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "")
         allow_headers = _unique(self.allow_headers + [item.strip() for item in asked.split(",") if item.strip()])
