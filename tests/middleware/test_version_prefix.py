@@ -368,3 +368,35 @@ def test_plain_paths_return_the_app_iterable_itself():
 def test_absolute_url_quotes_the_decoded_path():
     environ = Request.blank("/").environ
     assert absolute_url(environ, "/a b/caf\xc3\xa9%", "x=%20") == "http://localhost/a%20b/caf%C3%A9%25?x=%20"
+
+
+def test_trailing_slash_redirect_keeps_the_headers_of_the_version():
+    """The 307 replaces the version's 404, not its headers: ``Backoff`` and ``Alert`` are on every response (§9.1, §10)."""
+    def app(environ, start_response):
+        start_response("404 Not Found", [("Content-Type", "application/json"), ("Content-Length", "2"),
+                                         ("Backoff", "10"), ("Alert", '{"code": "soft-eol"}'), ("Vary", "Origin")])
+        return [b"{}"]
+
+    client = webtest.TestApp(VersionPrefix(None, versions={"/v1": app}), lint=True)
+    response = client.get("/v1/bookmarks/?a=1", status=307)
+    assert response.headers["Location"] == "http://localhost/v1/bookmarks?a=1"
+    assert (response.headers["Backoff"], response.headers["Alert"]) == ("10", '{"code": "soft-eol"}')
+    assert response.headers["Vary"] == "Origin"
+    assert response.content_type == "text/plain" and b"307" in response.body
+
+
+def test_trailing_slash_redirect_in_the_pipeline_carries_backoff_and_the_end_of_service_headers():
+    from wsgicliquet import Resource, ResourceApp, build_pipeline
+    from wsgicliquet.backends import clear_backends
+
+    class Bookmark(Resource):
+        schema = {"type": "object"}
+
+    clear_backends()
+    settings = {"project_version": "1.0", "userid_hmac_secret": "s", "backoff": "10", "eos": "2999-01-01"}
+    client = webtest.TestApp(build_pipeline(ResourceApp([Bookmark], settings), settings))
+    for path in ("/v1/bookmarks/", "/v1/nowhere/"):
+        response = client.get(path, status=307)
+        assert response.headers["Backoff"] == "10"
+        assert '"soft-eol"' in response.headers["Alert"] and "Sunset" in response.headers
+    clear_backends()

@@ -36,6 +36,9 @@ _PREFIX = re.compile(r"^/v(\d+)$")
 _VERSIONED_PATH = re.compile(r"^(/v\d+)(/.*)?$", re.DOTALL)
 # Characters kept as they are when a (decoded) WSGI path is turned back into a URL path.
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
+# Headers that describe the body of a 404 replaced by a redirect; the others (Backoff, Alert, Vary...) are kept.
+_ENTITY_HEADERS = frozenset({"content-type", "content-length", "content-encoding", "content-language",
+                             "content-md5", "content-range", "content-disposition", "transfer-encoding", "location"})
 
 
 def absolute_url(environ: Mapping[str, Any], path: str, query_string: str = "", *,
@@ -167,28 +170,33 @@ class VersionPrefix:
             return self._redirect(environ, start_response, environ.get("SCRIPT_NAME", "") + self.current + path)
         return HTTPError(404, ERRORS.VERSION_NOT_AVAILABLE)(environ, start_response)
 
-    def _redirect(self, environ: Dict[str, Any], start_response: Callable[..., Any], path: str) -> Iterable[bytes]:
+    def _redirect(self, environ: Dict[str, Any], start_response: Callable[..., Any], path: str,
+                  headers: Sequence[Tuple[str, str]] = ()) -> Iterable[bytes]:
         location = absolute_url(environ, path, environ.get("QUERY_STRING", ""),
                                 http_scheme=self.http_scheme, http_host=self.http_host)
-        return HTTPTemporaryRedirect(location=location)(environ, start_response)
+        kept = [(name, value) for name, value in headers if name.lower() not in _ENTITY_HEADERS]
+        return HTTPTemporaryRedirect(location=location, headers=kept)(environ, start_response)
 
     def _strip_slash_on_404(self, app: WSGIApp, environ: Dict[str, Any],
                             start_response: Callable[..., Any]) -> Iterable[bytes]:
         """Call ``app``; if it answers 404, answer a 307 to the path without trailing slashes instead (§1.3).
 
-        Only a 404 is held back (its body is dropped); any other response streams through untouched.
+        Only a 404 is held back (its body is dropped, its other headers, such as the version's ``Backoff`` and
+        ``Alert``, go on the redirect); any other response streams through untouched.
         """
         statuses: List[str] = []
+        held: List[Tuple[str, str]] = []
 
         def capture(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], Any]:
             statuses.append(status)
             if status[:3] == "404":
+                held[:] = headers
                 return lambda data: None
             return start_response(status, headers, exc_info)
 
         def redirect() -> Iterable[bytes]:
             path = environ["SCRIPT_NAME"] + environ["PATH_INFO"].rstrip("/")
-            return self._redirect(environ, start_response, path)
+            return self._redirect(environ, start_response, path, held)
 
         try:
             result = app(environ, capture)
@@ -201,6 +209,7 @@ class VersionPrefix:
                 pass
         except HTTPError as exc:
             if exc.code == 404:
+                held[:] = exc.headers
                 return redirect()
             raise
         if statuses and statuses[-1][:3] == "404":
