@@ -199,8 +199,11 @@ def test_put_body_id_must_match(app):
 
 def test_put_preconditions(app):
     url = f"/bookmarks/{OTHER_ID}"
+    collection_etag = app.get("/bookmarks").headers["ETag"]
     response = app.put_json(url, {"data": {"url": "http://a.org"}}, headers={"If-Match": '"123"'}, status=412)
     assert response.json["details"] == {}  # D4: If-Match on a missing id
+    assert response.headers["ETag"] == collection_etag  # §5.6: a 412 carries the current ETag, the collection's here
+    assert "Last-Modified" in response.headers
     record = app.put_json(url, {"data": {"url": "http://a.org"}}, headers={"If-None-Match": "*"},
                           status=201).json["data"]
     response = app.put_json(url, {"data": {"url": "http://b.org"}}, headers={"If-None-Match": "*"}, status=412)

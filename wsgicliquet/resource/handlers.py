@@ -91,10 +91,19 @@ def conflict(error: UnicityError) -> HTTPError:
                      details={"field": error.field, "existing": existing})
 
 
-def _precondition_failed(failed: PreconditionFailed) -> HTTPError:
+def _precondition_failed(call: Call, failed: PreconditionFailed) -> HTTPError:
     """The 412 of a write whose condition the storage found unmet: what it found instead, and its ETag."""
     existing = failed.existing
-    return preconditions.modified_meanwhile(existing, None if existing is None else existing["last_modified"])
+    if existing is None:
+        return _missing_target_failed(call)
+    return preconditions.modified_meanwhile(existing, existing["last_modified"])
+
+
+def _missing_target_failed(call: Call) -> HTTPError:
+    """The 412 of ``If-Match`` on a record that never existed: ``details: {}`` and, as every 412 (§5.6), the
+    current ETag, here the collection's (what a client compares its cached ETags with)."""
+    return preconditions.modified_meanwhile(
+        None, call.storage.collection_timestamp(call.spec.collection_id, call.parent_id))
 
 
 def _get(call: Call, object_id: str, *, include_deleted: bool = False) -> Optional[Record]:
@@ -289,6 +298,8 @@ def record_put(call: Call) -> Response:
         call.resource.authorize("write", call.object_id)
     else:
         call.resource.authorize("create")
+    if existing is None and pre.if_match is not None:
+        raise _missing_target_failed(call)
     pre.check(None if existing is None else existing["last_modified"], existing, exists=live is not None)
     if live is None and data.get("last_modified") is not None:
         record["last_modified"] = _forced_timestamp(call, data["last_modified"])
@@ -310,7 +321,7 @@ def record_put(call: Call) -> Response:
                                          _without_timestamp(record), unique_fields=spec.unique_fields,
                                          if_match=pre.if_match)
     except PreconditionFailed as failed:
-        raise _precondition_failed(failed) from None
+        raise _precondition_failed(call, failed) from None
     except UnicityError as error:
         call.resource.authorize("read", error.record["id"])  # the answer shows the conflicting record
         if error.field == "id":
@@ -363,7 +374,7 @@ def _merge_and_write(call: Call, existing: Record, changes: Mapping[str, Any], *
             raise conflict(error) from None
         except PreconditionFailed as failed:
             if not retry or attempts >= PATCH_ATTEMPTS:
-                raise _precondition_failed(failed) from None
+                raise _precondition_failed(call, failed) from None
             if failed.existing is None or failed.existing.get("deleted"):
                 raise not_found(call, call.object_id) from None
             existing, attempts = failed.existing, attempts + 1
@@ -388,7 +399,7 @@ def record_delete(call: Call) -> Response:
     except RecordNotFoundError:
         raise not_found(call, call.object_id) from None
     except PreconditionFailed as failed:
-        raise _precondition_failed(failed) from None
+        raise _precondition_failed(call, failed) from None
     return _record_response(call, 200, tombstone)
 
 
