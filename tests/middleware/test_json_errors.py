@@ -330,6 +330,23 @@ def test_json_429_gets_retry_after():
     assert response.json["errno"] == 117
 
 
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
+                                          "application/problem+json"])
+def test_uniform_error_of_the_app_gets_the_json_content_type_as_its_head(content_type):
+    """An app's own uniform error (Bottle's ``application/json``) says ``charset=UTF-8`` like every JSON body (§3.1),
+    and like its HEAD, whose empty body is rewritten."""
+    def app(environ, start_response):
+        body = json.dumps(HTTPError(401).to_dict()).encode()
+        start_response("401 Unauthorized", [("Content-Type", content_type), ("Content-Length", str(len(body))),
+                                             ("WWW-Authenticate", 'Basic realm="Realm"')])
+        return [body]
+
+    got = client(app).get("/v1/x", status=401)
+    head = client(app).head("/v1/x", status=401)
+    assert got.headers["Content-Type"] == head.headers["Content-Type"] == "application/json; charset=UTF-8"
+    assert got.json["errno"] == 104 and got.headers["WWW-Authenticate"] == head.headers["WWW-Authenticate"]
+
+
 class Body:
     """A body that records how far it was read and whether it was closed."""
 

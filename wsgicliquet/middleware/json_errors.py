@@ -7,7 +7,7 @@ Use it around any WSGI app that serves an API (the resource app, a Flask or Bott
   (logged at critical); a raised :class:`~wsgicliquet.errors.HTTPError` becomes its own response;
 - the app's own non-JSON 4xx/5xx (Flask's and Bottle's HTML 404, 405, 500...) are rewritten into the uniform body,
   with the errno of the status, keeping ``Allow``, ``WWW-Authenticate`` and the other non-entity headers; error
-  bodies already in the uniform format pass untouched;
+  bodies already in the uniform format pass untouched, labelled ``application/json; charset=UTF-8``;
 - every 503 and 429 it lets out carries ``Retry-After``.
 
 Only error responses are held back and read (they are small); 2xx and 3xx bodies stream through, and only their
@@ -28,7 +28,8 @@ from http import HTTPStatus
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from wsgicliquet import environ as keys
-from wsgicliquet.errors import ERRNO_OF_STATUS, ERRORS, HTTPError, is_error_body, retry_after_headers
+from wsgicliquet.errors import (ERRNO_OF_STATUS, ERRORS, JSON_CONTENT_TYPE, HTTPError, is_error_body,
+                                retry_after_headers)
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import SETTINGS, ConfigurationError, api_prefix
 from wsgicliquet.storage.exceptions import BackendError
@@ -134,6 +135,9 @@ class JsonErrors:
             return [body]
         if is_error_body(payload):
             environ[keys.ERRNO] = payload["errno"]
+            if _is_utf8(body):  # the media type of every JSON body (§3.1), and of the rewritten HEAD of this error
+                headers = [(name, value) for name, value in headers if name.lower() != "content-type"]
+                headers.insert(0, ("Content-Type", JSON_CONTENT_TYPE))
             start_response(status, self._retry_after(code, headers), exc_info)
             return [body]
         message = payload.get("message") if isinstance(payload, dict) else None
@@ -215,6 +219,14 @@ def _json(headers: Headers, body: bytes) -> Any:
         return json.loads(body)
     except ValueError:  # includes UnicodeDecodeError
         return None
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _code(status: str) -> int:
