@@ -50,6 +50,16 @@ GOOD = {"last_record": {"title": "t", "last_modified": 10, "id": "a"}, "offset":
     pytest.param(raw_token({**GOOD, "offset": -1}), id="negative-offset"),
     pytest.param(raw_token({**GOOD, "offset": True}), id="bool-offset"),
     pytest.param("x" * 20000, id="too-long"),
+    # Values no record can hold: JSON the request bodies refuse is refused in tokens too (PostgreSQL answered
+    # another page than memory and Redis for a lone surrogate).
+    pytest.param(raw_token({**GOOD, "last_record": {**GOOD["last_record"], "title": "\ud800"}}),
+                 id="lone-surrogate"),
+    pytest.param(raw_token({**GOOD, "last_record": {**GOOD["last_record"], "title": "a\x00"}}), id="nul"),
+    pytest.param(raw_token({**GOOD, "last_record": {**GOOD["last_record"], "title": float("nan")}}), id="nan"),
+    pytest.param(raw_token({**GOOD, "last_record": {**GOOD["last_record"], "last_modified": 10 ** 30}}),
+                 id="lm-beyond-64-bits"),
+    pytest.param(raw_token({**GOOD, "last_record": {**GOOD["last_record"], "title": json.loads("[" * 70 + "]" * 70)}}),
+                 id="too-deep"),
 ])
 def test_invalid_tokens(token):
     with pytest.raises(HTTPError) as info:

@@ -15,7 +15,8 @@ import json
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import quote, urlencode
 
-from wsgicliquet.errors import invalid
+from wsgicliquet.errors import HTTPError, invalid
+from wsgicliquet.resource.body import parse_json
 from wsgicliquet.resource.querystring import sort_key
 from wsgicliquet.storage import Filter, Sort
 from wsgicliquet.storage.query import MISSING, keyset_rules, resolve
@@ -45,8 +46,10 @@ def decode_token(token: str, sorting: Sequence[Sort]) -> Tuple[Dict[str, Any], i
     if len(token) > _MAX_TOKEN_LENGTH:
         raise _token_error()
     try:
-        payload = json.loads(base64.b64decode(token.encode("ascii"), validate=True).decode("utf-8"))
-    except (binascii.Error, UnicodeError, ValueError, RecursionError):
+        # As strict as a request body: a value no record can hold (lone surrogate, NUL, NaN, integer beyond 64
+        # bits) is no record's sort value, and the backends would each compare it their own way.
+        payload = parse_json(base64.b64decode(token.encode("ascii"), validate=True))
+    except (binascii.Error, UnicodeError, HTTPError):
         raise _token_error() from None
     if not isinstance(payload, dict) or set(payload) != _TOKEN_KEYS:
         raise _token_error()
