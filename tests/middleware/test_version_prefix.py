@@ -400,3 +400,14 @@ def test_trailing_slash_redirect_in_the_pipeline_carries_backoff_and_the_end_of_
         assert response.headers["Backoff"] == "10"
         assert '"soft-eol"' in response.headers["Alert"] and "Sunset" in response.headers
     clear_backends()
+
+
+@pytest.mark.parametrize("path, location", [
+    pytest.param("/v1/caf%C3%A9/?q=%C3%A9", "http://localhost/v1/caf%C3%A9?q=%C3%A9", id="utf-8"),
+    pytest.param("/v1/%FF/", "http://localhost/v1/%FF", id="not-utf-8"),
+])
+def test_trailing_slash_redirect_of_a_non_ascii_path_is_the_path_as_requested(api, path, location):
+    """Bottle rewrites ``PATH_INFO`` (decoded, unencodable characters dropped or replaced) while it answers the
+    404: the redirect is built from the path as it arrived, never a mangled one, and never a 500."""
+    client = webtest.TestApp(VersionPrefix(None, versions={"/v1": api()}))
+    assert client.get(path, status=307).headers["Location"] == location

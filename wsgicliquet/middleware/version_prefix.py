@@ -186,6 +186,8 @@ class VersionPrefix:
         """
         statuses: List[str] = []
         held: List[Tuple[str, str]] = []
+        # Taken now: an app may rewrite PATH_INFO while it answers (Bottle stores it decoded, as text).
+        path = environ["SCRIPT_NAME"] + environ["PATH_INFO"].rstrip("/")
 
         def capture(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], Any]:
             statuses.append(status)
@@ -195,7 +197,6 @@ class VersionPrefix:
             return start_response(status, headers, exc_info)
 
         def redirect() -> Iterable[bytes]:
-            path = environ["SCRIPT_NAME"] + environ["PATH_INFO"].rstrip("/")
             return self._redirect(environ, start_response, path, held)
 
         try:
