@@ -185,6 +185,13 @@ def test_recent_headers_are_remembered():
     pytest.param(["tests.middleware.test_auth:token_policy"], {}, {"Authorization": "Token t0k"},
                  "token_policy:t0k", id="dotted-callable"),
     pytest.param([RemoteUser("HTTP_X_USER")], {}, {"X-User": "carol"}, "remoteuser:carol", id="policy-object"),
+    # Ids no backend could store as a principal (PostgreSQL refuses NUL; indexes bound the length) identify nobody.
+    pytest.param(["remoteuser"], {"REMOTE_USER": "a\x00b"}, {}, None, id="remoteuser-nul"),
+    pytest.param(["remoteuser"], {"REMOTE_USER": "x" * 245}, {}, "remoteuser:" + "x" * 245, id="remoteuser-longest"),
+    pytest.param(["remoteuser"], {"REMOTE_USER": "x" * 246}, {}, None, id="remoteuser-too-long"),
+    pytest.param(["remoteuser", "basicauth"], {"REMOTE_USER": "a\x00b"}, {"Authorization": basic("alice:secret")},
+                 ALICE, id="unusable-falls-through"),
+    pytest.param([("custom", lambda environ: "\ud800")], {}, {}, None, id="lone-surrogate"),
 ])
 def test_policies(make, policies, environ, headers, userid):
     body = make(policies=policies).get("/", headers=headers, extra_environ=environ).json

@@ -19,7 +19,7 @@ import pytest
 import webtest
 
 from tests.backends import database_url
-from wsgicliquet.middleware.auth import Authentication
+from wsgicliquet.middleware.auth import Authentication, RemoteUser
 from wsgicliquet.permission.memory import Permission as MemoryPermission
 from wsgicliquet.resource.app import ResourceApp
 from wsgicliquet.resource.resource import Resource
@@ -445,6 +445,9 @@ def test_delete_removes_permissions(shared):
                  id="not-a-string"),
     pytest.param("PATCH", {"permissions": {"write": [""]}}, 'permissions.write in body: "" is not a principal',
                  id="empty-principal"),
+    pytest.param("PATCH", {"permissions": {"read": ["group:" + "x" * 251]}},
+                 'permissions.read in body: "group:xxxxxxxxxxxxxx..." is longer than 256 characters',
+                 id="principal-too-long"),  # PostgreSQL's index refused it (503); the others stored it
     pytest.param("PATCH", None, "Provide at least one of data or permissions", id="empty-body"),
     pytest.param("POST", {"permissions": {}, "foo": 1}, "foo is not allowed", id="other-key"),
 ])
@@ -457,6 +460,36 @@ def test_invalid_permissions(shared, method, body, message):
         response = api.request("owner", method, url, body, status=400)
     assert response.json["errno"] == 107 and response.json["message"] == message
     assert api.permission.object_permissions(api.uri(object_id))["read"] == {api.userid("reader"), GROUP}
+
+
+def test_longest_principal_is_shared_on_every_backend(shared):
+    api, object_id = shared
+    longest = "group:" + "\U0001f600" * 250
+    response = api.share(object_id, read=[longest])
+    assert response.json["permissions"]["read"] == [longest]
+    api.permission.add_user_principal(api.userid("stranger"), longest)
+    api.request("stranger", "GET", api.uri(object_id), status=200)
+
+
+@pytest.mark.parametrize("remote_user, status", [
+    pytest.param("carol", 201, id="usable"),
+    pytest.param("ca\x00rol", 401, id="nul"),  # was a 500 on PostgreSQL: the author's id cannot be stored
+    pytest.param("c" * 300, 401, id="too-long"),  # was a 503 on PostgreSQL: too long for the ACL's index
+])
+def test_unusable_remote_user_is_anonymous(permission, remote_user, status):
+    resource = shareable()
+    app = ResourceApp([resource], load_settings({f"{resource.name}_create_principals": "system.Authenticated"},
+                                                environ={}), storage=MemoryStorage(), permission=permission)
+    client = webtest.TestApp(Authentication(app, policies=[RemoteUser("HTTP_X_USER")], permission=permission))
+    url = f"/{resource.name}s/{MISSING}"
+    try:
+        response = client.put_json(url, {"data": {}}, headers={"X-User": remote_user}, status=status)
+        if status == 201:
+            assert response.json["permissions"] == {"write": ["remoteuser:carol"]}
+        else:
+            assert response.json["errno"] == 104
+    finally:
+        permission.delete_object_permissions(url)
 
 
 def test_private_resources_refuse_permissions(make_api):

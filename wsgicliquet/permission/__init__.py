@@ -11,7 +11,12 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Set, Tuple
 
 from wsgicliquet.storage.exceptions import BackendError
 
-__all__ = ["Permission", "BackendError", "BoundPermissions"]
+__all__ = ["Permission", "BackendError", "BoundPermissions", "MAX_PRINCIPAL_LENGTH"]
+
+#: Longest principal (user id, group) the resource app and the authentication middleware accept: every backend
+#: stores it in any script, PostgreSQL's indexes included (an index entry holds at most about 2,700 bytes, and a
+#: group membership indexes two principals).
+MAX_PRINCIPAL_LENGTH = 256
 
 BoundPermissions = Callable[[str, str], Iterable[Tuple[str, str]]]
 

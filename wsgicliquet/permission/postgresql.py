@@ -3,6 +3,9 @@
 Tables ``user_principals(user_id, principal)`` and ``access_control_entries(object_id, permission, principal)``.
 Principals, object ids and globs are always query parameters (arrays are passed whole and ``unnest``-ed), never
 formatted into SQL (§21.17); ``*`` globs become ``LIKE`` patterns with ``%``, ``_`` and ``\\`` escaped.
+PostgreSQL text cannot hold a NUL character: a principal, user id or object id containing one is never stored, so
+reads and removals asked about it find nothing (as on the other backends, which never received it from the
+resource app or the authentication middleware either) instead of failing.
 Shares the connection pool and the thread's transaction with a storage on the same URL, so a record and its ACL
 are written in one transaction.
 """
@@ -61,12 +64,18 @@ class Permission(Backend, PermissionBase):
                   (user_id, principal))
 
     def remove_user_principal(self, user_id: str, principal: str) -> None:
+        if not (_storable(user_id) and _storable(principal)):
+            return
         self._run("DELETE FROM user_principals WHERE user_id = %s AND principal = %s", (user_id, principal))
 
     def remove_principal(self, principal: str) -> None:
+        if not _storable(principal):
+            return
         self._run("DELETE FROM user_principals WHERE principal = %s", (principal,))
 
     def user_principals(self, user_id: str) -> Set[str]:
+        if not _storable(user_id):
+            return set()
         rows = self._run("SELECT principal FROM user_principals WHERE user_id = %s", (user_id,), fetch="all")
         return {row[0] for row in rows}
 
@@ -77,10 +86,14 @@ class Permission(Backend, PermissionBase):
                   "ON CONFLICT DO NOTHING", (object_id, permission, principal))
 
     def remove_principal_from_ace(self, object_id: str, permission: str, principal: str) -> None:
+        if not (_storable(object_id) and _storable(permission) and _storable(principal)):
+            return
         self._run("DELETE FROM access_control_entries WHERE object_id = %s AND permission = %s AND principal = %s",
                   (object_id, permission, principal))
 
     def object_permission_principals(self, object_id: str, permission: str) -> Set[str]:
+        if not (_storable(object_id) and _storable(permission)):
+            return set()
         rows = self._run("SELECT principal FROM access_control_entries WHERE object_id = %s AND permission = %s",
                          (object_id, permission), fetch="all")
         return {row[0] for row in rows}
@@ -91,6 +104,7 @@ class Permission(Backend, PermissionBase):
         """One query for every bound ``(object, permission)`` pair."""
         pairs = list(get_bound_permissions(object_id, permission)) if get_bound_permissions else [
             (object_id, permission)]
+        pairs = [(obj, perm) for obj, perm in pairs if _storable(obj) and _storable(perm)]
         if not pairs:
             return set()
         rows = self._run("""
@@ -103,9 +117,10 @@ class Permission(Backend, PermissionBase):
     def principals_accessible_objects(self, principals: Iterable[str], permission: str,
                                       object_id_match: Optional[str] = None,
                                       get_bound_permissions: Optional[BoundPermissions] = None) -> Set[str]:
-        principals = list(principals)
+        principals = [principal for principal in principals if _storable(principal)]
         match = object_id_match or "*"
         pairs = list(get_bound_permissions(match, permission)) if get_bound_permissions else [(match, permission)]
+        pairs = [(glob, perm) for glob, perm in pairs if _storable(glob) and _storable(perm)]
         if not principals or not pairs:
             return set()
         rows = self._run("""
@@ -118,11 +133,13 @@ class Permission(Backend, PermissionBase):
 
     def object_permissions(self, object_id: str, permissions: Optional[Iterable[str]] = None
                            ) -> Dict[str, Set[str]]:
+        if not _storable(object_id):
+            return {}
         query = "SELECT permission, principal FROM access_control_entries WHERE object_id = %s"
         params: List[Any] = [object_id]
         if permissions is not None:
             query += " AND permission = ANY(%s::text[])"
-            params.append(list(permissions))
+            params.append([perm for perm in permissions if _storable(perm)])
         result: Dict[str, Set[str]] = {}
         for perm, principal in self._run(query, params, fetch="all"):
             result.setdefault(perm, set()).add(principal)
@@ -139,5 +156,10 @@ class Permission(Backend, PermissionBase):
                     """, (object_id, perm, list(principals)))
 
     def delete_object_permissions(self, *object_ids: str) -> None:
+        object_ids = tuple(object_id for object_id in object_ids if _storable(object_id))
         if object_ids:
             self._run("DELETE FROM access_control_entries WHERE object_id = ANY(%s::text[])", (list(object_ids),))
+
+
+def _storable(value: str) -> bool:
+    return "\x00" not in value

@@ -15,7 +15,7 @@ from typing import Iterable, List, Tuple
 
 from wsgicliquet.storage.testing import run_concurrently
 
-from . import Permission
+from . import MAX_PRINCIPAL_LENGTH, Permission
 
 __all__ = ["PermissionContract", "bound_permissions"]
 
@@ -191,6 +191,37 @@ class PermissionContract:
         assert found == {"/buckets/b1", "/buckets/b2/collections/c1", "/buckets/b2/collections/c2"}
         assert permission.principals_accessible_objects([ALICE], "read", "/buckets/b2/*", bound) == {
             "/buckets/b2/collections/c1", "/buckets/b2/collections/c2"}
+
+    # --- strings a backend may not store ------------------------------------------------------------------------
+
+    def test_nul_characters_match_nothing(self, permission: Permission) -> None:
+        """A principal or object id with NUL (PostgreSQL cannot store one) is asked about, never a failure."""
+        nul = "remoteuser:a\x00b"
+        permission.add_principal_to_ace(RECORD, "read", ALICE)
+        assert permission.user_principals(nul) == set()
+        assert permission.check_permission(RECORD, "read", [nul]) is False
+        assert permission.check_permission(RECORD, "read", [nul, ALICE]) is True
+        assert permission.check_permission("/a\x00b", "read", [ALICE], bound_permissions) is False
+        assert permission.object_permission_principals("/a\x00b", "read") == set()
+        assert permission.object_permissions("/a\x00b") == {}
+        assert permission.object_permissions(RECORD, ["read", "a\x00b"]) == {"read": {ALICE}}
+        assert permission.principals_accessible_objects([nul], "read") == set()
+        assert permission.principals_accessible_objects([nul, ALICE], "read", "/buckets/*") == {RECORD}
+        assert permission.principals_accessible_objects([ALICE], "read", "/a\x00b/*") == set()
+        permission.remove_user_principal(nul, "group:a")
+        permission.remove_principal(nul)
+        permission.remove_principal_from_ace(RECORD, "read", nul)
+        permission.delete_object_permissions("/a\x00b", "/b")
+        assert permission.object_permissions(RECORD) == {"read": {ALICE}}
+
+    def test_longest_principal_is_stored(self, permission: Permission) -> None:
+        """Principals up to MAX_PRINCIPAL_LENGTH characters, of any script, fit every backend's indexes."""
+        longest = "".join(chr(0x10000 + (index * 7919) % 50000) for index in range(MAX_PRINCIPAL_LENGTH))
+        permission.replace_object_permissions(RECORD, {"read": [longest, ALICE]})
+        permission.add_user_principal(longest, longest)
+        assert permission.object_permissions(RECORD) == {"read": {longest, ALICE}}
+        assert permission.principals_accessible_objects([longest], "read", "/buckets/*") == {RECORD}
+        assert permission.user_principals(longest) == {longest}
 
     # --- misc -------------------------------------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from typing import Any, ClassVar, Dict, FrozenSet, Iterable, List, Mapping, Opti
 
 from wsgicliquet.environ import PERMISSION, PRINCIPALS, USERID
 from wsgicliquet.errors import invalid, unauthorized_or_forbidden, validation_error
-from wsgicliquet.permission import Permission
+from wsgicliquet.permission import MAX_PRINCIPAL_LENGTH, Permission
 from wsgicliquet.resource.body import envelope_data, parse_json
 from wsgicliquet.resource.resource import Record, Resource, ResourceSpec
 from wsgicliquet.settings import ConfigurationError
@@ -355,8 +355,12 @@ def validate_permissions(value: Any, declared: Sequence[str]) -> Dict[str, List[
             problems.append((f"permissions.{name}", f"{_show(principals)} is not iterable"))
         else:
             bad = [item for item in principals if not isinstance(item, str) or not item.strip()]
+            long = [item for item in principals if isinstance(item, str) and len(item) > MAX_PRINCIPAL_LENGTH]
             if bad:
                 problems.append((f"permissions.{name}", f"{_show(bad[0])} is not a principal"))
+            elif long:
+                problems.append((f"permissions.{name}", f"{_show(long[0][:20] + '...')} is longer than "
+                                                        f"{MAX_PRINCIPAL_LENGTH} characters"))
             else:
                 permissions[name] = sorted(set(principals))
     if problems:
