@@ -411,3 +411,12 @@ def test_trailing_slash_redirect_of_a_non_ascii_path_is_the_path_as_requested(ap
     404: the redirect is built from the path as it arrived, never a mangled one, and never a 500."""
     client = webtest.TestApp(VersionPrefix(None, versions={"/v1": api()}))
     assert client.get(path, status=307).headers["Location"] == location
+
+
+@pytest.mark.parametrize("host", ["a b", "evil.example/x?y", "x:notaport", ""])
+def test_redirect_with_an_invalid_host_header_names_the_server(host):
+    """A Host header no host could have is ignored: the Location is an absolute URL all the same (§1.2)."""
+    client = webtest.TestApp(VersionPrefix(bare_api()))
+    response = client.get("/bookmarks?a=1", headers={"Host": host}, extra_environ={"SERVER_NAME": "api.example",
+                                                                                    "SERVER_PORT": "8080"}, status=307)
+    assert response.headers["Location"] == "http://api.example:8080/v1/bookmarks?a=1"

@@ -51,7 +51,8 @@ def absolute_url(environ: Mapping[str, Any], path: str, query_string: str = "", 
     from werkzeug.wsgi import get_host
 
     scheme = http_scheme or environ.get("wsgi.url_scheme", "http")
-    host = http_host or get_host(environ)  # type: ignore[arg-type]
+    # A Host header with characters no host has ("a b", "evil/x?y") is ignored: the server's own name, not "http:///".
+    host = http_host or get_host(environ) or get_host({**environ, "HTTP_HOST": None})  # type: ignore[arg-type]
     url = f"{scheme}://{host}{quote(path.encode('latin-1'), safe=_PATH_SAFE)}"
     return f"{url}?{query_string}" if query_string else url
 
