@@ -141,15 +141,36 @@ def _equal(left: Any, right: Any) -> bool:
 
 
 def _order(value: Any) -> Tuple[Any, ...]:
-    """A total-order key of a present JSON value: by type first, then by value."""
+    """A total-order key of a present JSON value: by type first, then by value; arrays and objects in the order
+    of PostgreSQL's jsonb (:func:`_container_order`), so that every backend sorts them alike."""
     kind = _rank(value)
-    if kind == _ARRAY:
-        return (kind, tuple(_order(item) for item in value))
-    if kind == _OBJECT:
-        return (kind, tuple(sorted((key, _order(item)) for key, item in value.items())))
+    if kind in (_ARRAY, _OBJECT):
+        return (kind, _container_order(value))
     if kind == _NULL:
         return (kind, 0)
     return (kind, value)
+
+
+# Ranks of the items of arrays and objects in jsonb's order: null < string < number < boolean < array < object.
+_ITEM_RANKS = {_NULL: 0, _STRING: 1, _NUMBER: 2, _BOOL: 3, _ARRAY: 4, _OBJECT: 5}
+
+
+def _container_order(value: Any) -> Tuple[Any, ...]:
+    """jsonb's order of an array or object: arrays by length, then item by item; objects by number of keys, then
+    key, value, key, value... with the keys in jsonb's storage order (shortest UTF-8 first, then bytewise).
+    Strings compare in code point order (PostgreSQL compares them in the database collation: ``C`` or ``C.UTF-8``
+    give this order)."""
+    if isinstance(value, dict):
+        keys = sorted(value, key=lambda key: (len(key.encode("utf-8")), key))
+        return (len(keys), tuple(part for key in keys for part in (key, _item_order(value[key]))))
+    return (len(value), tuple(_item_order(item) for item in value))
+
+
+def _item_order(value: Any) -> Tuple[Any, ...]:
+    kind = _rank(value)
+    if kind in (_ARRAY, _OBJECT):
+        return (_ITEM_RANKS[kind], _container_order(value))
+    return (_ITEM_RANKS[kind], 0 if kind == _NULL else value)
 
 
 # Ranks of the scalar types, by exact type: the common sort keys skip the isinstance() chain of _rank.

@@ -197,6 +197,17 @@ SORT_ASCENDING = ["false", "true", "neg", "int", "float", "big", "str3", "strb",
                   "null"]
 
 
+# Arrays and objects among themselves, in the order of PostgreSQL's jsonb: arrays by length, then item by item with
+# null < string < number < boolean < array < object; objects by number of keys, then key, value, key, value... with
+# the keys taken shortest first (then bytewise); strings in code point order.
+CONTAINERS_ASCENDING: List[Tuple[str, Any]] = [
+    ("a-empty", []), ("a-null", [None]), ("a-str", ["y"]), ("a-num", [2]), ("a-true", [True]), ("a-array", [[1]]),
+    ("a-object", [{"a": 1}]), ("a-str-str", ["x", "y"]), ("a-str-num", ["x", 1]), ("a-num-str", [1, "x"]),
+    ("o-empty", {}), ("o-a", {"a": 2}), ("o-aa", {"aa": 0}), ("o-b", {"b": 1}), ("o-a-b", {"a": 1, "b": 0}),
+    ("o-b-ab", {"b": 0, "ab": 0}), ("o-z-aa", {"z": 0, "aa": 0}),
+]
+
+
 class StorageContract:
     """Tests of the storage contract.  Subclasses provide a ``storage`` fixture returning a flushed backend."""
 
@@ -754,6 +765,17 @@ class StorageContract:
         expected = SORT_ASCENDING if direction == 1 else _descending(SORT_ASCENDING)
         assert ids(records) == expected
         assert total == len(SORT_DATA)
+
+    @pytest.mark.parametrize("direction", [1, -1], ids=["ascending", "descending"])
+    def test_sort_of_arrays_and_objects(self, storage: Storage, direction: int) -> None:
+        """Every backend orders arrays and objects alike (PostgreSQL's jsonb order), and pages through them."""
+        shuffled = CONTAINERS_ASCENDING[1::2] + CONTAINERS_ASCENDING[::2]
+        for object_id, value in shuffled:
+            storage.create(C, P, {"id": object_id, "v": value})
+        sorting = [Sort("v", direction), Sort("id", 1)]
+        expected = [object_id for object_id, _ in CONTAINERS_ASCENDING][::direction]
+        assert ids(storage.get_all(C, P, sorting=sorting)[0]) == expected
+        assert ids(page_through(storage, sorting, limit=3)[0]) == expected
 
     def test_sort_on_several_keys(self, storage: Storage) -> None:
         rows = [("a", 1, "x"), ("b", 1, None), ("c", 2, "y"), ("d", 1, "y"), ("e", None, "x"), ("f", 2, None),
