@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import pytest
 
+from wsgicliquet.resource.generators import MAX_ID_LENGTH, Generator
+from wsgicliquet.resource.resource import Resource
+
 from .conftest import as_user, unique_user
 
 RECORD_ID = "8c42b0ad-7a1c-4b53-9c30-1c5e6e7ba9d5"
@@ -15,6 +18,7 @@ BODIES = [
     pytest.param(b"[1, 2]", "The request body must be a JSON object", id="array-body"),
     pytest.param(b'"text"', "The request body must be a JSON object", id="string-body"),
     pytest.param(b"null", "The request body must be a JSON object", id="null-body"),
+    pytest.param(b"-0.0", "The request body must be a JSON object", id="negative-zero-body"),
     pytest.param(b'{"data": [1]}', "data should be an object", id="array-data"),
     pytest.param(b'{"data": "x"}', "data should be an object", id="string-data"),
     pytest.param(b'{"data": {}, "foo": 1}', "foo is not allowed", id="unknown-key"),
@@ -95,6 +99,17 @@ def test_escaped_surrogate_pairs_are_fine(seeded):
     assert record["t"] == "\U0001F600"
 
 
+def test_negative_zero_is_stored_as_zero(seeded_backend):
+    """PostgreSQL's numbers have no negative zero: every backend stores -0.0 as 0.0, so that they answer alike."""
+    body = b'{"data": {"z": -0.0, "e": -0e3, "l": [-0.0, {"k": -0.00}], "s": "-0.0", "n": -0.5}}'
+    created = seeded_backend.post("/notes", body, headers={"Content-Type": "application/json"}, status=201)
+    read = seeded_backend.get(f"/notes/{created.json['data']['id']}")
+    for response in (created, read):
+        data = response.json["data"]
+        assert [data["z"], data["e"], data["l"], data["s"], data["n"]] == [0.0, 0.0, [0.0, {"k": 0.0}], "-0.0", -0.5]
+        assert b"-0.0," not in response.body and b"-0.0]" not in response.body and b"-0.0}" not in response.body
+
+
 @pytest.mark.parametrize("path", [
     "/bookmarks/abc%20def", "/bookmarks/%C3%A9", "/bookmarks/..", "/bookmarks/%00", "/bookmarks/'%20OR%201=1",
     "/bookmarks/" + "a" * 300, f"/bookmarks/{RECORD_ID.upper()}", "/bookmarks/%3Cscript%3E",
@@ -107,6 +122,29 @@ def test_odd_record_ids(seeded, path, method):
     assert response.status_int == 400
     assert response.json["message"] == "path: Invalid record id"
     assert snapshot(seeded) == before
+
+
+class Word(Resource):
+    """Ids of any length the base generator's pattern allows, nested under a board."""
+
+    collection_path = "/boards/{board_id}/words"
+    id_generator = Generator
+
+
+@pytest.mark.parametrize("board, word, name, status", [
+    pytest.param("b" * MAX_ID_LENGTH, "w" * MAX_ID_LENGTH, None, 201, id="longest"),
+    pytest.param("b", "w" * (MAX_ID_LENGTH + 1), None, 400, id="record-id-too-long"),
+    pytest.param("b" * (MAX_ID_LENGTH + 1), "w", "board_id", 400, id="placeholder-too-long"),
+])
+def test_long_url_values_are_refused_on_every_backend(make_app, any_storage, board, word, name, status):
+    """PostgreSQL's index refused a 3,000 character id with a 503 that memory and Redis stored; all now say 400."""
+    app = make_app(userid=unique_user(), resources=[Word], backend=any_storage)
+    response = app.put_json(f"/boards/{board}/words/{word}", {"data": {}}, status=status)
+    if status == 400:
+        assert response.json["details"] == [{"location": "path", "name": name,
+                                             "description": f"Invalid {name or 'record id'}"}]
+    if name is None and status == 400:  # an id in a POST body is checked as in the URL
+        app.post_json("/boards/b/words", {"data": {"id": word}}, status=400)
 
 
 def test_path_that_is_not_utf8(seeded):

@@ -44,7 +44,23 @@ def parse_json(body: bytes) -> Any:
     except RecursionError:
         raise _invalid_json(f"nested more than {MAX_DEPTH} levels") from None
     _check_values(value, check_strings=b"\\u" in body)
+    if b"-0" in body:
+        _positive_zeros(value)
     return value
+
+
+def _positive_zeros(value: Any) -> None:
+    """Turn every -0.0 into 0.0, in place: PostgreSQL's numbers have no negative zero, so a record holding one would
+    read back differently there than on the other backends."""
+    stack = [value] if isinstance(value, (dict, list)) else []
+    while stack:
+        item = stack.pop()
+        pairs: Iterable[Tuple[Any, Any]] = item.items() if isinstance(item, dict) else enumerate(item)
+        for key, child in pairs:
+            if isinstance(child, (dict, list)):
+                stack.append(child)
+            elif type(child) is float and child == 0.0 and math.copysign(1.0, child) < 0:
+                item[key] = 0.0
 
 
 def _check_values(value: Any, check_strings: bool) -> None:
