@@ -116,6 +116,10 @@ def test_next_page_url_keeps_parameters():
                  id="server-port"),
     pytest.param({"wsgi.url_scheme": "http", "HTTP_HOST": "h"}, "https", "api.org", "https://api.org",
                  id="forced"),
+    pytest.param({"wsgi.url_scheme": "http", "HTTP_HOST": "a b", "SERVER_NAME": "s", "SERVER_PORT": "81"}, None,
+                 None, "http://s:81", id="invalid-host"),
+    pytest.param({"wsgi.url_scheme": "http", "HTTP_HOST": "evil.example/x?y", "SERVER_NAME": "s",
+                  "SERVER_PORT": "80"}, None, None, "http://s", id="host-with-a-path"),
 ])
 def test_base_url(environ, scheme, host, expected):
     assert pagination.base_url(environ, scheme, host) == expected

@@ -15,6 +15,8 @@ import json
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import quote, urlencode
 
+from werkzeug.wsgi import get_host
+
 from wsgicliquet.errors import HTTPError, invalid
 from wsgicliquet.resource.body import parse_json
 from wsgicliquet.resource.querystring import sort_key
@@ -84,10 +86,9 @@ def next_page_url(host_url: str, path: str, params: Sequence[Tuple[str, str]], l
 def base_url(environ: Dict[str, Any], http_scheme: Optional[str], http_host: Optional[str]) -> str:
     """``scheme://host`` of generated URLs: the request's, unless the settings force them."""
     scheme = http_scheme or environ.get("wsgi.url_scheme", "http")
-    host = http_host or environ.get("HTTP_HOST")
-    if not host:
-        host = environ.get("SERVER_NAME", "localhost")
-        port = str(environ.get("SERVER_PORT", ""))
-        if port and port != ("443" if scheme == "https" else "80"):
-            host = f"{host}:{port}"
+    if http_host:
+        return f"{scheme}://{http_host}"
+    # As the version prefix's redirects: a Host no host could have ("a b", "evil/x?y") gives way to the server's.
+    environ = {"SERVER_NAME": "localhost", **environ, "wsgi.url_scheme": scheme}
+    host = get_host(environ) or get_host({**environ, "HTTP_HOST": None})
     return f"{scheme}://{host}"
