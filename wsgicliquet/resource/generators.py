@@ -10,7 +10,12 @@ import re
 
 from wsgicliquet.ids import uuid4
 
-__all__ = ["Generator", "UUID4"]
+__all__ = ["Generator", "UUID4", "MAX_ID_LENGTH"]
+
+#: Longest record id (and URL placeholder value) accepted, whatever the generator's pattern allows: PostgreSQL's
+#: indexes hold at most about 2,700 bytes per entry (collection, parent and id together), and memory and Redis
+#: must refuse what it refuses.
+MAX_ID_LENGTH = 256
 
 
 class Generator:
@@ -22,8 +27,9 @@ class Generator:
         self._fullmatch = re.compile(self.regexp.lstrip("^").rstrip("$")).fullmatch
 
     def match(self, object_id: object) -> bool:
-        """True when ``object_id`` is an acceptable id (a string of the expected shape)."""
-        return isinstance(object_id, str) and self._fullmatch(object_id) is not None
+        """True when ``object_id`` is an acceptable id (a string of the expected shape, not too long)."""
+        return (isinstance(object_id, str) and len(object_id) <= MAX_ID_LENGTH
+                and self._fullmatch(object_id) is not None)
 
     def __call__(self) -> str:
         raise NotImplementedError("Generators must implement __call__")

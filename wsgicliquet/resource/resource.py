@@ -37,7 +37,7 @@ from webob import Request
 from wsgicliquet.backends import import_string
 from wsgicliquet.environ import PRINCIPALS, USERID
 from wsgicliquet.errors import invalid, unauthorized_or_forbidden
-from wsgicliquet.resource.generators import Generator
+from wsgicliquet.resource.generators import MAX_ID_LENGTH, Generator
 from wsgicliquet.resource.schema import RecordSchema, check_readonly
 from wsgicliquet.settings import ConfigurationError
 from wsgicliquet.resource.body import parse_envelope
@@ -212,9 +212,10 @@ class ResourceSpec:
         )
 
     def check_placeholders(self, matchdict: Mapping[str, str]) -> None:
-        """400 when a URL placeholder (other than the id) has an unacceptable value."""
+        """400 when a URL placeholder (other than the id) has an unacceptable value (or a longer one than ids)."""
         for key in self.placeholders:
-            if self.placeholder_match(matchdict[key]) is None:
+            value = matchdict[key]
+            if len(value) > MAX_ID_LENGTH or self.placeholder_match(value) is None:
                 raise invalid("path", key, f"Invalid {key}")
 
 
