@@ -9,6 +9,10 @@ share one connection pool and one transaction per thread: a request's record wri
   returned to the pool; the first statement of a transaction is retried once on a fresh connection when the pooled
   one turns out to be dead (nothing was done in that transaction yet), so the pool heals itself after a server
   restart.  A pool inherited through ``fork()`` is left alone (its sockets belong to the parent).
+* **Timeouts**: every connection gets a ``statement_timeout`` (``statement_timeout`` seconds, 0 for none; a
+  ``statement_timeout`` given in the URL's ``options`` wins), so that a lock held elsewhere (``LOCK TABLE``, a
+  migration, a transaction left open) fails the request with :class:`BackendError` instead of holding the thread
+  and its connection for as long as the lock lasts.  Migrations lift it for their own transaction.
 * **Transactions**: :meth:`Client.transaction` is re-entrant per thread; a connection is taken at the first
   statement, and the outermost block commits (or rolls back on an exception).  A transaction in which a statement
   failed is never committed: its commit raises :class:`BackendError`.  Connections are in autocommit mode and the
@@ -40,12 +44,13 @@ except ImportError:  # pragma: no cover - depends on the installation
     raise missing_extra("postgresql", "psycopg2") from None
 
 __all__ = ["Client", "get_client", "migrate", "SchemaError", "Migration", "METADATA_TABLE", "DEFAULT_POOL_TIMEOUT",
-           "settings_options", "Backend", "sql", "Json"]
+           "DEFAULT_STATEMENT_TIMEOUT", "settings_options", "Backend", "sql", "Json"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_POOL_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 10
+DEFAULT_STATEMENT_TIMEOUT = 10.0
 METADATA_TABLE = "metadata"
 MIGRATE_COMMAND = "wsgicliquet migrate --ini <your .ini file>"
 
@@ -68,10 +73,14 @@ class _ThreadState(threading.local):
 class Client:
     """A connection pool with per-thread, re-entrant transactions; every method raises only BackendError."""
 
-    def __init__(self, url: str, pool_size: int = 25, pool_timeout: float = DEFAULT_POOL_TIMEOUT) -> None:
+    def __init__(self, url: str, pool_size: int = 25, pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+                 statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT) -> None:
         self.url = url
         self.pool_size = max(1, int(pool_size))
         self.pool_timeout = float(pool_timeout)
+        # In ms; None when the URL sets its own (libpq ``options``), or 0 (PostgreSQL's "no limit").
+        timeout_ms = max(0, round(float(statement_timeout) * 1000))
+        self._statement_timeout_ms = None if "statement_timeout" in url else timeout_ms
         self._lock = threading.Lock()
         self._state = _ThreadState()
         self._schema_ok: Dict[str, bool] = {}
@@ -99,6 +108,12 @@ class Client:
         # Transactions are begun by the client itself, in the same round trip as their first statement (see
         # execute()); psycopg2 would send its BEGIN alone, one more round trip per request.
         conn.autocommit = True
+        if self._statement_timeout_ms is not None:
+            try:
+                _run(conn, f"SET statement_timeout = {int(self._statement_timeout_ms)}")
+            except psycopg2.Error:
+                conn.close()
+                raise
         # jsonb prints whole floats in full; this decoder gives them back as floats (and is orjson when installed).
         psycopg2.extras.register_default_jsonb(conn, loads=jsonio.loads_numeric)
         return conn
@@ -330,6 +345,8 @@ def migrate(client: Client, component: str, migrations: Sequence[Migration], dry
     applied: List[str] = []
     try:
         with client.transaction():
+            # A step may rewrite a large table: no statement timeout for this transaction.
+            client.execute("SET LOCAL statement_timeout = 0")
             client.execute("SELECT pg_advisory_xact_lock(hashtext('wsgicliquet.migrate'))")
             client.execute(f"CREATE TABLE IF NOT EXISTS {METADATA_TABLE} "
                            "(name TEXT PRIMARY KEY, value TEXT NOT NULL)")
@@ -369,24 +386,28 @@ _clients: Dict[str, Client] = {}
 _clients_lock = threading.Lock()
 
 
-def get_client(url: str, pool_size: int = 25, pool_timeout: float = DEFAULT_POOL_TIMEOUT) -> Client:
-    """The process-wide client of ``url`` (a larger ``pool_size`` grows the shared pool)."""
+def get_client(url: str, pool_size: int = 25, pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+               statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT) -> Client:
+    """The process-wide client of ``url`` (a larger ``pool_size`` grows the shared pool; the timeouts are those of
+    the first backend created for the URL)."""
     with _clients_lock:
         client = _clients.get(url)
         if client is None:
-            client = _clients[url] = Client(url, pool_size=pool_size, pool_timeout=pool_timeout)
+            client = _clients[url] = Client(url, pool_size=pool_size, pool_timeout=pool_timeout,
+                                            statement_timeout=statement_timeout)
         else:
             client.grow(pool_size)
         return client
 
 
 def settings_options(settings: Dict[str, Any], prefix: str) -> Dict[str, Any]:
-    """``url``, ``pool_size`` and ``pool_timeout`` of a backend from ``<prefix>_url``, ``<prefix>_pool_size``..."""
+    """``url``, ``pool_size``, ``pool_timeout`` and ``statement_timeout`` of a backend from ``<prefix>_url``,
+    ``<prefix>_pool_size``..."""
     url = settings.get(f"{prefix}_url") or ""
     if not url.startswith(("postgresql://", "postgres://")):
         raise ConfigurationError(f"Setting '{prefix}_url' has an invalid value {url!r}: expected postgresql://...")
     options: Dict[str, Any] = {"url": url}
-    for name, kind in (("pool_size", int), ("pool_timeout", float)):
+    for name, kind in (("pool_size", int), ("pool_timeout", float), ("statement_timeout", float)):
         value = settings.get(f"{prefix}_{name}")
         if value in (None, ""):
             continue
