@@ -37,10 +37,10 @@ def schema_url(pg_url: str) -> Iterator[str]:
     admin_execute(pg_url, f'CREATE SCHEMA "{schema}"')
     url = pg_url + ("&" if "?" in pg_url else "?") + urllib.parse.urlencode(
         {"options": f"-c search_path={schema}", "application_name": schema}, quote_via=urllib.parse.quote)
-    client = pg.Client(url, pool_size=1)
-    Storage(client).initialize_schema()
-    client.close()
     try:
+        client = pg.Client(url, pool_size=1)
+        Storage(client).initialize_schema()
+        client.close()
         yield url
     finally:
         admin_execute(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
