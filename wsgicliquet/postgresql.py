@@ -9,7 +9,9 @@ share one connection pool and one transaction per thread: a request's record wri
   returned to the pool; the first statement of a transaction is retried once on a fresh connection when the pooled
   one turns out to be dead (nothing was done in that transaction yet), so the pool heals itself after a server
   restart.  A pool inherited through ``fork()`` is left alone (its sockets belong to the parent).
-* **Timeouts**: every connection gets a ``statement_timeout`` (``statement_timeout`` seconds, 0 for none; a
+* **Timeouts**: libpq parameters the URL leaves unset default to :data:`DEFAULT_CONNECTION_PARAMETERS` (connection
+  attempts, TCP keepalives), so that a server gone from the network fails requests within about a minute instead of
+  holding them.  Every connection also gets a ``statement_timeout`` (``statement_timeout`` seconds, 0 for none; a
   ``statement_timeout`` given in the URL's ``options`` wins), so that a lock held elsewhere (``LOCK TABLE``, a
   migration, a transaction left open) fails the request with :class:`BackendError` instead of holding the thread
   and its connection for as long as the lock lasts.  Migrations lift it for their own transaction.
@@ -44,12 +46,17 @@ except ImportError:  # pragma: no cover - depends on the installation
     raise missing_extra("postgresql", "psycopg2") from None
 
 __all__ = ["Client", "get_client", "migrate", "SchemaError", "Migration", "METADATA_TABLE", "DEFAULT_POOL_TIMEOUT",
-           "DEFAULT_STATEMENT_TIMEOUT", "settings_options", "Backend", "sql", "Json"]
+           "DEFAULT_STATEMENT_TIMEOUT", "DEFAULT_CONNECTION_PARAMETERS", "settings_options", "Backend", "sql", "Json"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_POOL_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 10
+#: libpq parameters a URL does not set get these: a connection attempt gives up after 10 s, and a connection whose
+#: peer vanished (network cut, host down) is declared dead after about a minute instead of the system's two hours.
+DEFAULT_CONNECTION_PARAMETERS = {"connect_timeout": str(DEFAULT_CONNECT_TIMEOUT), "keepalives": "1",
+                                 "keepalives_idle": "30", "keepalives_interval": "10", "keepalives_count": "3",
+                                 "tcp_user_timeout": "60000"}
 DEFAULT_STATEMENT_TIMEOUT = 10.0
 METADATA_TABLE = "metadata"
 MIGRATE_COMMAND = "wsgicliquet migrate --ini <your .ini file>"
@@ -70,6 +77,16 @@ class _ThreadState(threading.local):
         self.failed = False   # a statement failed: the transaction must not commit
 
 
+def _connection_defaults(url: str) -> Dict[str, str]:
+    """The :data:`DEFAULT_CONNECTION_PARAMETERS` that ``url`` leaves unset (a URL libpq cannot parse gets none: its
+    error comes with the first connection, as it would without them)."""
+    try:
+        given = psycopg2.extensions.parse_dsn(url)
+    except psycopg2.Error:
+        return {}
+    return {name: value for name, value in DEFAULT_CONNECTION_PARAMETERS.items() if name not in given}
+
+
 class Client:
     """A connection pool with per-thread, re-entrant transactions; every method raises only BackendError."""
 
@@ -81,6 +98,7 @@ class Client:
         # In ms; None when the URL sets its own (libpq ``options``), or 0 (PostgreSQL's "no limit").
         timeout_ms = max(0, round(float(statement_timeout) * 1000))
         self._statement_timeout_ms = None if "statement_timeout" in url else timeout_ms
+        self._defaults = _connection_defaults(url)
         self._lock = threading.Lock()
         self._state = _ThreadState()
         self._schema_ok: Dict[str, bool] = {}
@@ -103,8 +121,7 @@ class Client:
     # Connections ------------------------------------------------------------------------------------------------
 
     def _connect(self) -> Any:
-        kwargs = {} if "connect_timeout" in self.url else {"connect_timeout": DEFAULT_CONNECT_TIMEOUT}
-        conn = psycopg2.connect(self.url, **kwargs)
+        conn = psycopg2.connect(self.url, **self._defaults)
         # Transactions are begun by the client itself, in the same round trip as their first statement (see
         # execute()); psycopg2 would send its BEGIN alone, one more round trip per request.
         conn.autocommit = True

@@ -540,6 +540,40 @@ def test_unreachable_server_raises_backend_error() -> None:
     assert storage.ping() is False and storage.ping(readonly=True) is False
 
 
+def _tcp_options(conn: Any) -> Tuple[int, int, int, int, int]:
+    """The keepalive and user-timeout options of a connection's socket, as the kernel applies them."""
+    import socket
+
+    sock = socket.socket(fileno=os.dup(conn.fileno()))
+    try:
+        return (sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT))
+    finally:
+        sock.close()
+
+
+@pytest.mark.skipif(not hasattr(__import__("socket"), "TCP_USER_TIMEOUT"), reason="Linux socket options")
+def test_connections_detect_a_vanished_server_within_a_minute(pg_url: str) -> None:
+    """A server gone from the network (host down, cable cut) is noticed by TCP keepalives after about a minute, not
+    the system's two hours; parameters the URL sets are kept."""
+    client = pg.Client(pg_url, pool_size=1)
+    conn = client._connect()
+    try:
+        alive, idle, interval, count, user_timeout = _tcp_options(conn)
+        assert alive and idle + interval * count <= 60 and user_timeout == 60_000
+    finally:
+        conn.close()
+    tuned = pg.Client(pg_url + ("&" if "?" in pg_url else "?") + "keepalives_idle=5&tcp_user_timeout=1500")
+    conn = tuned._connect()
+    try:
+        assert _tcp_options(conn)[1] == 5 and _tcp_options(conn)[4] == 1500
+    finally:
+        conn.close()
+
+
 def test_pool_recovers_from_terminated_connections(pg_url: str) -> None:
     url = pg_url + ("&" if "?" in pg_url else "?") + "application_name=wsgicliquet_recovery_test"
     storage = Storage(pg.Client(url, pool_size=4))
