@@ -55,8 +55,8 @@ def test_python_values_are_checked_too():
 
 
 def test_values_are_never_literal_evaluated():
-    settings = load_settings({"project_docs": "__import__('os')", "eos_message": "[1, 2]"}, environ={})
-    assert settings["project_docs"] == "__import__('os')"
+    settings = load_settings({"cache_prefix": "__import__('os')", "eos_message": "[1, 2]"}, environ={})
+    assert settings["cache_prefix"] == "__import__('os')"
     assert settings["eos_message"] == "[1, 2]"
 
 
@@ -182,3 +182,92 @@ def test_a_layer_name_that_does_not_exist_stops_start_up():
             build_pipeline(app, load_settings(raw, environ=environ))
     with pytest.raises(ConfigurationError, match=r"middleware\.corss"):
         build_pipeline(app, load_settings({}, environ={}), versions={"/v1": (app, {"middleware.corss": "off"})})
+
+
+@pytest.mark.parametrize("name, raw", [
+    pytest.param("storage_pool_size", "0", id="pool-size-zero"),
+    pytest.param("cache_pool_size", "-3", id="pool-size-negative"),
+    pytest.param("permission_pool_timeout", "-1", id="pool-timeout-negative"),
+    pytest.param("storage_pool_timeout", "nan", id="pool-timeout-nan"),
+    pytest.param("storage_statement_timeout", "-1", id="statement-timeout-negative"),
+    pytest.param("storage_max_request_size", "0", id="max-request-size-zero"),
+    pytest.param("paginate_by", "-1", id="paginate-by-negative"),
+    pytest.param("last_modified_margin_ms", "-1", id="margin-negative"),
+    pytest.param("batch_max_requests", "-1", id="batch-max-negative"),
+    pytest.param("cors_max_age_seconds", "-1", id="max-age-negative"),
+    pytest.param("retry_after_seconds", "-1", id="retry-after-negative"),
+    pytest.param("backoff_percentage", "101", id="percentage-over-100"),
+    pytest.param("heartbeat_timeout_seconds", "0", id="heartbeat-timeout-zero"),
+    pytest.param("bookmark_cache_expires_seconds", "-1", id="cache-expires-negative"),
+    pytest.param("error_info_link", "not a url", id="info-link-not-url"),
+    pytest.param("eos_url", "example.org/eos", id="eos-url-relative"),
+    pytest.param("project_docs", "ftp://example.org", id="docs-not-http"),
+    pytest.param("http_scheme", "ftp", id="scheme-unknown"),
+    pytest.param("http_host", "a b", id="host-with-space"),
+    pytest.param("http_host", "example.org/path", id="host-with-path"),
+])
+def test_out_of_range_or_malformed_values_stop_start_up(name, raw):
+    """These coerce to the right type but used to start, then fail every request (paginate_by=-1 was a 500)."""
+    with pytest.raises(ConfigurationError, match=f"^Setting '{name}' has an invalid value"):
+        load_settings({name: raw}, environ={})
+
+
+@pytest.mark.parametrize("name, raw, expected", [
+    pytest.param("batch_max_requests", "0", None, id="batch-zero-no-limit"),
+    pytest.param("cors_max_age_seconds", "0", 0, id="max-age-zero"),
+    pytest.param("storage_statement_timeout", "0", 0.0, id="statement-timeout-zero"),
+    pytest.param("http_host", "public.example.org:8443", "public.example.org:8443", id="host-port"),
+    pytest.param("http_host", "[::1]:81", "[::1]:81", id="host-ipv6"),
+    pytest.param("project_docs", "https://example.org/docs", "https://example.org/docs", id="docs-url"),
+])
+def test_boundary_values_are_accepted(name, raw, expected):
+    assert load_settings({name: raw}, environ={})[name] == expected
+
+
+def test_a_bad_environment_value_names_the_setting_and_the_variable():
+    with pytest.raises(ConfigurationError, match=r"'backoff'.*'soon'.*WSGICLIQUET_BACKOFF"):
+        load_settings({}, environ={"WSGICLIQUET_BACKOFF": "soon"})
+    with pytest.raises(ConfigurationError, match=r"'paginate_by'.*DEMO_PAGINATE_BY"):
+        load_settings({"project_name": "demo"}, environ={"DEMO_PAGINATE_BY": "lots"})
+
+
+@pytest.mark.parametrize("raw, name", [
+    pytest.param({"storage_backend": "nowhere.module:Storage"}, "storage_backend", id="storage-backend"),
+    pytest.param({"cache_backend": "wsgicliquet"}, "cache_backend", id="cache-backend-module-only"),
+    pytest.param({"permission_backend": "nowhere:Permission"}, "permission_backend", id="permission-backend"),
+])
+def test_a_backend_path_that_cannot_be_imported_names_its_setting(raw, name):
+    from wsgicliquet.backends import load_backend
+
+    kind = name.split("_")[0]
+    with pytest.raises(ConfigurationError, match=f"^Setting '{name}' has an invalid value .*cannot import"):
+        load_backend(kind, load_settings(raw, environ={}))
+
+
+@pytest.mark.redis
+def test_a_redis_url_that_does_not_parse_names_its_setting():
+    """redis-py used database 0 for '/notadb' without a word; a bad port was an error naming no setting."""
+    from wsgicliquet.backends import load_backend
+
+    for url in ("redis://127.0.0.1:6379/notadb", "redis://127.0.0.1:noport/13"):
+        with pytest.raises(ConfigurationError, match=f"^Setting 'cache_url' has an invalid value '{url}'"):
+            load_backend("cache", load_settings({"cache_url": url}, environ={}))
+
+
+def test_a_malformed_sentry_dsn_names_the_setting():
+    from wsgicliquet.middleware.sentry import Sentry
+
+    with pytest.raises(ConfigurationError, match="^Setting 'sentry_dsn' has an invalid value 'notadsn'"):
+        Sentry.from_settings(lambda environ, start_response: [], load_settings({"sentry_dsn": "notadsn"}, environ={}))
+
+
+@pytest.mark.parametrize("raw, name", [
+    pytest.param({"id_generator": "nowhere:Gen"}, "id_generator", id="id-generator"),
+    pytest.param({"id_generator": ""}, "id_generator", id="id-generator-empty"),
+    pytest.param({"resources_fallback": "nowhere:app"}, "resources_fallback", id="fallback"),
+])
+def test_a_resource_app_path_that_cannot_be_imported_names_its_setting(raw, name):
+    from wsgicliquet.resource.app import app_factory
+
+    with pytest.raises(ConfigurationError, match=f"^Setting '{name}' has an invalid value"):
+        app_factory({}, resources="examples.flask_app.app:Bookmark", **raw)

@@ -25,16 +25,24 @@ _instances: Dict[Tuple[str, str, str, Tuple[Tuple[str, str], ...]], Any] = {}
 _lock = threading.Lock()
 
 
-def import_string(path: str) -> Any:
-    """Import ``package.module:Name`` (or ``package.module.Name``)."""
+def import_string(path: str, setting: Optional[str] = None) -> Any:
+    """Import ``package.module:Name`` (or ``package.module.Name``).
+
+    ``setting`` names the setting the path came from, so that a typo stops start-up with an error saying where.
+    """
     if ":" in path:
         module_name, _, attribute = path.partition(":")
     else:
         module_name, _, attribute = path.rpartition(".")
     try:
+        if not module_name:
+            raise ImportError("expected a dotted path such as package.module:Name")
         module = importlib.import_module(module_name)
         return getattr(module, attribute) if attribute else module
-    except (ImportError, AttributeError) as exc:
+    except (ImportError, AttributeError, ValueError, TypeError) as exc:
+        if setting:
+            raise ConfigurationError(f"Setting {setting!r} has an invalid value {path!r}: "
+                                     f"cannot import it ({exc})") from exc
         raise ConfigurationError(f"Cannot import {path!r}: {exc}") from exc
 
 
@@ -60,7 +68,7 @@ def load_backend(kind: str, settings: Mapping[str, Any]) -> Optional[Any]:
                 except KeyError:
                     raise ConfigurationError(
                         f"Setting '{kind}_url' has an invalid value {url!r}: unknown backend") from None
-            cls = import_string(dotted)
+            cls = import_string(dotted, f"{kind}_backend" if settings.get(f"{kind}_backend") else None)
             instance = cls.from_settings(dict(settings), prefix=kind)
             _instances[key] = instance
     return instance

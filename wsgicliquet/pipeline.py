@@ -81,7 +81,13 @@ def _middleware_class(name: str, default: str, settings: Mapping[str, Any]) -> O
     choice = str(settings.get(f"middleware.{name}", "") or "").strip()
     if choice.lower() in ("off", "false", "no", "none"):
         return None
-    return import_string(choice if choice and choice.lower() not in ("on", "default") else default)
+    if not choice or choice.lower() in ("on", "default"):
+        return import_string(default)
+    cls = import_string(choice, f"middleware.{name}")
+    if not callable(getattr(cls, "from_settings", None)):
+        raise ConfigurationError(f"Setting 'middleware.{name}' has an invalid value {choice!r}: "
+                                 "expected off, or a class with from_settings(app, settings)")
+    return cls
 
 
 def _check_layer_names(settings: Mapping[str, Any]) -> None:
@@ -174,7 +180,7 @@ def wsgi_factory(global_conf: Mapping[str, Any], **local_conf: str) -> WSGIApp:
     path = local_conf.get("app") or global_conf.get("app")
     if not path:
         raise ConfigurationError("egg:wsgicliquet#wsgi needs 'app = package.module:attribute'")
-    app = import_string(path)
+    app = import_string(path, "app")
     if not callable(app):
         raise ConfigurationError(f"Setting 'app': {path!r} is not a WSGI application")
     return app

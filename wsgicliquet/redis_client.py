@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import threading
 from typing import Any, Callable, Dict, Iterable, Mapping, TypeVar
+from urllib.parse import urlsplit
 
 from wsgicliquet.backends import missing_extra
 from wsgicliquet.settings import ConfigurationError
@@ -74,7 +75,17 @@ def client_from_settings(settings: Mapping[str, Any], prefix: str) -> "redis.Red
     url = settings.get(f"{prefix}_url") or ""
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigurationError(f"Setting '{prefix}_url' has an invalid value {url!r}: not a Redis URL")
-    return get_client(url, int(settings.get(f"{prefix}_pool_size") or 25))
+    if url.startswith(("redis://", "rediss://")):
+        # redis-py silently falls back to database 0 for a path that is not a number (``/sessions``).
+        database = urlsplit(url).path.strip("/")
+        if database and not database.isdigit():
+            raise ConfigurationError(f"Setting '{prefix}_url' has an invalid value {url!r}: "
+                                     f"the database {database!r} is not a number")
+    try:
+        return get_client(url, int(settings.get(f"{prefix}_pool_size") or 25))
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"Setting '{prefix}_url' has an invalid value {url!r}: {exc.__cause__ or exc}") \
+            from None
 
 
 def key_prefix_from_settings(settings: Mapping[str, Any], prefix: str) -> str:

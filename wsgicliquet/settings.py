@@ -16,10 +16,12 @@ typed by :data:`PATTERNS`.  Any other unknown name is kept as a string, so that 
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from urllib.parse import urlsplit
 
 __all__ = ["Setting", "Settings", "SETTINGS", "ConfigurationError", "load_settings", "coerce", "env_names"]
 
@@ -48,13 +50,6 @@ def _as_optional_int(value: str) -> Optional[int]:
     return int(value)
 
 
-def _as_optional_float(value: str) -> Optional[float]:
-    value = value.strip()
-    if value.lower() in ("", "none", "null"):
-        return None
-    return float(value)
-
-
 def _as_optional_str(value: str) -> Optional[str]:
     value = value.strip()
     return value or None
@@ -70,13 +65,27 @@ def _as_date(value: str) -> Optional[datetime.date]:
         return datetime.datetime.fromisoformat(value).date()
 
 
+def _as_float(value: str) -> float:
+    number = float(value.strip())
+    if not math.isfinite(number):
+        raise ValueError("not a finite number")
+    return number
+
+
+def _as_optional_float(value: str) -> Optional[float]:
+    value = value.strip()
+    if value.lower() in ("", "none", "null"):
+        return None
+    return _as_float(value)
+
+
 _PARSERS: Dict[str, Callable[[str], Any]] = {
     "str": lambda value: value,
     "opt_str": _as_optional_str,
     "bool": _as_bool,
     "int": lambda value: int(value.strip()),
     "opt_int": _as_optional_int,
-    "float": lambda value: float(value.strip()),
+    "float": _as_float,
     "opt_float": _as_optional_float,
     "list": _as_list,
     "date": _as_date,
@@ -107,19 +116,19 @@ SETTINGS: Dict[str, Setting] = _table(
     ("storage_url", "memory://", "str", "Storage backend URL: `memory://`, `redis://host:6379/0`, `postgresql://host/db`."),
     ("storage_backend", "", "str", "Dotted path of a storage class, overriding the one the URL scheme selects."),
     ("storage_pool_size", 25, "int", "Connection pool size of the storage backend."),
-    ("storage_pool_timeout", 30.0, "float", "Seconds a request waits for a free storage connection before a 503."),
+    ("storage_pool_timeout", 30.0, "float", "PostgreSQL: seconds a request waits for a free storage connection before a 503 (Redis: 5 s)."),
     ("storage_statement_timeout", 10.0, "float", "PostgreSQL: longest a storage statement may run (lock waits included) before a 503; 0 for no limit."),
     ("storage_max_request_size", 8 * 1024 * 1024, "int", "Largest request body accepted by the resource app (bytes); larger is 413."),
     ("cache_url", "memory://", "str", "Cache backend URL (same schemes as storage); empty for no cache."),
     ("cache_backend", "", "str", "Dotted path of a cache class, overriding the URL scheme."),
     ("cache_pool_size", 25, "int", "Connection pool size of the cache backend."),
-    ("cache_pool_timeout", 30.0, "float", "Seconds a request waits for a free cache connection before a 503."),
+    ("cache_pool_timeout", 30.0, "float", "PostgreSQL: seconds a request waits for a free cache connection before a 503 (Redis: 5 s)."),
     ("cache_statement_timeout", 10.0, "float", "PostgreSQL: longest a cache statement may run (lock waits included) before a 503; 0 for no limit."),
     ("cache_prefix", "", "str", "Prefix added to every cache key."),
     ("permission_url", "memory://", "str", "Permission backend URL (same schemes as storage); empty for none."),
     ("permission_backend", "", "str", "Dotted path of a permission class, overriding the URL scheme."),
     ("permission_pool_size", 25, "int", "Connection pool size of the permission backend."),
-    ("permission_pool_timeout", 30.0, "float", "Seconds a request waits for a free permission connection before a 503."),
+    ("permission_pool_timeout", 30.0, "float", "PostgreSQL: seconds a request waits for a free permission connection before a 503 (Redis: 5 s)."),
     ("permission_statement_timeout", 10.0, "float", "PostgreSQL: longest a permission statement may run (lock waits included) before a 503; 0 for no limit."),
     ("redis_key_prefix", "wsgicliquet:", "str", "Prefix of every key the Redis backends write (`<kind>_key_prefix` overrides it per backend)."),
     ("transaction_per_request", True, "bool", "One storage transaction per request (and per batch)."),
@@ -223,8 +232,8 @@ def coerce(name: str, value: Any) -> Any:
     if kind in ("int", "opt_int") and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigurationError(f"Setting {name!r} has an invalid value {value!r}: not an integer")
     if kind in ("float", "opt_float"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigurationError(f"Setting {name!r} has an invalid value {value!r}: not a number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigurationError(f"Setting {name!r} has an invalid value {value!r}: not a finite number")
         return float(value)
     if kind == "list":
         if isinstance(value, (list, tuple, set)):
@@ -233,6 +242,14 @@ def coerce(name: str, value: Any) -> Any:
     if kind == "date" and not isinstance(value, datetime.date):
         raise ConfigurationError(f"Setting {name!r} has an invalid value {value!r}: not a date")
     return value
+
+
+def _coerce_variable(name: str, variable: str, value: str) -> Any:
+    """:func:`coerce` for a value from the environment: the error also names the variable, which the ini lacks."""
+    try:
+        return coerce(name, value)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{exc} (from the environment variable {variable})") from None
 
 
 _PREFIXES = ("wsgicliquet.", "cliquet.")
@@ -283,14 +300,14 @@ def load_settings(raw: Optional[Mapping[str, Any]] = None, *, environ: Optional[
     for name in set(SETTINGS) | set(merged):
         for variable in env_names(name, project_name):
             if variable in environ:
-                settings[name] = coerce(name, environ[variable])
+                settings[name] = _coerce_variable(name, variable, environ[variable])
     # ``middleware.<layer>`` names are open-ended but unambiguous: WSGICLIQUET_MIDDLEWARE_REQUEST_LOG=off switches
     # ``middleware.request_log`` off even when the ini does not mention it (a container sets only the environment).
     for prefix in env_names("middleware_", project_name):
         for variable, value in environ.items():
             if variable.startswith(prefix) and len(variable) > len(prefix):
                 name = "middleware." + variable[len(prefix):].lower()
-                settings[name] = coerce(name, value)
+                settings[name] = _coerce_variable(name, variable, value)
 
     # Pattern names of resources (``collection_bookmark_delete_enabled``, ``bookmark_read_principals``...) are
     # spelled with underscores only, so a variable names one unambiguously even when the ini does not mention it.
@@ -299,7 +316,7 @@ def load_settings(raw: Optional[Mapping[str, Any]] = None, *, environ: Optional[
             if variable.startswith(prefix) and len(variable) > len(prefix):
                 name = variable[len(prefix):].lower()
                 if name not in SETTINGS and name not in merged and _kind_of(name) is not None:
-                    settings[name] = coerce(name, value)
+                    settings[name] = _coerce_variable(name, variable, value)
 
     if not settings["http_api_version"]:
         version = str(settings["project_version"]).strip()
@@ -315,11 +332,54 @@ def load_settings(raw: Optional[Mapping[str, Any]] = None, *, environ: Optional[
         raise ConfigurationError(
             f"Setting 'http_api_version' has an invalid value {settings['http_api_version']!r}: "
             "expected MAJOR.MINOR")
-    if settings["batch_max_requests"] is not None and settings["batch_max_requests"] <= 0:
+    if settings["batch_max_requests"] == 0:
         settings["batch_max_requests"] = None
     for kind in ("storage", "cache", "permission"):
         _check_backend_url(settings, kind)
+    _check_values(settings)
     return settings
+
+
+# Smallest value of numeric settings (``None`` stays allowed where the type is optional): a negative pool, page or
+# body size would otherwise start fine and then fail every request, or answer nonsense.
+_MINIMUMS: Dict[str, float] = {
+    **{f"{kind}_{name}": minimum for kind in ("storage", "cache", "permission")
+       for name, minimum in (("pool_size", 1), ("pool_timeout", 0), ("statement_timeout", 0))},
+    "storage_max_request_size": 1, "paginate_by": 1, "last_modified_margin_ms": 0, "batch_max_requests": 0,
+    "batch_max_body_size": 1, "backoff": 0, "backoff_percentage": 0, "retry_after_seconds": 0,
+    "cors_max_age_seconds": 0, "statsd_flush_interval_seconds": 0,
+}
+_MAXIMUMS: Dict[str, float] = {"backoff_percentage": 100}
+_URLS = ("project_docs", "eos_url", "error_info_link")
+_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
+
+
+def _check_values(settings: Settings) -> None:
+    """Range and shape checks that the type alone does not make; each error names the setting."""
+    for name, value in settings.items():
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        low = _MINIMUMS.get(name, 0 if name.endswith("_cache_expires_seconds") else None)
+        high = _MAXIMUMS.get(name)
+        if (low is not None and value < low) or (high is not None and value > high):
+            expected = f"between {low:g} and {high:g}" if high is not None else f"{low:g} or more"
+            raise ConfigurationError(f"Setting {name!r} has an invalid value {value!r}: expected {expected}")
+    if settings["heartbeat_timeout_seconds"] <= 0:
+        raise ConfigurationError(f"Setting 'heartbeat_timeout_seconds' has an invalid value "
+                                 f"{settings['heartbeat_timeout_seconds']!r}: expected more than 0 seconds")
+    for name in _URLS:
+        url = settings[name]
+        if url:
+            parts = urlsplit(str(url))
+            if parts.scheme not in ("http", "https") or not parts.netloc or " " in str(url):
+                raise ConfigurationError(f"Setting {name!r} has an invalid value {url!r}: "
+                                         "expected an absolute http:// or https:// URL")
+    scheme = settings["http_scheme"]
+    if scheme is not None and scheme not in ("http", "https"):
+        raise ConfigurationError(f"Setting 'http_scheme' has an invalid value {scheme!r}: expected http or https")
+    host = settings["http_host"]
+    if host is not None and not _HOST.match(host):
+        raise ConfigurationError(f"Setting 'http_host' has an invalid value {host!r}: expected host or host:port")
 
 
 BACKEND_SCHEMES = {"memory": "memory", "redis": "redis", "postgresql": "postgresql", "postgres": "postgresql"}

@@ -214,7 +214,7 @@ def test_bottle_fallback(make_app):
 
 @pytest.mark.parametrize("resources, message", [
     pytest.param([Bookmark, Bookmark], "already used", id="duplicate"),
-    pytest.param(["nowhere.module:Thing"], "Cannot import", id="import"),
+    pytest.param(["nowhere.module:Thing"], "'resources'.*cannot import", id="import"),
     pytest.param([object], "not a Resource", id="not-a-resource"),
 ])
 def test_bad_configuration(resources, message):

@@ -134,9 +134,10 @@ def load_policy(name: str, use: Optional[str] = None, options: Optional[Mapping[
     used as is.
     """
     options = dict(options or {})
+    origin = f"multiauth.policy.{name}.use"
     if use is None and (":" in name):
-        use, name = name, name.rpartition(":")[2]
-    target: Any = COMPATIBLE.get(use or "") or (import_string(use) if use else BUILTIN.get(name))
+        use, name, origin = name, name.rpartition(":")[2], "multiauth.policies"
+    target: Any = COMPATIBLE.get(use or "") or (import_string(use, origin) if use else BUILTIN.get(name))
     if target is None:
         raise ConfigurationError(f"Setting 'multiauth.policies' names {name!r}, which is neither basicauth nor "
                                  f"remoteuser: set 'multiauth.policy.{name}.use = module:callable'")

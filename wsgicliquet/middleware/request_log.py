@@ -166,7 +166,7 @@ def _renderer(renderer: str, project_name: str) -> logging.Formatter:
         if ":" not in renderer and "." not in renderer:
             raise ConfigurationError(f"Setting 'logging_renderer' has an invalid value {renderer!r}: "
                                      f"expected one of {', '.join(RENDERERS)} or a module:Formatter path")
-        choice = import_string(renderer)
+        choice = import_string(renderer, "logging_renderer")
     if not (isinstance(choice, type) and issubclass(choice, logging.Formatter)):
         raise ConfigurationError(f"Setting 'logging_renderer' has an invalid value {renderer!r}: "
                                  "not a logging.Formatter class")

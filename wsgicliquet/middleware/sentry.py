@@ -18,6 +18,7 @@ from wsgicliquet import environ as keys
 from wsgicliquet.backends import missing_extra
 from wsgicliquet.errors import HTTPError
 from wsgicliquet.pipeline import make_filter_factory
+from wsgicliquet.settings import ConfigurationError
 from wsgicliquet.types import StartResponse
 
 __all__ = ["Sentry", "init_sentry", "filter_factory"]
@@ -39,14 +40,19 @@ def init_sentry(dsn: str, *, environment: Optional[str] = None, release: Optiona
         import sentry_sdk
     except ImportError:  # pragma: no cover - depends on the installation
         raise missing_extra("monitoring", "sentry-sdk") from None
+    from sentry_sdk.utils import BadDsn
+
     base = (dsn, environment, release)
     extra = tuple(sorted((name, id(value)) for name, value in options.items()))
     with _init_lock:
         if _initialised is not None and _initialised[0] == base and (not extra or _initialised[1] == extra) \
                 and sentry_sdk.get_client().is_active():
             return
-        sentry_sdk.init(dsn=dsn, environment=environment, release=release, default_integrations=True,
-                        auto_enabling_integrations=True, **options)
+        try:
+            sentry_sdk.init(dsn=dsn, environment=environment, release=release, default_integrations=True,
+                            auto_enabling_integrations=True, **options)
+        except BadDsn as exc:
+            raise ConfigurationError(f"Setting 'sentry_dsn' has an invalid value {dsn!r}: {exc}") from None
         _initialised = (base, extra)
 
 

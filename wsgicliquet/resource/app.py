@@ -177,7 +177,7 @@ def _matcher(url_map: Map) -> Callable[[str], Optional[Tuple[str, Mapping[str, s
 
 def _resource_class(resource: Union[type, str]) -> type:
     if isinstance(resource, str):
-        resource = import_string(resource)
+        resource = import_string(resource, "resources")
     if not (isinstance(resource, type) and issubclass(resource, Resource)):
         raise ConfigurationError(f"Setting 'resources': {resource!r} is not a Resource subclass")
     return resource
@@ -207,5 +207,6 @@ def app_factory(global_conf: Mapping[str, Any], **local_conf: Any) -> ResourceAp
     settings = load_settings({**global_conf, **local_conf})
     if not settings["resources"]:
         raise ConfigurationError("Setting 'resources' is empty: name at least one Resource (module:Class)")
-    fallback = import_string(settings["resources_fallback"]) if settings["resources_fallback"] else None
+    fallback = (import_string(settings["resources_fallback"], "resources_fallback")
+                if settings["resources_fallback"] else None)
     return ResourceApp(settings["resources"], settings, fallback=fallback)

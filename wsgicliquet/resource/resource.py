@@ -235,7 +235,7 @@ def _parent_template(collection_path: str) -> str:
 
 def _generator(value: Any) -> Generator:
     if isinstance(value, str):
-        value = import_string(value)
+        value = import_string(value, "id_generator")
     if isinstance(value, type):
         value = value()
     if not callable(value) or not hasattr(value, "match"):
