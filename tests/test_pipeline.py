@@ -195,3 +195,76 @@ def test_wsgi_factory_imports_an_app_by_dotted_path():
         wsgi_factory({})
     with pytest.raises(ConfigurationError, match="not a WSGI application"):
         wsgi_factory({}, app="tests.test_pipeline:INI")
+
+
+def test_a_replacement_without_from_settings_names_the_setting():
+    with pytest.raises(ConfigurationError, match="^Setting 'middleware.cors' has an invalid value"):
+        build_pipeline(hello_app, {"middleware.cors": "wsgicliquet.middleware.cors"})
+
+
+@pytest.mark.parametrize("command", ["pipeline", "serve", "migrate"])
+@pytest.mark.parametrize("content, status, message", [
+    pytest.param(None, 2, "no such file", id="missing-file"),
+    pytest.param("garbage\n[DEFAULT\n", 1, "not a valid ini file", id="not-an-ini"),
+    pytest.param("[DEFAULT]\nbackoff = soon\n[app:other]\nuse = egg:wsgicliquet#resources\n", 1, None,
+                 id="bad-setting-or-no-main"),
+])
+def test_cli_configuration_errors_are_one_line_with_an_exit_status(tmp_path, command, content, status, message,
+                                                                  capsys, monkeypatch):
+    """A missing file, a broken ini, a bad setting or no main section: one line on stderr, never a traceback."""
+    from wsgicliquet.__main__ import main
+
+    monkeypatch.delenv("WSGICLIQUET_BACKOFF", raising=False)
+    ini = tmp_path / "app.ini"
+    if content is not None:
+        ini.write_text(content)
+    assert main([command, "--ini", str(ini)]) == status
+    err = capsys.readouterr().err
+    assert err.startswith(f"wsgicliquet {command}: error: ") and len(err.strip().splitlines()) <= 3
+    assert message in err if message else ("'backoff'" in err or "No section 'main'" in err)
+
+
+def test_cli_names_the_environment_variable_of_a_bad_value(tmp_path, capsys, monkeypatch):
+    from wsgicliquet.__main__ import main
+
+    ini = tmp_path / "app.ini"
+    ini.write_text(INI)
+    monkeypatch.setenv("WSGICLIQUET_BACKOFF", "soon")
+    assert main(["pipeline", "--ini", str(ini)]) == 1
+    err = capsys.readouterr().err
+    assert "'backoff'" in err and "WSGICLIQUET_BACKOFF" in err
+
+
+@pytest.mark.postgresql
+def test_migrate_reads_the_settings_of_app_main(tmp_path, postgresql_url, capsys, monkeypatch):
+    """A resource app configured in its own [app:main] section: migrate used to read [DEFAULT] only and 'migrate'
+    the memory backends, leaving the PostgreSQL tables missing."""
+    from wsgicliquet.__main__ import main
+
+    for name in ("STORAGE_URL", "CACHE_URL", "PERMISSION_URL"):
+        monkeypatch.delenv("WSGICLIQUET_" + name, raising=False)
+    ini = tmp_path / "app.ini"
+    ini.write_text(f"[app:main]\nuse = egg:wsgicliquet#resources\nresources = examples.flask_app.app:Bookmark\n"
+                   f"storage_url = {postgresql_url}\ncache_url =\npermission_url =\n")
+    assert main(["migrate", "--ini", str(ini), "--dry-run"]) == 0
+    assert "storage: wsgicliquet.storage.postgresql ready" in capsys.readouterr().out
+
+
+def test_migrate_of_an_unreachable_database_is_one_line(tmp_path, capsys, monkeypatch):
+    from wsgicliquet.__main__ import main
+
+    monkeypatch.delenv("WSGICLIQUET_STORAGE_URL", raising=False)
+    ini = tmp_path / "app.ini"
+    ini.write_text("[DEFAULT]\nstorage_url = postgresql://postgres@127.0.0.1:1/none?connect_timeout=2\n"
+                   "cache_url =\npermission_url =\n")
+    assert main(["migrate", "--ini", str(ini)]) == 1
+    assert capsys.readouterr().err.startswith("wsgicliquet migrate: error: storage (storage_url): ")
+
+
+def test_serve_with_broken_logging_sections_is_one_line(tmp_path, capsys):
+    from wsgicliquet.__main__ import main
+
+    ini = tmp_path / "app.ini"
+    ini.write_text("[loggers]\nkeys = root\n")
+    assert main(["serve", "--ini", str(ini)]) == 1
+    assert capsys.readouterr().err.startswith("wsgicliquet serve: error: ")

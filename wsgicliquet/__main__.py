@@ -16,28 +16,68 @@ def _config_uri(path: str) -> str:
     return "config:" + os.path.abspath(path)
 
 
+class CommandError(Exception):
+    """A failure explained in one line on standard error; ``status`` is the exit status."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _check_readable(path: str) -> None:
+    if not os.path.isfile(path):
+        reason = "a directory, not an ini file" if os.path.isdir(path) else "no such file"
+        raise CommandError(f"cannot read {path}: {reason}", status=2)
+    try:
+        with open(path, encoding="utf-8") as stream:
+            stream.read(1)
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}", status=2) from None
+
+
 def settings_from_ini(path: str) -> Dict[str, Any]:
-    """The ``[DEFAULT]`` section of the ini, where the settings shared by every filter and app live."""
+    """The settings of the ini: its ``[DEFAULT]`` section, where the settings shared by every filter and app live,
+    overridden by those of an ``[app:main]`` section (a resource app configured in its own section)."""
+    _check_readable(path)
     parser = configparser.ConfigParser(defaults={"here": os.path.dirname(os.path.abspath(path))})
-    if not parser.read(path):
-        raise SystemExit(f"Cannot read {path}")
-    return {key: value for key, value in parser.defaults().items() if key != "here"}
+    try:
+        parser.read(path, encoding="utf-8")
+        settings = dict(parser.defaults())
+        if parser.has_section("app:main"):
+            settings.update(parser.items("app:main"))
+    except configparser.Error as exc:
+        raise CommandError(f"{path} is not a valid ini file: {exc}") from None
+    return {key: value for key, value in settings.items() if key not in ("here", "use")}
 
 
 def _load_app(path: str, name: str = "main") -> Any:
     from paste.deploy import loadapp
 
+    _check_readable(path)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # as gunicorn does: ini files name modules of the project they serve
-    return loadapp(_config_uri(path), name=name)
+    try:
+        return loadapp(_config_uri(path), name=name)
+    except configparser.Error as exc:
+        raise CommandError(f"{path} is not a valid ini file: {exc}") from None
+    except LookupError as exc:  # no [app:main], [pipeline:main]...; an unknown egg:wsgicliquet#name
+        raise CommandError(f"{path}: {exc}") from None
 
 
 def _setup_logging(path: str) -> None:
+    _check_readable(path)
     parser = configparser.ConfigParser()
-    parser.read(path)
+    try:
+        parser.read(path, encoding="utf-8")
+    except configparser.Error as exc:
+        raise CommandError(f"{path} is not a valid ini file: {exc}") from None
     if parser.has_section("loggers"):
-        logging.config.fileConfig(path, defaults={"here": os.path.dirname(os.path.abspath(path))},
-                                  disable_existing_loggers=False)
+        try:
+            logging.config.fileConfig(path, defaults={"here": os.path.dirname(os.path.abspath(path))},
+                                      disable_existing_loggers=False)
+        except (KeyError, ValueError, TypeError, AttributeError, ImportError, configparser.Error) as exc:
+            raise CommandError(f"{path}: invalid logging sections ([loggers], [handlers], [formatters]): "
+                               f"{type(exc).__name__}: {exc}") from None
     else:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -62,6 +102,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from wsgicliquet.backends import load_backend
     from wsgicliquet.settings import load_settings
+    from wsgicliquet.storage.exceptions import BackendError
 
     settings = load_settings(settings_from_ini(args.ini))
     for kind in ("storage", "cache", "permission"):
@@ -71,7 +112,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         if settings["readonly"] and kind != "cache":
             print(f"{kind}: read-only mode, not migrated", file=sys.stderr)
             continue
-        backend.initialize_schema(dry_run=args.dry_run)
+        try:
+            backend.initialize_schema(dry_run=args.dry_run)
+        except BackendError as exc:
+            raise CommandError(f"{kind} ({kind}_url): {exc}") from None
         print(f"{kind}: {type(backend).__module__} ready")
     return 0
 
@@ -116,11 +160,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run a command; exit status 2 for a usage error (an unknown option, no or an unreadable ``--ini``), 1 when the
+    configuration is wrong (an error naming the setting or the section) or the command fails."""
+    from wsgicliquet.settings import ConfigurationError
+
     args = build_parser().parse_args(argv)
     if not args.ini and args.command != "settings":
         print("wsgicliquet: --ini FILE is required (or set WSGICLIQUET_INI)", file=sys.stderr)
         return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except CommandError as exc:
+        print(f"wsgicliquet {args.command}: error: {exc}", file=sys.stderr)
+        return exc.status
+    except ConfigurationError as exc:
+        print(f"wsgicliquet {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
