@@ -109,8 +109,9 @@ def test_a_locked_table_fails_calls_after_the_statement_timeout_then_they_work(s
 
     assert len(outcomes) == 12
     assert all(isinstance(error, BackendError) for _, error in outcomes), [repr(e) for _, e in outcomes]
-    # Four callers share two connections: a call waits at most for one call before it, then its own timeout.
-    assert max(duration for duration, _ in outcomes) < 2 * TIMEOUT + 1.5
+    # Four callers share two connections: a call waits for a few calls before it, then its own timeout; never for
+    # the lock, held for 8 s (the bound leaves room for a loaded machine, where a waiter may lose the pool twice).
+    assert max(duration for duration, _ in outcomes) < 4 * TIMEOUT + 2
     # The lock is gone: every connection is usable again, nothing leaked.
     for _ in range(5):
         storage.create(C, P, {"after": True})
@@ -129,7 +130,7 @@ def test_a_held_partition_lock_fails_writes_but_not_reads(schema_url: str) -> No
         for write in (lambda: storage.create(C, P, {"n": 2}), lambda: storage.update(C, P, record["id"], {"n": 3}),
                       lambda: storage.delete(C, P, record["id"]), lambda: storage.delete_all(C, P)):
             duration, error = timed(write)
-            assert isinstance(error, BackendError) and duration < TIMEOUT + 1.5
+            assert isinstance(error, BackendError) and duration < TIMEOUT + 3
         assert storage.get_all(C, P) == ([record], 1)
         assert storage.collection_timestamp(C, P) == counter
         assert storage.create(C, "bob", {"other": "partition"})["last_modified"] > 0
