@@ -50,3 +50,8 @@ METRICS = "wsgicliquet.metrics"
 """Set by the StatsD middleware: a list that any layer or view below appends ``("c", name, 1)`` counters and
 ``("ms", name, milliseconds)`` timers to (:func:`wsgicliquet.middleware.statsd.count`, ``timing``); they are sent
 with the response's metrics.  Batch sub-requests share their batch's list.  Absent when StatsD is off."""
+
+REPORT_EXCEPTION = "wsgicliquet.report_exception"
+"""Set by the Sentry middleware: ``report(exc, environ)``, called by a layer below it that turns an exception into
+a response (the JSON error converter inside the version, which answers before the exception could reach Sentry),
+so that the error is still reported, with that request's user and request id.  Absent when Sentry is off."""

@@ -172,3 +172,87 @@ def test_canonical_pipeline_reports_flask_errors_answered_as_json(transport: Cap
     assert event["exception"]["values"][0]["type"] == "ZeroDivisionError"
     assert event["user"]["id"].startswith("basicauth:") and event["tags"]["request_id"] == "r-9"
     assert event["release"] == "1.5.0"
+
+
+def canonical_resource_app(transport: CaptureTransport, monkeypatch: pytest.MonkeyPatch) -> webtest.TestApp:
+    """build_pipeline around a resource app whose hook fails on ``{"crash": true}``."""
+    from wsgicliquet import build_pipeline
+    from wsgicliquet.middleware import sentry as sentry_module
+    from wsgicliquet.resource.app import ResourceApp
+    from wsgicliquet.resource.resource import Resource
+
+    class Crash(Resource):
+        schema = {"type": "object"}
+        preserve_unknown = True
+
+        def process_record(self, new: Dict[str, Any], old: Any = None) -> Dict[str, Any]:
+            if new.get("crash"):
+                raise KeyError("resource hook failed")
+            return new
+
+    real_init = sentry_module.init_sentry
+    monkeypatch.setattr(sentry_module, "init_sentry",
+                        lambda dsn, **options: real_init(dsn, transport=transport, **options))
+    settings = load_settings(dict(sentry_dsn=DSN, userid_hmac_secret="secret", storage_pool_size=7783),
+                             environ={})
+    return webtest.TestApp(build_pipeline(ResourceApp([Crash], settings), settings))
+
+
+def basic_auth(user: str) -> Dict[str, str]:
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:secret".encode()).decode()}
+
+
+def test_resource_app_exceptions_answered_as_json_are_reported(transport: CaptureTransport,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The JSON error converter inside the version answers before the exception reaches Sentry: it reports it."""
+    app = canonical_resource_app(transport, monkeypatch)
+    response = app.post_json("/v1/crashs", {"data": {"crash": True}}, status=500,
+                             headers={**basic_auth("alice"), "X-Request-Id": "crash-1"})
+    assert response.json["errno"] == 999
+    [event] = transport.events
+    [value] = event["exception"]["values"]
+    assert (value["type"], value["value"]) == ("KeyError", "'resource hook failed'")
+    assert event["user"]["id"].startswith("basicauth:")
+    assert (event["tags"]["request_id"], event["tags"]["authn_type"]) == ("crash-1", "basicauth")
+    app.get("/v1/crashs/unknown-id", headers=basic_auth("alice"), status=400)
+    app.get("/v1/crashs", status=401)
+    assert len(transport.events) == 1  # 4xx answers are not reported
+
+
+def test_batch_subrequest_exception_is_reported_with_its_user(transport: CaptureTransport,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    app = canonical_resource_app(transport, monkeypatch)
+    app.post_json("/v1/batch", {"defaults": {"headers": basic_auth("bob")}, "requests": [
+        {"method": "GET", "path": "/crashs"},
+        {"method": "POST", "path": "/crashs", "body": {"data": {"crash": True}}},
+    ]}, headers={"X-Request-Id": "batch-9"}, status=500)
+    [event] = transport.events
+    assert event["exception"]["values"][0]["type"] == "KeyError"
+    assert event["user"]["id"].startswith("basicauth:")  # the sub-request's user; the batch itself is anonymous
+    assert event["tags"]["request_id"] == "batch-9"
+
+
+def test_an_exception_reported_on_its_way_out_is_not_reported_twice(transport: CaptureTransport) -> None:
+    """A JSON error converter above Sentry answers an exception sentry-sdk already captured."""
+    from wsgicliquet.middleware.json_errors import JsonErrors
+
+    app = webtest.TestApp(RequestLog(JsonErrors(Sentry(authenticated(bare_app), dsn=DSN, transport=transport))))
+    assert app.get("/boom", status=500).json["errno"] == 999
+    [event] = transport.events
+    assert event["exception"]["values"][0]["type"] == "ValueError"
+
+
+def test_backend_failures_answered_503_are_reported(transport: CaptureTransport) -> None:
+    from wsgicliquet.middleware.json_errors import JsonErrors
+    from wsgicliquet.storage.exceptions import BackendError
+
+    def failing(environ: Dict[str, Any], start_response: Any) -> List[bytes]:
+        raise BackendError("database unreachable")
+
+    app = webtest.TestApp(RequestLog(Sentry(JsonErrors(authenticated(failing)), dsn=DSN, transport=transport)))
+    assert app.get("/v1/x", headers={"X-Request-Id": "r-503"}, status=503).json["errno"] == 201
+    [event] = transport.events
+    assert event["exception"]["values"][0]["type"] == "BackendError"
+    assert (event["user"]["id"], event["tags"]["request_id"]) == (USERID, "r-503")

@@ -4,7 +4,8 @@ Use it around any WSGI app that serves an API (the resource app, a Flask or Bott
 
 - an exception escaping the app becomes ``500`` errno 999 with ``info`` (the traceback goes to the log at error
   level, never to the client); a :class:`~wsgicliquet.storage.exceptions.BackendError` becomes ``503`` errno 201
-  (logged at critical); a raised :class:`~wsgicliquet.errors.HTTPError` becomes its own response;
+  (logged at critical); a raised :class:`~wsgicliquet.errors.HTTPError` becomes its own response; with the Sentry
+  middleware above, both 500 and 503 exceptions are reported to it (``environ["wsgicliquet.report_exception"]``);
 - the app's own non-JSON 4xx/5xx (Flask's and Bottle's HTML 404, 405, 500...) are rewritten into the uniform body,
   with the errno of the status, keeping ``Allow``, ``WWW-Authenticate`` and the other non-entity headers; error
   bodies already in the uniform format pass untouched, labelled ``application/json; charset=UTF-8``;
@@ -112,13 +113,19 @@ class JsonErrors:
             if not isinstance(exc, HTTPError) and not governed():
                 raise
             exc_info = (type(exc), exc, exc.__traceback__) if started else None
-            return self._respond(self._from_exception(exc), environ, start_response, exc_info)
+            return self._respond(self._from_exception(exc, environ), environ, start_response, exc_info)
         status, headers, exc_info = held
         return self._rewrite(status, headers, body, environ, start_response, exc_info if started else None)
 
-    def _from_exception(self, exc: Exception) -> HTTPError:
+    def _from_exception(self, exc: Exception, environ: Mapping[str, Any]) -> HTTPError:
         if isinstance(exc, HTTPError):
             return exc
+        report = environ.get(keys.REPORT_EXCEPTION)
+        if report is not None:  # Sentry above: the exception ends here, so it is reported here
+            try:
+                report(exc, environ)
+            except Exception:  # reporting never changes the answer
+                pass
         if isinstance(exc, BackendError):
             logger.critical("Backend failure: %s", exc, exc_info=exc)
             return HTTPError(503, ERRORS.BACKEND)

@@ -2,7 +2,9 @@
 
 Place it inside the JSON error converter (as ``build_pipeline`` does): it must see exceptions before they become
 500 responses.  sentry-sdk's framework integrations stay on, since Flask and Bottle turn exceptions into their own
-500 pages before any middleware sees them; their integrations capture them in the view.  Protocol errors raised as
+500 pages before any middleware sees them; their integrations capture them in the view.  An exception that a JSON
+error converter below answers (the one inside the version) is reported by it through
+``environ["wsgicliquet.report_exception"]``, which this middleware sets.  Protocol errors raised as
 :class:`~wsgicliquet.errors.HTTPError` below 500 (404, 412...) are answers, not bugs, and are not reported.
 
 Settings: ``sentry_dsn`` (unset: pass-through), ``sentry_env`` (environment), ``project_version`` (release).
@@ -86,7 +88,19 @@ class Sentry:
 
         sentry_sdk.get_isolation_scope().add_event_processor(
             lambda event, hint: _enrich(event, hint, environ))
+        environ[keys.REPORT_EXCEPTION] = _report
         return self.app(environ, start_response)
+
+
+def _report(exc: BaseException, environ: Mapping[str, Any]) -> None:
+    """Capture an exception that a layer below answers (the JSON error converter inside the version) instead of
+    letting it through; ``environ`` is that request's (a batch sub-request has its own user).  sentry-sdk's dedupe
+    drops a second report of the same exception."""
+    import sentry_sdk
+
+    with sentry_sdk.new_scope() as scope:
+        scope.add_event_processor(lambda event, hint: _enrich(event, hint, environ))
+        sentry_sdk.capture_exception(exc)
 
 
 def _enrich(event: Dict[str, Any], hint: Mapping[str, Any], environ: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
