@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import platform
+import re
 from typing import Any, Dict, Mapping, Optional
 from urllib.parse import urlencode
 
@@ -63,6 +64,18 @@ def _dumps(value: Any) -> str:
         except (TypeError, ValueError):
             pass
     return str(value)
+
+
+# What would break the one-line form (line breaks, terminal escapes): C0 and C1 controls, DEL, U+2028, U+2029.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    """``text`` with its control characters written as Python escapes (``\\n``, ``\\x1b``): a client's
+    newline cannot forge a log line, nor an escape sequence drive the terminal that shows it."""
+    if text.isprintable():
+        return text
+    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
 
 
 _SCALARS = (str, int, float, bool)
@@ -221,7 +234,7 @@ class ClassicFormatter(logging.Formatter):
                 f'({fields.get("t", "?")} ms) {event}')
         rest = " ".join(f"{key}={cls._text(value)}" for key, value in sorted(fields.items())
                         if key not in cls._REQUEST_KEYS and value is not None)
-        return f"{head} {rest}" if rest else head
+        return _one_line(f"{head} {rest}" if rest else head)
 
     @staticmethod
     def _text(value: Any) -> str:

@@ -422,3 +422,51 @@ def test_time_field_is_the_local_time_to_the_microsecond(monkeypatch, zone: str)
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def canonical_app(**extra: Any) -> webtest.TestApp:
+    """build_pipeline around a resource app, with its own memory storage."""
+    from wsgicliquet import build_pipeline
+    from wsgicliquet.resource.app import ResourceApp
+    from wsgicliquet.resource.resource import Resource
+
+    class Bookmark(Resource):
+        schema = {"type": "object", "properties": {"title": {"type": "string"}}}
+
+    settings = load_settings(dict(userid_hmac_secret="secret", storage_pool_size=7782, **extra), environ={})
+    return webtest.TestApp(build_pipeline(ResourceApp([Bookmark], settings), settings))
+
+
+def test_a_redirect_has_no_errno(capture: Capture) -> None:
+    """The trailing-slash redirect replaces the app's 404 errno 111: the 307 is not an error response."""
+    import base64
+
+    auth = {"Authorization": "Basic " + base64.b64encode(b"alice:secret").decode()}
+    canonical_app().get("/v1/bookmarks/", headers=auth, status=307)
+    [line] = capture.events()
+    assert (line["Fields"]["code"], line["Fields"]["errno"]) == (307, None)
+
+
+def test_paths_are_logged_as_text(capture: Capture) -> None:
+    """WSGI gives the path one character per byte; the log shows what the client meant, as for the querystring."""
+    app = canonical_app()
+    app.get("/v1/caf%C3%A9/%E2%9C%93%FF?q=%C3%A9", status=404)
+    app.post_json("/v1/batch", {"requests": [{"method": "GET", "path": "/v1/%C3%A9t%C3%A9"}]})
+    request, sub, batch = (event["Fields"] for event in capture.events())
+    assert (request["path"], request["querystring"]) == ("/v1/café/\u2713\ufffd", '{"q":"\\u00e9"}')
+    assert (sub["path"], sub["code"], batch["path"]) == ("/v1/été", 404, "/v1/batch")
+
+
+def test_classic_lines_stay_one_line_whatever_the_client_sends(capture: Capture) -> None:
+    """A newline in a path, header or sub-request cannot forge a line, nor a terminal escape reach the console."""
+    app = canonical_app(logging_renderer="classic")
+    app.get("/v1/%0A%22GET%20%20%20/v1/%22%20200%20(1%20ms)%20request.summary", status=404, extra_environ={
+        "HTTP_USER_AGENT": "evil\r\nUA\x1b[31m", "HTTP_ACCEPT_LANGUAGE": "fr\u2028x"})
+    app.post_json("/v1/batch", {"requests": [
+        {"method": "GET", "path": "/v1/bookmarks%0Ax", "headers": {"User-Agent": "a\nb"}}]})
+    lines = capture.lines
+    assert len(lines) == 3
+    assert all(line.isprintable() for line in lines)
+    assert lines[0].startswith('"GET   /v1/\\n"GET   /v1/" 200 (1 ms) request.summary" 404 (')
+    assert "agent=evil\\r\\nUA\\x1b[31m" in lines[0] and "lang=fr\\u2028x" in lines[0]
+    assert lines[1].startswith('"GET   /v1/bookmarks\\nx" 404 (') and "agent=a\\nb" in lines[1]

@@ -54,6 +54,17 @@ def _querystring(raw: str) -> Dict[str, Any]:
     return result
 
 
+def _decoded_path(path: str) -> str:
+    """The path as text: WSGI gives one character per byte, the client sent UTF-8 (invalid bytes become U+FFFD,
+    as in the querystring)."""
+    if path.isascii():
+        return path
+    try:
+        return path.encode("latin-1").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # already text (a caller's own path)
+        return path
+
+
 _second: Tuple[int, str] = (-1, "")  # the last second rendered, and its text
 
 
@@ -72,8 +83,10 @@ def summary_fields(environ: Mapping[str, Any], *, code: int, duration: float, pa
                    request_id: Optional[str] = None) -> Dict[str, Any]:
     """The fields of a ``request.summary`` or ``subrequest.summary`` event (PROTOCOL.md §13.2).
 
-    ``path`` is the full path as the request arrived (SCRIPT_NAME + PATH_INFO when omitted); ``duration`` is in
-    seconds.  Extra context in ``environ["wsgicliquet.log"]`` is added without overriding these fields.
+    ``path`` is the full path as the request arrived (SCRIPT_NAME + PATH_INFO when omitted), logged decoded from
+    UTF-8; ``duration`` is in seconds.  ``errno`` is only given for an error response (a layer may have turned an
+    error into a redirect).  Extra context in ``environ["wsgicliquet.log"]`` is added without overriding these
+    fields.
     """
     get = environ.get
     userid = get(keys.USERID)
@@ -81,13 +94,13 @@ def summary_fields(environ: Mapping[str, Any], *, code: int, duration: float, pa
     query = get("QUERY_STRING")
     fields: Dict[str, Any] = {
         "agent": get("HTTP_USER_AGENT"),
-        "path": path if path is not None else get("SCRIPT_NAME", "") + get("PATH_INFO", ""),
+        "path": _decoded_path(path if path is not None else get("SCRIPT_NAME", "") + get("PATH_INFO", "")),
         "method": str(get("REQUEST_METHOD", "")).upper(),
         "querystring": _querystring(query) if query else {},
         "lang": get("HTTP_ACCEPT_LANGUAGE"),
         "uid": str(userid).split(":", 1)[-1] if userid else None,
         "authn_type": authn_type if authn_type is None or type(authn_type) is str else str(authn_type),
-        "errno": get(keys.ERRNO),
+        "errno": get(keys.ERRNO) if code >= 400 else None,
         "code": code,
         "t": int(duration * 1000),
         "time": local_iso(time.time()),
