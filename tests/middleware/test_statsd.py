@@ -123,6 +123,18 @@ def test_unsafe_names_cannot_forge_metrics(collector: Collector) -> None:
                                          ("wsgicliquet.view.x_c_evil_1.GET", "c")]
 
 
+def test_client_chosen_methods_cannot_create_metrics(collector: Collector) -> None:
+    """Any method name reaches the app (answered 405 by a real one); each would be a new series on the server."""
+    app = webtest.TestApp(make(view_app, statsd_url=collector.url, statsd_flush_interval_seconds=0).app,
+                          lint=False)  # lint refuses unknown methods, which servers pass on
+    for method in ("BREW", "X-1", "PROPFIND", "get", "PATCH"):
+        app.request("/bookmarks", method=method)
+    assert collector.totals() == {"wsgicliquet.view.bookmark-collection.OTHER": 3,
+                                  "wsgicliquet.view.bookmark-collection.GET": 1,
+                                  "wsgicliquet.view.bookmark-collection.PATCH": 1,
+                                  "wsgicliquet.authn_type.basicauth": 5}
+
+
 def test_batch_subrequests_are_counted(collector: Collector) -> None:
     def mini_batch(environ: Dict[str, Any], start_response: Any) -> List[bytes]:
         environ[keys.VIEW] = "batch"

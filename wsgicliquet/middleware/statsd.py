@@ -4,7 +4,8 @@ Use it outermost (next to the request log) so that it times the whole response, 
 request, unmatched URLs and redirects included (they count as view ``unmatched``, never an error: §21.16).
 Per response:
 
-* ``view.<view>.<METHOD>`` counter, where ``<view>`` is ``environ["wsgicliquet.view"]`` or ``unmatched``;
+* ``view.<view>.<METHOD>`` counter, where ``<view>`` is ``environ["wsgicliquet.view"]`` or ``unmatched``, and
+  ``<METHOD>`` is ``OTHER`` for a method outside the standard ones (a client must not create metrics at will);
 * ``authn_type.<policy>`` counter and the ``users`` set, for authenticated requests;
 * ``request`` timer (milliseconds, until the server closes the response);
 * the same counters for each batch sub-request (from ``environ["wsgicliquet.subrequests"]``);
@@ -54,6 +55,9 @@ _INSTRUMENTED = "_wsgicliquet_statsd"
 # Contract methods that are not timed: the constructor, and transaction() (a context manager: the call is instant).
 _NOT_TIMED = {"from_settings", "transaction"}
 _instrument_lock = threading.Lock()
+# The methods named in view counters; any other (the client chooses it) counts as OTHER, so that a client cannot
+# create metrics at will (each new name is a new series on the StatsD server).
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 
 
 def _safe(part: str) -> str:
@@ -63,7 +67,8 @@ def _safe(part: str) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _view_metric(view: str, method: str) -> str:
-    return f"view.{_safe(view)}.{_safe(method.upper())}"
+    method = method.upper()
+    return f"view.{_safe(view)}.{method if method in _METHODS else 'OTHER'}"
 
 
 @functools.lru_cache(maxsize=256)
