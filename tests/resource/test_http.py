@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 import pytest
 import webtest
 from webob import Request
 
 from wsgicliquet.resource.app import ResourceApp
+from wsgicliquet.resource.generators import Generator
 from wsgicliquet.resource.resource import Resource
 from wsgicliquet.settings import ConfigurationError, load_settings
 from wsgicliquet.storage.memory import Storage as MemoryStorage
@@ -212,14 +214,66 @@ def test_bottle_fallback(make_app):
     assert app.get("/hello").json == {"timestamp": record["last_modified"]}
 
 
+def _resource(class_name: str, **attributes: Any) -> type:
+    return type(class_name, (Resource,), attributes)
+
+
+_FIELDS = {"type": "object", "properties": {"url": {"type": "string"}, "author": {"type": "object"}}}
+
+
 @pytest.mark.parametrize("resources, message", [
-    pytest.param([Bookmark, Bookmark], "already used", id="duplicate"),
+    pytest.param([Bookmark, Bookmark], "Resource 'bookmark' is declared twice", id="duplicate"),
+    pytest.param([_resource("A", name="x"), _resource("B", name="x", collection_path="/b")],
+                 "Resource 'x' is declared twice", id="same-name-other-path"),
+    pytest.param([_resource("A", collection_path="/things"), _resource("B", collection_path="/things")],
+                 r"Resource 'b': its collection path '/things' matches the same URLs as the collection path of "
+                 r"resource 'a'", id="same-path"),
+    pytest.param([_resource("A", collection_path="/things"), _resource("B", collection_path="/things/{thing_id}")],
+                 r"'/things/\{thing_id\}' matches the same URLs as the record path of resource 'a', "
+                 r"'/things/\{id\}'", id="path-shadowing-another"),
     pytest.param(["nowhere.module:Thing"], "'resources'.*cannot import", id="import"),
     pytest.param([object], "not a Resource", id="not-a-resource"),
+    pytest.param([_resource("A", name=5)], "Resource 'A': name must be a non-empty string", id="name-int"),
+    pytest.param([_resource("A", name="my notes")], "name must be .* not 'my notes'", id="name-space"),
+    pytest.param([_resource("A", collection_id=5)], "Resource 'a': collection_id must be a string", id="coll-id"),
+    pytest.param([_resource("A", schema=_FIELDS, readonly_fields="url")],
+                 "Resource 'a': readonly_fields must be a list or tuple of strings, not 'url'", id="readonly-str"),
+    pytest.param([_resource("A", schema=_FIELDS, unique_fields="url")],
+                 "unique_fields must be a list or tuple of strings, not 'url'", id="unique-str"),
+    pytest.param([_resource("A", schema=_FIELDS, unique_fields=5)], "unique_fields must be a list", id="unique-int"),
+    pytest.param([_resource("A", schema=_FIELDS, unique_fields=("urll",))],
+                 "Resource 'a': unique_fields names 'urll', which is not a property of the schema", id="unique-typo"),
+    pytest.param([_resource("A", schema=_FIELDS, readonly_fields=("nope.x",))],
+                 "readonly_fields names 'nope.x'", id="readonly-typo"),
+    pytest.param([_resource("A", collection_methods="GET")],
+                 "Resource 'a': collection_methods must be a list or tuple of strings, not 'GET'", id="methods-str"),
+    pytest.param([_resource("A", preserve_unknown="no")],
+                 "Resource 'a': preserve_unknown must be True or False, not 'no'", id="preserve-str"),
+    pytest.param([_resource("A", collection_path="/b/{bid}/as", placeholder_pattern="(")],
+                 "Resource 'a': placeholder_pattern '\\(' is not a regular expression", id="pattern-regex"),
+    pytest.param([_resource("A", placeholder_pattern=5)], "placeholder_pattern must be a regular expression",
+                 id="pattern-int"),
+    pytest.param([_resource("A", collection_path=5)], "Resource 'a': collection_path must be a string", id="path-int"),
+    pytest.param([_resource("A", id_generator=lambda: "x")], "Resource 'a': id_generator .* not a generator",
+                 id="generator-function"),
+    pytest.param([_resource("A", id_generator="nowhere:Thing")], "Resource 'a': id_generator: Cannot import",
+                 id="generator-import"),
+    pytest.param([_resource("A", id_generator=type("G", (Generator,), {"regexp": "(", "__call__": lambda s: "x"}))],
+                 "Resource 'a': id_generator has an invalid regexp", id="generator-regexp"),
 ])
 def test_bad_configuration(resources, message):
+    """Each mistake stops start-up with a ConfigurationError naming the resource and what is wrong, never a
+    TypeError or re.error, nor a silent misreading (a string of field names read as one-letter fields)."""
     with pytest.raises(ConfigurationError, match=message):
         ResourceApp(resources, load_settings({}, environ={}))
+
+
+def test_fields_outside_the_schema_are_fine_when_unknown_fields_are_kept(make_app):
+    loose = _resource("Loose", unique_fields=("anything", "nested.field"), readonly_fields=("other",),
+                      preserve_unknown=True)
+    app = make_app(resources=[loose])
+    first = app.post_json("/looses", {"data": {"anything": 1}}, status=201).json["data"]
+    assert app.post_json("/looses", {"data": {"anything": 1}}, status=200).json["data"] == first
 
 
 def test_bad_paths_and_methods():

@@ -89,6 +89,40 @@ def test_bad_schema_fails_at_start_up(schema):
         RecordSchema(schema, name="thing")
 
 
+@pytest.mark.parametrize("schema, message", [
+    pytest.param({"type": "object", "properties": {"a": {"type": "strng"}}}, "at properties/a/type: 'strng'",
+                 id="nested-keyword"),
+    pytest.param({"type": "object", "properties": {"a": {"type": "string", "pattern": "("}}},
+                 "at properties/a/pattern: '\\(' is not a 'regex'", id="pattern"),
+    pytest.param({"type": "object", "required": "a"}, "at required: 'a' is not of type 'array'", id="required"),
+    pytest.param({"type": "object", "properties": {"a": {"$ref": "#/$defs/nope"}}},
+                 "\\$ref '#/\\$defs/nope' does not resolve", id="missing-definition"),
+    pytest.param({"type": "object", "properties": {"a": {"$ref": "https://example.invalid/a.json"}}},
+                 "\\$ref 'https://example.invalid/a.json' does not resolve", id="remote"),
+    pytest.param({"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+                  "properties": {"a": {"items": {"$ref": "#/definitions/item"}}}},
+                 "\\$ref '#/definitions/item' does not resolve", id="draft-7-deep"),
+])
+def test_bad_schema_error_says_where(schema, message):
+    """The error names the resource and the place in the schema; a ``$ref`` that does not resolve is found at
+    start-up (jsonschema raised on the first record reaching it, a 500 on every such write)."""
+    with pytest.raises(ConfigurationError, match="Resource 'thing' has an invalid schema: " + message):
+        RecordSchema(schema, name="thing")
+
+
+def test_references_within_the_schema_are_followed():
+    schema = RecordSchema({
+        "$id": "https://example.org/thing.json", "type": "object",
+        "$defs": {"email": {"type": "string", "format": "email"}, "other": {"$id": "other.json", "type": "integer"},
+                  "named": {"$anchor": "named", "type": "boolean"}},
+        "properties": {"email": {"$ref": "#/$defs/email"}, "n": {"$ref": "other.json"}, "b": {"$ref": "#named"},
+                       "child": {"$ref": "#"}}}, name="thing")
+    assert schema.validate({"email": "a@b.org", "n": 1, "b": True, "child": {"n": 2}})["n"] == 1
+    with pytest.raises(HTTPError) as error:
+        schema.validate({"email": "nope", "child": {"n": "x"}})
+    assert {detail["name"] for detail in error.value.body["details"]} == {"data.email", "data.child.n"}
+
+
 def test_readonly():
     check_readonly(["device"], {"device": "a"}, {"device": "a", "title": "x"})
     with pytest.raises(HTTPError) as info:

@@ -17,6 +17,7 @@ each endpoint.  Per request: one route match, the checks in this order (404 unkn
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any, Callable, Dict, FrozenSet, Iterable, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from webob import Request
@@ -79,16 +80,22 @@ class ResourceApp:
             http_host=self.settings["http_host"])
         self.routes: Dict[str, _Route] = {}
         rules = []
-        paths: Dict[str, str] = {}
+        paths: Dict[str, Tuple[str, str]] = {}  # the shape of each path (placeholder names aside): its owner
         for resource in resources:
             spec = _resource_class(resource).compile(self.settings)
+            if f"{spec.name}-collection" in self.routes:
+                raise ConfigurationError(f"Resource {spec.name!r} is declared twice: each resource needs a name of "
+                                         f"its own (the class attribute name)")
             for kind, rule, methods in (("collection", spec.collection_rule, spec.collection_methods),
                                         ("record", spec.record_rule, spec.record_methods)):
                 endpoint = f"{spec.name}-{kind}"
-                if endpoint in self.routes or rule in paths:
-                    raise ConfigurationError(
-                        f"Resource {spec.name!r}: {endpoint!r} or {rule!r} is already used by {paths.get(rule)!r}")
-                paths[rule] = endpoint
+                shape = _RULE_PLACEHOLDER.sub("<>", rule)
+                path = _RULE_PLACEHOLDER.sub(lambda match: "{" + match.group()[1:-1] + "}", rule)
+                if shape in paths:
+                    owner, owner_path = paths[shape]
+                    raise ConfigurationError(f"Resource {spec.name!r}: its {kind} path {path!r} matches the same URLs "
+                                             f"as the {owner} {owner_path!r}")
+                paths[shape] = (f"{kind} path of resource {spec.name!r},", path)
                 allow = ", ".join([method for method in _METHOD_ORDER if method in methods] + ["OPTIONS"])
                 self.routes[endpoint] = _Route(spec, kind, methods, allow)
                 rules.append(Rule(rule, endpoint=endpoint))
@@ -157,6 +164,9 @@ class ResourceApp:
         call = Call(environ, request, resource, spec, self.options, parent_id, object_id, log)
         return HANDLERS[(route.kind, method)](call)
 
+
+#: A placeholder of a Werkzeug rule: ``/a/<x>`` and ``/a/<y>`` match the same paths.
+_RULE_PLACEHOLDER = re.compile(r"<\w+>")
 
 #: How many matched paths the router remembers.
 _MATCH_CACHE_SIZE = 1024

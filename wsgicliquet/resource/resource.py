@@ -12,8 +12,8 @@ Example::
 
         def process_record(self, new, old=None):
             new = super().process_record(new, old)
-            if old is None or new.get("device") != old.get("device"):
-                new["device"] = self.request.user_agent or ""
+            # Set by the server on creation; a PUT replaces the record, so keep the stored value.
+            new["device"] = old.get("device", "") if old else (self.request.user_agent or "")
             return new
 
 Class attributes configure the resource and are compiled once, when the app starts (:meth:`Resource.compile`);
@@ -187,27 +187,32 @@ class ResourceSpec:
     @classmethod
     def build(cls, resource: type, settings: Mapping[str, Any]) -> "ResourceSpec":
         class_name = resource.__name__.lower()
-        name = resource.name if isinstance(resource.name, str) and resource.name else class_name
-        collection_path = _normalize_path(resource.collection_path or f"/{name}s")
-        record_path = _normalize_path(resource.record_path or collection_path + "/{id}")
+        name = _name(resource, "name", class_name)
+        check = _Checker(resource, name)
+        collection_id = check.string("collection_id") or class_name
+        collection_path = _normalize_path(check.string("collection_path") or f"/{name}s")
+        record_path = _normalize_path(check.string("record_path") or collection_path + "/{id}")
         placeholders = tuple(_PLACEHOLDER.findall(collection_path))
         record_placeholders = _PLACEHOLDER.findall(record_path)
         if "id" in placeholders or sorted(record_placeholders) != sorted(placeholders + ("id",)):
             raise ConfigurationError(
                 f"Resource {name!r}: the record path {record_path!r} must have the placeholders of the collection "
                 f"path {collection_path!r} plus {{id}}")
+        schema = RecordSchema(resource.schema, preserve_unknown=check.boolean("preserve_unknown"), name=name)
+        if resource.id_generator is None:
+            generator = _generator(settings.get("id_generator"), "Setting 'id_generator'", "id_generator")
+        else:
+            generator = _generator(resource.id_generator, f"Resource {name!r}: id_generator")
         return cls(
-            cls=resource, name=name, collection_id=resource.collection_id or class_name,
-            schema=RecordSchema(resource.schema, preserve_unknown=resource.preserve_unknown, name=name),
-            generator=_generator(resource.id_generator or settings.get("id_generator")),
-            readonly_fields=tuple(resource.readonly_fields), unique_fields=tuple(resource.unique_fields),
+            cls=resource, name=name, collection_id=collection_id, schema=schema, generator=generator,
+            readonly_fields=check.fields("readonly_fields", schema), unique_fields=check.fields("unique_fields", schema),
             collection_rule=_PLACEHOLDER.sub(r"<\1>", collection_path),
             record_rule=_PLACEHOLDER.sub(r"<\1>", record_path),
             placeholders=placeholders,
-            placeholder_match=re.compile(resource.placeholder_pattern).fullmatch,
+            placeholder_match=check.pattern("placeholder_pattern"),
             parent_template=_parent_template(collection_path),
-            collection_methods=_enabled(settings, "collection", name, resource.collection_methods),
-            record_methods=_enabled(settings, "record", name, resource.record_methods),
+            collection_methods=_enabled(settings, "collection", name, check.strings("collection_methods")),
+            record_methods=_enabled(settings, "record", name, check.strings("record_methods")),
             cache_expires=settings.get(f"{name}_cache_expires_seconds"),
         )
 
@@ -233,13 +238,88 @@ def _parent_template(collection_path: str) -> str:
     return collection_path if _PLACEHOLDER.search(last) else head
 
 
-def _generator(value: Any) -> Generator:
+#: What resource names look like: they appear in URLs, view names and setting names (``collection_<name>_...``).
+_NAME = re.compile(r"\w+")
+
+
+def _name(resource: type, attribute: str, default: str) -> str:
+    value = getattr(resource, attribute)
+    if value is None:
+        return default
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ConfigurationError(f"Resource {resource.__name__!r}: {attribute} must be a non-empty string of letters, "
+                                 f"digits and _, not {value!r}")
+    return value
+
+
+class _Checker:
+    """Type checks of the class attributes of one resource, so that a mistake stops start-up naming it (a string
+    given for a list of fields would otherwise be read as a list of one-letter fields)."""
+
+    def __init__(self, resource: type, name: str) -> None:
+        self.resource = resource
+        self.prefix = f"Resource {name!r}:"
+
+    def _fail(self, attribute: str, expected: str, value: Any) -> ConfigurationError:
+        return ConfigurationError(f"{self.prefix} {attribute} must be {expected}, not {value!r}")
+
+    def string(self, attribute: str) -> Optional[str]:
+        value = getattr(self.resource, attribute)
+        if value is not None and not isinstance(value, str):
+            raise self._fail(attribute, "a string", value)
+        return value
+
+    def boolean(self, attribute: str) -> bool:
+        value = getattr(self.resource, attribute)
+        if not isinstance(value, bool):
+            raise self._fail(attribute, "True or False", value)
+        return value
+
+    def strings(self, attribute: str) -> Tuple[str, ...]:
+        value = getattr(self.resource, attribute)
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)) or not all(
+                isinstance(item, str) for item in value):
+            raise self._fail(attribute, "a list or tuple of strings", value)
+        return tuple(value)
+
+    def fields(self, attribute: str, schema: RecordSchema) -> Tuple[str, ...]:
+        """Field names of the records: a field the schema does not declare would be dropped from every record
+        (unless ``preserve_unknown``), so naming one is a typo."""
+        fields = self.strings(attribute)
+        for field in fields:
+            if not schema.is_known_field(field):
+                raise ConfigurationError(f"{self.prefix} {attribute} names {field!r}, which is not a property of the "
+                                         f"schema")
+        return fields
+
+    def pattern(self, attribute: str) -> Any:
+        value = getattr(self.resource, attribute)
+        if not isinstance(value, str):
+            raise self._fail(attribute, "a regular expression (string)", value)
+        try:
+            return re.compile(value).fullmatch
+        except re.error as exc:
+            raise ConfigurationError(f"{self.prefix} {attribute} {value!r} is not a regular expression: {exc}") \
+                from None
+
+
+def _generator(value: Any, label: str, setting: Optional[str] = None) -> Generator:
+    """An id generator instance from a class, an instance or a dotted path; ``label`` says where it came from
+    (``setting``: the name of the setting that gave it)."""
     if isinstance(value, str):
-        value = import_string(value, "id_generator")
-    if isinstance(value, type):
-        value = value()
+        try:
+            value = import_string(value, setting)
+        except ConfigurationError as exc:
+            if setting:
+                raise
+            raise ConfigurationError(f"{label}: {exc}") from None
+    try:
+        if isinstance(value, type):
+            value = value()
+    except re.error as exc:
+        raise ConfigurationError(f"{label} has an invalid regexp: {exc}") from None
     if not callable(value) or not hasattr(value, "match"):
-        raise ConfigurationError(f"Setting 'id_generator' has an invalid value {value!r}: not a generator")
+        raise ConfigurationError(f"{label} has an invalid value {value!r}: not a generator")
     return value
 
 

@@ -23,6 +23,9 @@ from jsonschema import (Draft4Validator, Draft6Validator, Draft7Validator, Draft
                         Draft202012Validator, FormatChecker, ValidationError)
 from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
+from jsonschema_specifications import REGISTRY as META_SCHEMAS
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012, specification_with
 
 from wsgicliquet.errors import invalid, validation_error
 from wsgicliquet.settings import ConfigurationError
@@ -69,10 +72,13 @@ class RecordSchema:
         try:
             cls.check_schema(schema)
         except SchemaError as exc:
-            raise ConfigurationError(f"Resource {name!r} has an invalid schema: {exc.message}") from None
+            where = "/".join(str(part) for part in exc.absolute_path)  # the keyword at fault, in the schema
+            problem = f"at {where}: {exc.message}" if where else exc.message
+            raise ConfigurationError(f"Resource {name!r} has an invalid schema: {problem}") from None
         if schema.get("type", "object") != "object":
             raise ConfigurationError(f"Resource {name!r} has an invalid schema: records are objects")
-        self.validator = cls(schema, format_checker=FORMAT_CHECKER)
+        self.validator = cls(schema, format_checker=FORMAT_CHECKER, registry=META_SCHEMAS)
+        _check_references(schema, cls, name)
         self._surely_valid = _compile(schema) if cls in _FAST_DIALECTS else None
         properties = schema.get("properties") or {}
         self.fields = frozenset(properties)
@@ -111,6 +117,27 @@ class RecordSchema:
 
     def _problems(self, record: Dict[str, Any]) -> List[Dict[str, Any]]:
         return _details(self.validator.iter_errors(record))
+
+
+def _check_references(schema: Mapping[str, Any], cls: Any, name: str) -> None:
+    """Stop start-up when a ``$ref`` does not resolve: jsonschema would raise on every record reaching it (a 500).
+
+    References resolve within the schema and to the meta-schemas only: a record write never fetches a URL.
+    """
+    specification = specification_with(cls.ID_OF(cls.META_SCHEMA) or "", default=DRAFT202012)
+    root = specification.create_resource(schema)
+    pending = [(root, META_SCHEMAS.resolver_with_root(root))]
+    while pending:
+        resource, resolver = pending.pop()
+        reference = resource.contents.get("$ref") if isinstance(resource.contents, dict) else None
+        if isinstance(reference, str):
+            try:
+                resolver.lookup(reference)
+            except Unresolvable:
+                raise ConfigurationError(f"Resource {name!r} has an invalid schema: $ref {reference!r} does not "
+                                         f"resolve (references are followed within the schema and to the JSON "
+                                         f"Schema meta-schemas only)") from None
+        pending.extend((sub, resolver.in_subresource(sub)) for sub in resource.subresources())
 
 
 # -- the fast path: a conservative check of the common keywords --------------------------------------------------
