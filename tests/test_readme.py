@@ -61,3 +61,15 @@ def test_resources_doc_sample_keeps_the_server_set_field():
     assert api.put_json(url, {"data": {"url": "https://a.org", "title": "t"}}).json["data"]["device"] == "reader/1"
     assert api.put_json(url, {"data": {"url": "https://a.org", "device": "x"}}).json["data"]["device"] == "reader/1"
     assert api.patch_json(url, {"data": {"title": "u"}}).json["data"]["device"] == "reader/1"
+
+
+def test_resources_doc_shows_every_argument_of_the_app():
+    import inspect
+    import re
+
+    from wsgicliquet import ResourceApp
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "resources.md").read_text()
+    documented = re.search(r"^ResourceApp\((.*)\)$", docs, re.MULTILINE).group(1)
+    names = [part.split("=")[0].strip() for part in documented.split(",") if part.strip() != "*"]
+    assert names == list(inspect.signature(ResourceApp).parameters)
