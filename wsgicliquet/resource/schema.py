@@ -85,7 +85,15 @@ class RecordSchema:
         self.defaults = [(key, spec["default"]) for key, spec in properties.items()
                          if isinstance(spec, dict) and "default" in spec]
         self.preserve_unknown = preserve_unknown
-        self.accepts_empty = not self._problems(self.complete({}))
+        problems = self._problems(self.complete({}))
+        self.accepts_empty = not problems
+        defaulted = {key for key, _ in self.defaults}
+        for problem in problems:
+            # A default the schema refuses would make every creation without that field a 400 to the client.
+            parts = problem["name"].split(".")
+            if len(parts) > 1 and parts[1] in defaulted:
+                raise ConfigurationError(f"Resource {name!r} has an invalid schema: the default of {parts[1]!r} does "
+                                         f"not validate ({problem['name']}: {problem['description']})")
 
     def is_known_field(self, field: str) -> bool:
         """Whether ``field`` (possibly dotted) may be filtered, sorted or selected: its root must be declared."""
