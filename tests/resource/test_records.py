@@ -294,6 +294,29 @@ def test_patch_diff_shows_server_changes(make_app):
     assert response.json["data"] == {"name": "B"}
 
 
+@pytest.mark.parametrize("method, url", [
+    pytest.param("post_json", "/forgetfuls", id="post"),
+    pytest.param("put_json", "/forgetfuls/{id}", id="put"),
+    pytest.param("patch_json", "/forgetfuls/{id}", id="patch"),
+])
+def test_a_process_record_without_return_is_named(make_app, storage, method, url):
+    """A hook that forgets ``return new`` fails with an error naming it, not deep in the storage; the client's
+    500 is JSON once the pipeline's error layer is around the app."""
+    from wsgicliquet.resource.resource import Resource
+
+    class Forgetful(Resource):
+        schema = {"type": "object", "properties": {"name": {"type": "string"}}}
+
+        def process_record(self, new, old=None):
+            new["name"] = "x"
+
+    record = storage.create("forgetful", ALICE, {"name": "a"})
+    app = make_app(resources=[Forgetful])
+    with pytest.raises(TypeError, match=r"^Forgetful.process_record\(\) must return the record, not NoneType$"):
+        getattr(app, method)(url.format(id=record["id"]), {"data": {"name": "b"}})
+    assert storage.get("forgetful", ALICE, record["id"]) == record
+
+
 def test_patch_errors(app):
     record = create(app)
     url = f"/bookmarks/{record['id']}"
