@@ -150,3 +150,17 @@ def test_costs_script_runs_every_mode(options):
                             cwd=root, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_instruction_counts_of_a_request():
+    """Two valgrind runs of one workload: a request through the pipeline costs more instructions than none."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, str(root / "benchmarks" / "instructions.py"), "--only", "hello",
+                             "--requests", "3"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    name, figure = result.stdout.split("instructions per request")[0].rsplit(None, 1)
+    assert name.strip() == "hello" and int(figure.replace(",", "")) > 10_000
