@@ -83,6 +83,26 @@ def test_conformance_checklist_through_the_whole_stack(api):
     assert unknown.json["errno"] == 111
 
 
+def test_browsers_read_the_headers_of_every_record_response(api):
+    """§12 and D5: listings expose their whole list (a single page too), record reads theirs, and every write the
+    ETag and Last-Modified it carries."""
+    headers = dict(auth(), Origin="http://x.org")
+
+    def exposed(response):
+        return {item.strip() for item in response.headers["Access-Control-Expose-Headers"].split(",")}
+
+    listing = {"Next-Page", "Total-Records", "Last-Modified", "ETag", "Cache-Control", "Expires", "Pragma"}
+    for method in ("get", "head"):
+        assert exposed(getattr(api, method)("/v1/bookmarks", headers=headers)) >= listing
+    created = api.post_json("/v1/bookmarks", {"data": {"url": "http://a.org"}}, headers=headers, status=201)
+    assert exposed(created) >= {"ETag", "Last-Modified"}
+    url = f"/v1/bookmarks/{created.json['data']['id']}"
+    assert exposed(api.get(url, headers=headers)) >= {"Last-Modified", "ETag", "Cache-Control", "Expires", "Pragma"}
+    assert exposed(api.patch_json(url, {"data": {"title": "a"}}, headers=headers)) >= {"ETag", "Last-Modified"}
+    assert exposed(api.put_json(url, {"data": {"url": "http://b.org"}}, headers=headers)) >= {"ETag", "Last-Modified"}
+    assert exposed(api.delete(url, headers=headers)) >= {"ETag", "Last-Modified"}
+
+
 def test_backoff_readonly_and_end_of_life_settings():
     clear_backends()
     settings = dict(SETTINGS, readonly=True, backoff=10, eos="2000-01-01")

@@ -119,7 +119,8 @@ def test_allow_origin_on_success_and_errors(make, origins, origin, expected, pat
 
 @pytest.mark.parametrize("path, status, extra", [
     pytest.param("/v1/items", 200, [], id="plain"),
-    pytest.param("/v1/record", 200, ["ETag", "Last-Modified", "Cache-Control"], id="record-headers-exposed"),
+    pytest.param("/v1/record", 200, ["ETag", "Last-Modified", "Cache-Control", "Expires", "Pragma"],
+                 id="record-headers-exposed"),
     pytest.param("/v1/nowhere", 404, [], id="error"),
 ])
 def test_expose_headers(make, path, status, extra):
@@ -135,6 +136,31 @@ def test_every_conditional_header_is_exposed_when_present(header):
 
     response = webtest.TestApp(Cors(app), lint=True).post("/", headers={"Origin": "https://a.example"})
     assert header in exposed(response)
+
+
+@pytest.mark.parametrize("headers, expected", [
+    pytest.param([("Total-Records", "3"), ("ETag", '"1"')], cors.LISTING_EXPOSED, id="listing"),
+    pytest.param([("ETag", '"1"'), ("Cache-Control", "no-cache")], cors.READ_EXPOSED, id="record-read"),
+])
+def test_listings_and_reads_expose_the_whole_protocol_list(headers, expected):
+    """§12: a browser client reads ``Next-Page`` of any listing and ``Expires`` of any read, as with Cliquet,
+    even when this response (a last page, no cache expiry) lacks them."""
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/json"), *headers])
+        return [b"{}"]
+
+    response = webtest.TestApp(Cors(app), lint=True).get("/", headers={"Origin": "https://a.example"})
+    assert sorted(exposed(response)) == sorted(set(ALWAYS) | set(expected))
+
+
+def test_a_write_exposes_only_what_it_carries():
+    """A PATCH answer has an ``ETag`` but no ``Cache-Control``: nothing of a read is added to it."""
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/json"), ("ETag", '"1"'), ("Last-Modified", "x")])
+        return [b"{}"]
+
+    response = webtest.TestApp(Cors(app), lint=True).patch("/", headers={"Origin": "https://a.example"})
+    assert sorted(exposed(response)) == sorted(ALWAYS + ["ETag", "Last-Modified"])
 
 
 def test_app_expose_headers_are_merged():

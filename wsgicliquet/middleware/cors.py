@@ -7,7 +7,9 @@ stream through untouched.
 - ``Access-Control-Allow-Origin``: ``*`` when ``origins`` holds ``*``, else the request's ``Origin`` when it matches
   one of ``origins`` (shell wildcards: ``https://*.example.com``), else nothing.
 - ``Access-Control-Expose-Headers``: ``expose_headers`` (always), plus each header of :data:`EXPOSED_IF_PRESENT`
-  the response carries, so that ``ETag`` and ``Last-Modified`` are readable wherever they appear (D5).
+  the response carries, so that ``ETag`` and ``Last-Modified`` are readable wherever they appear (D5); a listing
+  (it carries ``Total-Records``) or a read (``ETag`` and ``Cache-Control``) exposes the whole list of §12 for it
+  (:data:`LISTING_EXPOSED`, :data:`READ_EXPOSED`), ``Next-Page``, ``Expires`` and ``Pragma`` included.
 - ``Vary``: ``vary`` (``Authorization``) merged into the response's own ``Vary``, on every response; ``Origin``
   too when the allowed origin depends on the request (an explicit list).
 - Preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``): answered here with 200.  The
@@ -32,8 +34,8 @@ from wsgicliquet.errors import JSON_CONTENT_TYPE, invalid
 from wsgicliquet.middleware import collect
 from wsgicliquet.pipeline import make_filter_factory
 
-__all__ = ["Cors", "filter_factory", "ALWAYS_EXPOSED", "EXPOSED_IF_PRESENT", "DEFAULT_ALLOW_HEADERS",
-           "STANDARD_METHODS"]
+__all__ = ["Cors", "filter_factory", "ALWAYS_EXPOSED", "EXPOSED_IF_PRESENT", "LISTING_EXPOSED", "READ_EXPOSED",
+           "DEFAULT_ALLOW_HEADERS", "STANDARD_METHODS"]
 
 ALWAYS_EXPOSED = ("Backoff", "Retry-After", "Alert", "Content-Length", "Content-Type", "Vary")
 """Exposed on every response (Cliquet's list plus kinto.core's ``Content-Type``)."""
@@ -41,6 +43,12 @@ ALWAYS_EXPOSED = ("Backoff", "Retry-After", "Alert", "Content-Length", "Content-
 EXPOSED_IF_PRESENT = ("ETag", "Last-Modified", "Next-Page", "Total-Records", "Total-Objects", "Cache-Control",
                       "Expires", "Pragma", "Deprecation", "Sunset")
 """Exposed on the responses that carry them."""
+
+LISTING_EXPOSED = ("Next-Page", "Total-Records", "Last-Modified", "ETag", "Cache-Control", "Expires", "Pragma")
+"""Exposed on every listing (a response with ``Total-Records``), as Cliquet does on collection GET/HEAD (§12)."""
+
+READ_EXPOSED = ("Last-Modified", "ETag", "Cache-Control", "Expires", "Pragma")
+"""Exposed on every record read (a response with ``ETag`` and ``Cache-Control``), as Cliquet does (§12)."""
 
 DEFAULT_ALLOW_HEADERS = ("Authorization", "Content-Type", "If-Match", "If-None-Match")
 """Request headers a preflight always allows (plus those the client asks for)."""
@@ -53,6 +61,18 @@ Headers = List[Tuple[str, str]]
 _ORDER = {method: index for index, method in enumerate(STANDARD_METHODS)}
 
 _IF_PRESENT = frozenset(name.lower() for name in EXPOSED_IF_PRESENT)
+_LISTING = frozenset(name.lower() for name in LISTING_EXPOSED)
+_READ = frozenset(name.lower() for name in READ_EXPOSED)
+
+
+def _with_implied(present: FrozenSet[str]) -> FrozenSet[str]:
+    """``present`` plus the headers §12 exposes on a listing or a record read, whether or not this one has them
+    (a last page has no ``Next-Page``, a response without cache expiry no ``Expires``)."""
+    if "total-records" in present:
+        return present | _LISTING
+    if "etag" in present and "cache-control" in present:
+        return present | _READ
+    return present
 _OWN_HEADERS = frozenset({"access-control-allow-origin", "access-control-expose-headers", "vary"})
 _PREFLIGHT_KEYS = ("HTTP_ORIGIN", "HTTP_ACCESS_CONTROL_REQUEST_METHOD", "HTTP_ACCESS_CONTROL_REQUEST_HEADERS")
 # Headers of the probe's answer that describe it, not the preflight answer built from it.
@@ -83,6 +103,7 @@ class Cors:
         self._exposed_with = functools.lru_cache(maxsize=None)(self._exposed_of)
 
     def _exposed_of(self, present: FrozenSet[str]) -> str:
+        present = _with_implied(present)
         found = [name for name in EXPOSED_IF_PRESENT if name.lower() in present]
         return ", ".join(_unique(self.expose_headers + found))
 
@@ -133,7 +154,8 @@ class Cors:
                 exposed = (exposed or []) + [item.strip() for item in value.split(",") if item.strip()]
         if allowed:
             if exposed:
-                found = [name for name in EXPOSED_IF_PRESENT if name.lower() in (present or ())]
+                implied = _with_implied(frozenset(present or ()))
+                found = [name for name in EXPOSED_IF_PRESENT if name.lower() in implied]
                 exposed_value = ", ".join(_unique(self.expose_headers + exposed + found))
             elif present is None:
                 exposed_value = self._exposed_value
