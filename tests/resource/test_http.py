@@ -66,7 +66,10 @@ def test_resource_methods_attribute(make_app):
 
 @pytest.mark.parametrize("accept, status", [
     ("application/json", 200), ("*/*", 200), ("application/*", 200), ("text/html, application/json;q=0.1", 200),
+    ("application/json; charset=utf-8", 200), ("application/json;charset=UTF-8;q=0.5", 200),
+    ("text/html;level=1, */*;q=0.1", 200),
     ("text/html", 406), ("application/xml", 406), ("application/json;q=0", 406),
+    ("application/json; charset=utf-8;q=0", 406), ("application/json;q=0, */*", 406),
 ])
 def test_accept(app, accept, status):
     response = app.get("/bookmarks", headers={"Accept": accept}, status=status)

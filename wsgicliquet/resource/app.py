@@ -195,7 +195,13 @@ def _resource_class(resource: Union[type, str]) -> type:
 
 @functools.lru_cache(maxsize=256)
 def _accepts_json(accept: str) -> bool:
-    return bool(create_accept_header(accept).acceptable_offers([_JSON]))
+    """Whether ``Accept`` allows JSON.  Media type parameters are not compared (``application/json; charset=utf-8``
+    is fine), as in Cliquet: WebOb would match them case-sensitively against the offer."""
+    header = create_accept_header(accept)
+    ranges = getattr(header, "parsed", None)
+    if ranges:
+        header = create_accept_header(", ".join(f"{media.split(';', 1)[0]};q={q}" for media, q, _, _ in ranges))
+    return bool(header.acceptable_offers([_JSON]))
 
 
 def _negotiate(environ: Dict[str, Any], method: str) -> None:
