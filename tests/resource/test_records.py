@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import re
+from email.utils import formatdate
 
 import pytest
 
-from .conftest import ALICE, BOB, as_user
+from .conftest import ALICE, BOB, as_user, unique_user
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 OTHER_ID = "8c42b0ad-7a1c-4b53-9c30-1c5e6e7ba9d5"
@@ -488,3 +489,120 @@ def test_every_user_needs_a_partition(make_app):
         "wsgicliquet.principals": ["system.Everyone", "system.Authenticated"]})
     assert authenticated_without_id.get("/bookmarks", status=403).json["errno"] == 121
     assert as_user(ALICE)["wsgicliquet.userid"] == ALICE
+
+
+# -- the same protocol on every backend ------------------------------------------------------------------------------
+# The tests above run on the memory backend; these repeat the statements of §5, §6 and D2-D5 that each storage
+# implements on its own (timestamps, atomic preconditions, tombstones, unique fields) on Redis and PostgreSQL too.
+
+@pytest.fixture
+def backend_app(make_app, any_storage):
+    """The resource app on each storage backend, for a user of its own (the servers are shared)."""
+    return make_app(userid=unique_user(), backend=any_storage)
+
+
+def assert_etag_headers(response, timestamp: int) -> None:
+    assert response.headers["ETag"] == f'"{timestamp}"'
+    assert response.headers["Last-Modified"] == formatdate(timestamp // 1000, usegmt=True)
+
+
+def test_every_write_bumps_the_timestamp_and_every_record_answer_has_its_etag(backend_app):
+    app = backend_app
+    empty = app.get("/bookmarks")
+    assert_etag_headers(empty, 0)  # never written: 0, and reading it writes nothing (D1, §21.6)
+    assert etag(app.get("/bookmarks")) == 0
+    posted = app.post_json("/bookmarks", {"data": {"url": "http://a.org"}}, status=201)
+    record = posted.json["data"]
+    assert_etag_headers(posted, record["last_modified"])
+    assert_etag_headers(app.get(f"/bookmarks/{record['id']}"), record["last_modified"])
+    assert_etag_headers(app.head(f"/bookmarks/{record['id']}"), record["last_modified"])
+    url, stamps = f"/bookmarks/{record['id']}", [record["last_modified"]]
+    for write in (lambda: app.put_json(url, {"data": {"url": "http://b.org"}}),
+                  lambda: app.patch_json(url, {"data": {"title": "B"}}),
+                  lambda: app.delete(url)):
+        response = write()
+        stamps.append(response.json["data"]["last_modified"])
+        assert_etag_headers(response, stamps[-1])
+        assert_etag_headers(app.get("/bookmarks"), stamps[-1])  # collection timestamp = the last write
+    assert stamps == sorted(set(stamps))
+    assert app.get(f"/bookmarks?_since={stamps[-2]}").json["data"] == [
+        {"id": record["id"], "last_modified": stamps[-1], "deleted": True}]
+
+
+def test_a_patch_that_changes_nothing_writes_nothing(backend_app):
+    app = backend_app
+    record = create(app, title="A")
+    response = app.patch_json(f"/bookmarks/{record['id']}", {"data": {"title": "A"}})
+    assert response.json["data"] == record and etag(response) == record["last_modified"]
+    assert etag(app.get("/bookmarks")) == record["last_modified"]
+
+
+def test_client_timestamps_on_create(backend_app):
+    app = backend_app
+    now = create(app)["last_modified"]
+    for value in (1000, now):  # at or below the counter: a fresh value all the same (D2)
+        assert create(app, f"http://{value}.org", last_modified=value)["last_modified"] == etag(app.get("/bookmarks"))
+    counter = etag(app.get("/bookmarks"))
+    assert counter == now + 2
+    ahead = counter + 2000
+    assert create(app, "http://ahead.org", last_modified=ahead)["last_modified"] == ahead
+    put = app.put_json(f"/bookmarks/{OTHER_ID}", {"data": {"url": "http://put.org", "last_modified": ahead}},
+                       status=201).json["data"]
+    assert put["last_modified"] == ahead + 1
+    far = app.post_json("/bookmarks", {"data": {"url": "http://far.org", "last_modified": ahead + 10 ** 7}},
+                        status=400)
+    assert far.json["details"] == [{"location": "body", "name": "data.last_modified",
+                                    "description": "last_modified cannot be more than 5000 ms in the future"}]
+    patched = app.patch_json(f"/bookmarks/{OTHER_ID}", {"data": {"title": "t", "last_modified": ahead + 3000}})
+    assert patched.json["data"]["last_modified"] == ahead + 2  # ignored on updates
+
+
+def test_preconditions_and_412_bodies(backend_app):
+    app = backend_app
+    record = create(app)
+    url, current = f"/bookmarks/{record['id']}", record["last_modified"]
+    app.get("/bookmarks", headers={"If-None-Match": f'"{current}"'}, status=304)
+    app.get(url, headers={"If-None-Match": f'"{current}"'}, status=304)
+    app.get(url, headers={"If-None-Match": f'"{current + 1}"'}, status=200)  # strict equality (D4)
+    app.get("/bookmarks", headers={"If-None-Match": "*"}, status=200)
+    for method, body in (("put_json", {"data": {"url": "http://b.org"}}), ("patch_json", {"data": {"title": "x"}}),
+                         ("delete", None)):
+        send = getattr(app, method)
+        for headers in ({"If-Match": f'"{current + 1}"'}, {"If-Match": f'"{current - 1}"'}, {"If-None-Match": "*"}):
+            response = send(url, body, headers=headers, status=412) if body else send(url, headers=headers,
+                                                                                       status=412)
+            assert response.json == {"code": 412, "errno": 114, "error": "Precondition Failed",
+                                     "message": "Resource was modified meanwhile",
+                                     "details": {"existing": record}}
+            assert_etag_headers(response, current)
+    response = app.post_json("/bookmarks", {"data": {"id": record["id"], "url": "http://a.org"}},
+                             headers={"If-None-Match": "*"}, status=412)
+    assert response.json["details"] == {"existing": record}
+    response = app.put_json(f"/bookmarks/{OTHER_ID}", {"data": {"url": "http://c.org"}},
+                            headers={"If-Match": f'"{current}"'}, status=412)  # If-Match on a missing id (D4)
+    assert response.json["details"] == {} and etag(response) == current
+    updated = app.patch_json(url, {"data": {"title": "x"}}, headers={"If-Match": f'"{current}"',
+                                                                      "If-None-Match": f'"{current}"'}).json["data"]
+    tombstone = app.delete(url, headers={"If-Match": f'"{updated["last_modified"]}"'}).json["data"]
+    response = app.put_json(url, {"data": {"url": "http://d.org"}}, headers={"If-Match": f'"{current}"'},
+                            status=412)
+    assert response.json["details"] == {"existing": tombstone}
+    assert_etag_headers(response, tombstone["last_modified"])
+    app.put_json(url, {"data": {"url": "http://d.org"}}, headers={"If-None-Match": "*"}, status=201)
+
+
+def test_unique_fields(backend_app):
+    app = backend_app
+    first, second = create(app, "http://a.org"), create(app, "http://b.org")
+    again = app.post_json("/bookmarks", {"data": {"url": "http://a.org", "title": "again"}}, status=200)
+    assert again.json["data"] == first  # POST: the existing record, nothing written (§6.3)
+    assert etag(app.get("/bookmarks")) == second["last_modified"]
+    conflict = {"code": 409, "errno": 122, "error": "Conflict",
+                "message": f"Conflict of field url on record {first['id']}",
+                "details": {"field": "url", "existing": first}}
+    assert app.put_json(f"/bookmarks/{second['id']}", {"data": {"url": "http://a.org"}}, status=409).json == conflict
+    assert app.patch_json(f"/bookmarks/{second['id']}", {"data": {"url": "http://a.org"}},
+                          status=409).json == conflict
+    assert app.get(f"/bookmarks/{second['id']}").json["data"] == second
+    app.delete(f"/bookmarks/{first['id']}")  # a tombstone holds no value
+    app.patch_json(f"/bookmarks/{second['id']}", {"data": {"url": "http://a.org"}}, status=200)
