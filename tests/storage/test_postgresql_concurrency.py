@@ -150,7 +150,11 @@ def test_terminated_connections_mid_load(storage: Storage, pg_url: str) -> None:
             killed += len(admin_execute(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                                 "WHERE application_name = %s", (name,)))
         last_kill = time.monotonic()
-        time.sleep(1.0)
+        # Every thread must write again; on a loaded machine that can take more than a moment.
+        deadline = last_kill + 10
+        while time.monotonic() < deadline and not all(last_success.get(index, 0) > last_kill for index in range(8)):
+            time.sleep(0.05)
+        time.sleep(0.3)
     finally:
         stop.set()
         for thread in threads:
