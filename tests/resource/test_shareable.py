@@ -608,6 +608,20 @@ def test_unique_conflict_does_not_show_an_unreadable_record(make_api):
     assert api.permission.object_permissions(api.uri(mine)) == {"write": {api.userid("stranger")}}
 
 
+
+def test_precondition_failed_shows_the_record_without_its_permissions(api):
+    """§6.2: the 412 of a shareable resource has ``details.existing`` as stored, never its ACL."""
+    object_id = api.create(text="a", permissions={"read": [api.userid("owner")]})
+    record = api.request("owner", "GET", api.uri(object_id)).json["data"]
+    for method, body in (("PATCH", {"data": {"text": "b"}}), ("PUT", {"data": {"text": "b"}}), ("DELETE", None)):
+        response = api.request("owner", method, api.uri(object_id), body, status=412, **{"If-Match": '"1"'})
+        assert response.json["details"] == {"existing": record}
+        assert response.headers["ETag"] == f'"{record["last_modified"]}"'
+    tombstone = api.request("owner", "DELETE", api.uri(object_id)).json["data"]
+    response = api.request("owner", "PUT", api.uri(object_id), {"data": {"text": "c"}}, status=412,
+                           **{"If-Match": f'"{record["last_modified"]}"'})
+    assert response.json["details"] == {"existing": tombstone}
+
 # -- bound permissions ------------------------------------------------------------------------------------------
 
 class WriteImpliesRead(ShareableResource):
