@@ -606,3 +606,18 @@ def test_unique_fields(backend_app):
     assert app.get(f"/bookmarks/{second['id']}").json["data"] == second
     app.delete(f"/bookmarks/{first['id']}")  # a tombstone holds no value
     app.patch_json(f"/bookmarks/{second['id']}", {"data": {"url": "http://a.org"}}, status=200)
+
+
+def test_each_partition_has_its_own_counter(backend_app, make_app, any_storage):
+    """§5.1: one counter per (collection, parent): per user, and per parent object of a nested resource."""
+    app = backend_app
+    first = app.post_json("/buckets/b1/collections/c1/records", {"data": {"n": 1}}).json["data"]
+    assert etag(app.get("/buckets/b1/collections/c2/records")) == 0
+    assert etag(app.get("/bookmarks")) == 0
+    other = app.post_json("/buckets/b1/collections/c2/records", {"data": {"n": 2}}).json["data"]
+    assert etag(app.get("/buckets/b1/collections/c1/records")) == first["last_modified"]
+    assert etag(app.get("/buckets/b1/collections/c2/records")) == other["last_modified"]
+    app.get(f"/buckets/b1/collections/c2/records/{first['id']}", status=404)
+    someone_else = make_app(userid=unique_user(), backend=any_storage)
+    assert etag(someone_else.get("/buckets/b1/collections/c1/records")) == 0
+    app.get(f"/buckets/b1/collections/c1/records/{first['id']}", headers={"If-Match": f'"{first["last_modified"]}"'})
