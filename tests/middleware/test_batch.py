@@ -1029,3 +1029,42 @@ def test_batch_is_one_postgresql_transaction_rolled_back_on_5xx(postgresql_url):
     assert [entry["status"] for entry in result["responses"]] == [201, 404]
     listed = batch(api, {"requests": [{"path": "/bookmarks"}]}, headers=auth)["responses"][0]["body"]["data"]
     assert [record["url"] for record in listed] == ["https://a.example"]
+
+
+class UniqueBookmark(Bookmark):
+    """A resource whose ``url`` is unique, so that a sub-request can meet a 409."""
+
+    name = "unique"
+    unique_fields = ("url",)
+
+
+@pytest.mark.postgresql
+def test_conflicts_and_failed_preconditions_in_a_postgresql_batch_keep_the_transaction_usable(postgresql_url):
+    """§8.4: 409 and 412 sub-responses are 4xx: the batch goes on in the same transaction, and nothing is undone."""
+    from wsgicliquet.middleware.transaction import Transaction
+    from wsgicliquet.storage.postgresql import Storage as PostgreSQLStorage
+
+    storage = PostgreSQLStorage.from_settings({"storage_url": postgresql_url, "storage_pool_size": 2})
+    storage.initialize_schema()
+    resources = ResourceApp([UniqueBookmark], load_settings({}, environ={}), storage=storage)
+    stack = Authentication(resources, policies=["basicauth"], userid_hmac_secret="batch-test-secret")
+    api = webtest.TestApp(mount({"/v1": Transaction(Batch(stack), storage=storage)}), lint=True)
+    auth = {"Authorization": basic(f"user-{uuid.uuid4().hex}")}
+    first = api.post_json("/v1/uniques", {"data": {"url": "a"}}, headers=auth).json["data"]
+    second = api.post_json("/v1/uniques", {"data": {"url": "b"}}, headers=auth).json["data"]
+    stale = {"If-Match": f'"{first["last_modified"] - 1}"'}
+    result = batch(api, {"requests": [
+        {"method": "POST", "path": "/uniques", "body": {"data": {"url": "a"}}},
+        {"method": "PUT", "path": f"/uniques/{second['id']}", "body": {"data": {"url": "a"}}},
+        {"method": "PATCH", "path": f"/uniques/{second['id']}", "body": {"data": {"url": "a"}}},
+        {"method": "PATCH", "path": f"/uniques/{first['id']}", "body": {"data": {"title": "x"}}, "headers": stale},
+        {"method": "POST", "path": "/uniques", "body": {"data": {"id": first["id"], "url": "z"}},
+         "headers": {"If-None-Match": "*"}},
+        {"method": "POST", "path": "/uniques", "body": {"data": {"url": "c"}}},
+        {"method": "PATCH", "path": f"/uniques/{first['id']}", "body": {"data": {"title": "y"}}},
+    ]}, headers=auth)
+    assert [entry["status"] for entry in result["responses"]] == [200, 409, 409, 412, 412, 201, 200]
+    assert result["responses"][1]["body"]["details"] == {"field": "url", "existing": first}
+    listed = api.get("/v1/uniques", headers=auth).json["data"]
+    assert sorted((record["url"], record.get("title")) for record in listed) == [("a", "y"), ("b", None),
+                                                                                  ("c", None)]
