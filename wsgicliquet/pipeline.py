@@ -27,6 +27,7 @@ pass the stack as data: ``build_pipeline(app, stack=[Use(Cors, origins=["*"]), U
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -60,6 +61,8 @@ PER_VERSION: List[Tuple[str, str]] = [
     ("backends", "wsgicliquet.middleware.backends:Backends"),
 ]
 CANONICAL: List[Tuple[str, str]] = OUTER + [VERSION_PREFIX] + PER_VERSION
+REDIRECT_LAYERS = [layer for layer in PER_VERSION if layer[0] in ("backoff", "end_of_life")]
+"""The layers of a version that the version prefix's redirects into it go through (§9.1, §10)."""
 
 
 @dataclass
@@ -126,8 +129,10 @@ def build_pipeline(app: WSGIApp, settings: Optional[Mapping[str, Any]] = None, *
         return app
     settings = load_settings(settings or {}, **overrides)
     _check_layer_names(settings)
+    layers: Dict[str, Callable[[WSGIApp], WSGIApp]] = {}
     if versions is None:
         version_apps = {api_prefix(settings): _wrap(app, PER_VERSION, settings)}
+        layers[api_prefix(settings)] = lambda inner: _wrap(inner, REDIRECT_LAYERS, settings)
         fallback: Optional[WSGIApp] = None
     else:
         version_apps = {}
@@ -136,6 +141,7 @@ def build_pipeline(app: WSGIApp, settings: Optional[Mapping[str, Any]] = None, *
             merged = load_settings({**settings, **version_settings}) if version_settings else settings
             _check_layer_names(merged)
             version_apps["/" + prefix.strip("/")] = _wrap(version_app, PER_VERSION, merged)
+            layers["/" + prefix.strip("/")] = lambda inner, merged=merged: _wrap(inner, REDIRECT_LAYERS, merged)
         fallback = app
     routed: WSGIApp
     cls = _middleware_class(*VERSION_PREFIX, settings)
@@ -144,7 +150,10 @@ def build_pipeline(app: WSGIApp, settings: Optional[Mapping[str, Any]] = None, *
             raise ConfigurationError("Setting 'middleware.version_prefix' cannot be off with several apps")
         routed = next(iter(version_apps.values()))
     else:
-        routed = cls.from_settings(fallback, settings, versions=version_apps)
+        # A replacement class without version_layers: its redirects skip the versions' layers.
+        extra = {"version_layers": layers} if "version_layers" in inspect.signature(cls.from_settings).parameters \
+            else {}
+        routed = cls.from_settings(fallback, settings, versions=version_apps, **extra)
     return _wrap(routed, OUTER, settings)
 
 

@@ -420,3 +420,26 @@ def test_redirect_with_an_invalid_host_header_names_the_server(host):
     response = client.get("/bookmarks?a=1", headers={"Host": host}, extra_environ={"SERVER_NAME": "api.example",
                                                                                     "SERVER_PORT": "8080"}, status=307)
     assert response.headers["Location"] == "http://api.example:8080/v1/bookmarks?a=1"
+
+
+def test_redirects_into_a_version_go_through_its_layers():
+    """``version_layers``: the 307s into a version get that version's headers (its Backoff, its Alert)."""
+    def tagging(tag):
+        def wrap(inner):
+            def app(environ, start_response):
+                return inner(environ, lambda status, headers, exc_info=None:
+                             start_response(status, headers + [("X-Version", tag)], exc_info))
+            return app
+        return wrap
+
+    api = webtest.TestApp(VersionPrefix(None, versions={"/v1": bare_api("v1"), "/v2": bare_api("v2")},
+                                        version_layers={"/v1": tagging("v1"), "/v2": tagging("v2")}), lint=True)
+    assert api.get("/v1", status=307).headers["X-Version"] == "v1"
+    moved = api.get("/bookmarks?a=1", status=307)
+    assert (moved.headers["Location"], moved.headers["X-Version"]) == ("http://localhost/v2/bookmarks?a=1", "v2")
+    assert "X-Version" not in api.get("/v3/", status=404).headers
+
+
+def test_layers_of_a_version_not_served_are_refused():
+    with pytest.raises(ConfigurationError, match="'/v2'"):
+        VersionPrefix(None, versions={"/v1": bare_api()}, version_layers={"/v2": lambda app: app})

@@ -10,6 +10,10 @@ Give it a ``fallback`` app (a Flask or Bottle site) and unprefixed paths go to t
 redirected: the site keeps its pages and gains an API under ``/v1``.  Do not use it when your framework already
 routes the versions itself.
 
+The redirects into a version (``/v1`` to ``/v1/``, an unprefixed URL to the current version) are answered through
+that version's ``version_layers`` (``build_pipeline`` gives its ``Backoff`` and ``EndOfLife``), so that they carry
+``Backoff`` and ``Alert`` and become the 410 of a retired version, as every other response of it (§9.1, §10).
+
 Settings: ``version_prefix_redirect_enabled``, ``trailing_slash_redirect_enabled``, ``http_api_version`` (the
 current version), ``http_scheme``, ``http_host``.
 """
@@ -39,6 +43,13 @@ _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 # Headers that describe the body of a 404 replaced by a redirect; the others (Backoff, Alert, Vary...) are kept.
 _ENTITY_HEADERS = frozenset({"content-type", "content-length", "content-encoding", "content-language",
                              "content-md5", "content-range", "content-disposition", "transfer-encoding", "location"})
+# Environ key of the location a redirect into a version goes to, read by :func:`_answer_redirect`.
+_LOCATION = "wsgicliquet.version_prefix.location"
+
+
+def _answer_redirect(environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """The 307 of a redirect into a version, as the innermost app of that version's ``version_layers``."""
+    return HTTPTemporaryRedirect(location=environ[_LOCATION])(environ, start_response)
 
 
 def absolute_url(environ: Mapping[str, Any], path: str, query_string: str = "", *,
@@ -98,7 +109,8 @@ class VersionPrefix:
     def __init__(self, app: Optional[WSGIApp], *, versions: Optional[Mapping[str, WSGIApp]] = None,
                  current: Optional[Union[str, int]] = None, redirect: bool = True,
                  trailing_slash_redirect: bool = True, http_scheme: Optional[str] = None,
-                 http_host: Optional[str] = None, root_paths: Sequence[str] = DOCKERFLOW_PATHS) -> None:
+                 http_host: Optional[str] = None, root_paths: Sequence[str] = DOCKERFLOW_PATHS,
+                 version_layers: Optional[Mapping[str, Callable[[WSGIApp], WSGIApp]]] = None) -> None:
         if versions is None:
             # The wrapped app is the API itself, served under the current (default: first) version.
             if app is None:
@@ -123,20 +135,29 @@ class VersionPrefix:
         self.http_scheme = http_scheme
         self.http_host = http_host
         self.root_paths = frozenset(root_paths)
+        # Per version, what answers a redirect into it: its layers (Backoff, EndOfLife) around the 307.
+        self.redirectors: Dict[str, WSGIApp] = {}
+        for prefix, wrap in (version_layers or {}).items():
+            if prefix not in self.versions:
+                raise ConfigurationError(f"Version layers given for {prefix!r}, which is not served")
+            self.redirectors[prefix] = wrap(_answer_redirect)
 
     @classmethod
     def from_settings(cls, app: Optional[WSGIApp], settings: Mapping[str, Any],
-                      versions: Optional[Mapping[str, WSGIApp]] = None) -> "VersionPrefix":
+                      versions: Optional[Mapping[str, WSGIApp]] = None,
+                      version_layers: Optional[Mapping[str, Callable[[WSGIApp], WSGIApp]]] = None
+                      ) -> "VersionPrefix":
         """Without ``versions``, ``app`` is the API under ``http_api_version``; with them, ``app`` is the fallback.
 
         The current version is the one of ``http_api_version`` when it is served, else the highest.
+        ``version_layers`` maps a version to the layers its redirects go through (see the module docstring).
         """
         configured = api_prefix(settings)
         if versions is None:
             if app is None:
                 raise ConfigurationError("VersionPrefix needs an app or a mapping of versions")
             versions, app = {configured: app}, None
-        return cls(app, versions=versions, current=configured if configured in versions else None,
+        return cls(app, versions=versions, version_layers=version_layers, current=configured if configured in versions else None,
                    redirect=settings["version_prefix_redirect_enabled"],
                    trailing_slash_redirect=settings["trailing_slash_redirect_enabled"],
                    http_scheme=settings.get("http_scheme"), http_host=settings.get("http_host"))
@@ -153,7 +174,8 @@ class VersionPrefix:
         if not rest:  # "/v1" is the hello view without its slash
             if not self.trailing_slash_redirect:
                 return HTTPError(404, ERRORS.MISSING_RESOURCE)(environ, start_response)
-            return self._redirect(environ, start_response, environ.get("SCRIPT_NAME", "") + prefix + "/")
+            return self._redirect(environ, start_response, environ.get("SCRIPT_NAME", "") + prefix + "/",
+                                  version=prefix)
         environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
         environ["PATH_INFO"] = rest
         environ[keys.API_PREFIX] = prefix
@@ -168,13 +190,18 @@ class VersionPrefix:
         if self.app is not None:
             return self.app(environ, start_response)
         if self.redirect:
-            return self._redirect(environ, start_response, environ.get("SCRIPT_NAME", "") + self.current + path)
+            return self._redirect(environ, start_response, environ.get("SCRIPT_NAME", "") + self.current + path,
+                                  version=self.current)
         return HTTPError(404, ERRORS.VERSION_NOT_AVAILABLE)(environ, start_response)
 
     def _redirect(self, environ: Dict[str, Any], start_response: Callable[..., Any], path: str,
-                  headers: Sequence[Tuple[str, str]] = ()) -> Iterable[bytes]:
+                  headers: Sequence[Tuple[str, str]] = (), version: Optional[str] = None) -> Iterable[bytes]:
         location = absolute_url(environ, path, environ.get("QUERY_STRING", ""),
                                 http_scheme=self.http_scheme, http_host=self.http_host)
+        redirector = self.redirectors.get(version) if version is not None else None
+        if redirector is not None:
+            environ[_LOCATION] = location
+            return redirector(environ, start_response)
         kept = [(name, value) for name, value in headers if name.lower() not in _ENTITY_HEADERS]
         return HTTPTemporaryRedirect(location=location, headers=kept)(environ, start_response)
 
