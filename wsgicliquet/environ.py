@@ -55,3 +55,8 @@ REPORT_EXCEPTION = "wsgicliquet.report_exception"
 """Set by the Sentry middleware: ``report(exc, environ)``, called by a layer below it that turns an exception into
 a response (the JSON error converter inside the version, which answers before the exception could reach Sentry),
 so that the error is still reported, with that request's user and request id.  Absent when Sentry is off."""
+
+SUBRESPONSE_HEADERS = "wsgicliquet.subresponse_headers"
+"""Set by a header layer above the batch (CORS): a tuple of ``decorate(headers) -> headers`` that the batch
+middleware applies to the headers of each sub-response, so that an entry carries them as a direct call would
+(PROTOCOL.md §8.3)."""

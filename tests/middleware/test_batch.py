@@ -1068,3 +1068,25 @@ def test_conflicts_and_failed_preconditions_in_a_postgresql_batch_keep_the_trans
     listed = api.get("/v1/uniques", headers=auth).json["data"]
     assert sorted((record["url"], record.get("title")) for record in listed) == [("a", "y"), ("b", None),
                                                                                   ("c", None)]
+
+
+# --- Headers of the layers above ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("origin", [None, "http://app.example"])
+def test_entries_carry_the_cors_headers_of_a_direct_call(echo, origin):
+    """PROTOCOL.md §8.3: an entry's headers include the CORS expose list and ``Vary``, as the same request sent
+    alone would get them from the CORS layer above the batch."""
+    from wsgicliquet.middleware.cors import Cors
+
+    app = webtest.TestApp(Cors(mount({"/v1": Batch(echo)}), origins=["*"]))
+    headers = {"Origin": origin} if origin else {}
+    direct = app.get("/v1/echo", headers=headers).headers
+    entry = app.post_json("/v1/batch", {"requests": [{"path": "/echo"}]}, headers=headers).json["responses"][0]
+    assert entry["headers"]["Vary"] == direct["Vary"] == "Authorization"
+    if origin:
+        assert entry["headers"]["Access-Control-Allow-Origin"] == direct["Access-Control-Allow-Origin"] == "*"
+        assert entry["headers"]["Access-Control-Expose-Headers"] == direct["Access-Control-Expose-Headers"]
+        assert "ETag" in entry["headers"]["Access-Control-Expose-Headers"]
+    else:
+        assert "Access-Control-Allow-Origin" not in entry["headers"]

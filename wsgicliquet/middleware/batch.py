@@ -101,6 +101,7 @@ class Batch:
         subrequests = environ.setdefault(keys.SUBREQUESTS, [])
 
         inherited = _inherited(environ)
+        decorators = environ.get(keys.SUBRESPONSE_HEADERS) or ()  # what the layers above add to a direct call
         responses: List[Dict[str, Any]] = []
         bodies: List[bytes] = []
         for request in requests:
@@ -112,6 +113,8 @@ class Batch:
                 headers = [(name, value) for name, value in headers if name.lower() != "content-length"]
                 start_response(status_line, headers + [("Content-Length", str(len(body)))])
                 return [body]
+            for decorate in decorators:
+                headers = decorate(headers)
             responses.append({
                 "status": status,
                 "path": path,

@@ -30,6 +30,7 @@ import functools
 import re
 from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
+from wsgicliquet import environ as keys
 from wsgicliquet.errors import JSON_CONTENT_TYPE, invalid
 from wsgicliquet.middleware import collect
 from wsgicliquet.pipeline import make_filter_factory
@@ -128,6 +129,11 @@ class Cors:
 
         def add_cors(status: str, headers: Headers, exc_info: Any = None) -> Callable[[bytes], Any]:
             return start_response(status, self._decorate(headers, allowed), exc_info)
+
+        # A batch below gives each sub-response the headers a direct call would get (PROTOCOL.md §8.3).
+        decorators = environ.get(keys.SUBRESPONSE_HEADERS)
+        decorate = functools.partial(self._decorate, allowed=allowed)
+        environ[keys.SUBRESPONSE_HEADERS] = (*decorators, decorate) if decorators else (decorate,)
 
         if origin and self._origin is not None and environ.get("REQUEST_METHOD") == "OPTIONS" and \
                 "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
