@@ -74,3 +74,22 @@ def test_each_version_redirect_carries_its_own_end_of_life(clean):
     current = api.get("/bookmarks", status=307)
     assert current.headers["Location"] == "http://localhost/v2/bookmarks"
     assert current.headers["Backoff"] == "10" and "Alert" not in current.headers
+
+
+def test_a_version_not_served_is_a_404_with_backoff(clean):
+    """§3.1, §9.1: ``Backoff`` on every response, the 404 errno 116 of ``/v2`` included (through the current
+    version's layers, with its soft-eol ``Alert``)."""
+    eos = (datetime.date.today() + datetime.timedelta(days=30)).isoformat()
+    settings = dict(SETTINGS, eos=eos)
+    api = webtest.TestApp(build_pipeline(ResourceApp([Bookmark], settings), settings))
+    missing = api.get("/v2/bookmarks", status=404)
+    assert missing.json["errno"] == 116
+    assert missing.headers["Backoff"] == "10" and '"soft-eol"' in missing.headers["Alert"]
+
+
+def test_a_version_not_served_beside_a_retired_one_is_a_404_of_the_current(clean):
+    settings = dict(SETTINGS, project_version="2.0.0")
+    app = build_pipeline(None, settings, versions={"/v1": (ResourceApp([Bookmark], settings), {"eos": "2000-01-01"}),
+                                                   "/v2": ResourceApp([Bookmark], settings)})
+    missing = webtest.TestApp(app).get("/v3/bookmarks", status=404)
+    assert missing.json["errno"] == 116 and missing.headers["Backoff"] == "10" and "Alert" not in missing.headers

@@ -13,6 +13,7 @@ routes the versions itself.
 The redirects into a version (``/v1`` to ``/v1/``, an unprefixed URL to the current version) are answered through
 that version's ``version_layers`` (``build_pipeline`` gives its ``Backoff`` and ``EndOfLife``), so that they carry
 ``Backoff`` and ``Alert`` and become the 410 of a retired version, as every other response of it (§9.1, §10).
+The 404 errno 116 of a version not served goes through the current version's layers (it carries ``Backoff``).
 
 Settings: ``version_prefix_redirect_enabled``, ``trailing_slash_redirect_enabled``, ``http_api_version`` (the
 current version), ``http_scheme``, ``http_host``.
@@ -45,6 +46,11 @@ _ENTITY_HEADERS = frozenset({"content-type", "content-length", "content-encoding
                              "content-md5", "content-range", "content-disposition", "transfer-encoding", "location"})
 # Environ key of the location a redirect into a version goes to, read by :func:`_answer_redirect`.
 _LOCATION = "wsgicliquet.version_prefix.location"
+
+
+def _unknown_version(environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """The 404 errno 116 of a path outside every version served."""
+    return HTTPError(404, ERRORS.VERSION_NOT_AVAILABLE)(environ, start_response)
 
 
 def _answer_redirect(environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -141,6 +147,9 @@ class VersionPrefix:
             if prefix not in self.versions:
                 raise ConfigurationError(f"Version layers given for {prefix!r}, which is not served")
             self.redirectors[prefix] = wrap(_answer_redirect)
+        # A version not served is answered by the current one's layers: its 404 carries Backoff like any answer.
+        current_layers = (version_layers or {}).get(self.current)
+        self.unknown_version: WSGIApp = current_layers(_unknown_version) if current_layers else _unknown_version
 
     @classmethod
     def from_settings(cls, app: Optional[WSGIApp], settings: Mapping[str, Any],
@@ -157,7 +166,8 @@ class VersionPrefix:
             if app is None:
                 raise ConfigurationError("VersionPrefix needs an app or a mapping of versions")
             versions, app = {configured: app}, None
-        return cls(app, versions=versions, version_layers=version_layers, current=configured if configured in versions else None,
+        return cls(app, versions=versions, version_layers=version_layers,
+                   current=configured if configured in versions else None,
                    redirect=settings["version_prefix_redirect_enabled"],
                    trailing_slash_redirect=settings["trailing_slash_redirect_enabled"],
                    http_scheme=settings.get("http_scheme"), http_host=settings.get("http_host"))
@@ -170,7 +180,7 @@ class VersionPrefix:
         prefix, rest = match.group(1), match.group(2) or ""
         version_app = self.versions.get(prefix)
         if version_app is None:
-            return HTTPError(404, ERRORS.VERSION_NOT_AVAILABLE)(environ, start_response)
+            return self.unknown_version(environ, start_response)
         if not rest:  # "/v1" is the hello view without its slash
             if not self.trailing_slash_redirect:
                 return HTTPError(404, ERRORS.MISSING_RESOURCE)(environ, start_response)
@@ -192,7 +202,7 @@ class VersionPrefix:
         if self.redirect:
             return self._redirect(environ, start_response, environ.get("SCRIPT_NAME", "") + self.current + path,
                                   version=self.current)
-        return HTTPError(404, ERRORS.VERSION_NOT_AVAILABLE)(environ, start_response)
+        return self.unknown_version(environ, start_response)
 
     def _redirect(self, environ: Dict[str, Any], start_response: Callable[..., Any], path: str,
                   headers: Sequence[Tuple[str, str]] = (), version: Optional[str] = None) -> Iterable[bytes]:
