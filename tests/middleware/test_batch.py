@@ -258,6 +258,11 @@ def test_query_string_reaches_a_framework():
     pytest.param({"headers": {"X-Custom": "default"}},
                  {"path": "/echo", "headers": {"Authorization": "Basic x"}}, "GET",
                  {"x_custom": "default", "authorization": "Basic x"}, None, id="headers-merged-key-by-key"),
+    pytest.param({"headers": {"Authorization": "Basic default", "x-custom": "default"}},
+                 {"path": "/echo", "headers": {"authorization": "Basic mine", "X-CUSTOM": "mine"}}, "GET",
+                 {"authorization": "Basic mine", "x_custom": "mine"}, None, id="header-names-without-case"),
+    pytest.param({"body": {"headers": {"A": 1}}}, {"path": "/echo", "body": {"headers": {"a": 2}}}, "GET", {},
+                 {"headers": {"A": 1, "a": 2}}, id="body-keys-with-case"),
     pytest.param({"body": {"data": {"a": 1, "b": 2}}}, {"path": "/echo", "body": {"data": {"b": 3, "c": 4}}},
                  "GET", {}, {"data": {"a": 1, "b": 3, "c": 4}}, id="body-merged-deeply"),
     pytest.param({"body": {"data": {"a": 1}, "permissions": {"read": ["x"]}}}, {"path": "/echo"}, "GET", {},
@@ -555,6 +560,18 @@ def test_each_sub_request_authenticated_alone(echo):
     ]}, headers={"Authorization": basic("alice")})
     assert [entry["body"]["userid"] for entry in result["responses"]] == [
         "basicauth:alice", "basicauth:bob", "basicauth:carol", None]
+
+
+def test_sub_request_authorization_wins_over_defaults_whatever_its_case(echo):
+    """Header names have no case: a sub-request's own ``authorization`` must not run as the defaults' user."""
+    api = client(StandInAuth(echo))
+    result = batch(api, {"defaults": {"headers": {"Authorization": basic("alice")}}, "requests": [
+        {"path": "/echo"},
+        {"path": "/echo", "headers": {"authorization": basic("bob")}},
+        {"path": "/echo", "headers": {"AUTHORIZATION": basic("carol")}},
+    ]})
+    assert [entry["body"]["userid"] for entry in result["responses"]] == [
+        "basicauth:alice", "basicauth:bob", "basicauth:carol"]
 
 
 def test_batch_environ_user_not_inherited(echo):

@@ -220,13 +220,18 @@ def _check_values(payload: Any, *, strings: bool) -> None:
             raise ValueError("invalid unicode escape (lone surrogate)")
 
 
-def _merge(request: Dict[str, Any], defaults: Mapping[str, Any]) -> Dict[str, Any]:
-    """Add the defaults to ``request`` deeply, never overriding a key it has (§8.1)."""
+def _merge(request: Dict[str, Any], defaults: Mapping[str, Any], *, top: bool = True) -> Dict[str, Any]:
+    """Add the defaults to ``request`` deeply, never overriding a key it has (§8.1).  Header names are compared
+    without case, so that a request's ``authorization`` is not overridden by a default ``Authorization``."""
     for key, value in defaults.items():
         if key not in request or request[key] is None:
             request[key] = value
+        elif top and key == "headers" and isinstance(value, dict) and isinstance(request[key], dict):
+            given = {name.lower() for name in request[key]}
+            request[key] = {**{name: text for name, text in value.items() if name.lower() not in given},
+                            **request[key]}
         elif isinstance(value, dict) and isinstance(request[key], dict):
-            request[key] = _merge(dict(request[key]), value)
+            request[key] = _merge(dict(request[key]), value, top=False)
     return request
 
 
