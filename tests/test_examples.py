@@ -233,6 +233,24 @@ def test_scores_view_refuses_bad_bodies(example, user, body):
     assert (error["errno"], error["details"][0]["location"]) == (107, "body")
 
 
+@pytest.mark.parametrize("body", [
+    pytest.param(b"[" * 100000, id="nested-beyond-the-recursion-limit"),
+    pytest.param(b'{"game": "g", "score": ' + b"[" * 100 + b"]" * 100 + b"}", id="nested-too-deep"),
+    pytest.param(b'{"game": "\\ud800", "score": 1}', id="lone-surrogate"),
+    pytest.param(b'{"game": "\\u0000", "score": 1}', id="nul-character"),
+    pytest.param(b'{"game": "g", "score": 99999999999999999999}', id="integer-beyond-64-bits"),
+    pytest.param(b'{"game": "g", "score": NaN}', id="nan"),
+    pytest.param(b'\xff', id="not-utf-8"),
+])
+def test_scores_view_refuses_bodies_the_resources_refuse(example, user, body):
+    """The framework's own JSON decoding let a deep body through as a 500, and stored what PostgreSQL cannot hold
+    (lone surrogates, NUL) or reads back differently (integers beyond 64 bits): the view parses like the resources."""
+    headers = {**user, "Content-Type": "application/json"}
+    error = example.post("/v1/scores", body, headers=headers, status=400).json
+    assert (error["errno"], error["details"][0]["location"]) == (107, "body")
+    assert example.get("/v1/scores", headers=user).json["data"] == []
+
+
 def test_scores_view_uses_the_storage_of_the_settings(example, user):
     """The view's records are in the configured backend, in the user's partition, beside the bookmarks."""
     example.post_json("/v1/scores", {"game": "g", "score": 7}, headers=user, status=201)

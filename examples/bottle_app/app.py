@@ -25,6 +25,7 @@ from wsgicliquet.environ import PRINCIPALS, STORAGE, USERID, VIEW
 from wsgicliquet.errors import HTTPError, invalid, unauthorized_or_forbidden
 from wsgicliquet.pipeline import build_pipeline
 from wsgicliquet.resource import Resource, ResourceApp
+from wsgicliquet.resource.body import parse_json
 from wsgicliquet.settings import load_settings
 from wsgicliquet.storage import Sort
 
@@ -82,9 +83,9 @@ def scores() -> HTTPResponse:
     if request.method in ("GET", "HEAD"):  # frameworks send HEAD to the GET view
         records, _total = storage.get_all("score", userid, sorting=[Sort("score", -1)])
         return _json({"data": records})
-    try:
-        body = request.json
-    except HTTPResponse:  # Bottle's 400 for a body that is not JSON
+    try:  # the resources' strict parser: Bottle's request.json lets a too deep body through as a 500
+        body = parse_json(request.body.read()) if request.content_type.startswith("application/json") else None
+    except HTTPError:  # not JSON, too deep, NUL or lone surrogate (PostgreSQL cannot store them), beyond 64 bits
         body = None
     if not isinstance(body, dict) or not isinstance(body.get("game"), str) \
             or not isinstance(body.get("score"), int) or isinstance(body.get("score"), bool):

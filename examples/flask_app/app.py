@@ -23,9 +23,10 @@ from flask import Blueprint, Flask, abort, jsonify, render_template_string, requ
 from werkzeug.exceptions import MethodNotAllowed
 
 from wsgicliquet.environ import API_PREFIX, PRINCIPALS, STORAGE, USERID, VIEW
-from wsgicliquet.errors import invalid, unauthorized_or_forbidden
+from wsgicliquet.errors import HTTPError, invalid, unauthorized_or_forbidden
 from wsgicliquet.pipeline import build_pipeline
 from wsgicliquet.resource import Resource, ResourceApp
+from wsgicliquet.resource.body import parse_json
 from wsgicliquet.settings import load_settings
 from wsgicliquet.storage import Sort
 
@@ -76,7 +77,10 @@ def scores() -> Any:
     if request.method in ("GET", "HEAD"):  # frameworks send HEAD to the GET view
         records, _total = storage.get_all("score", userid, sorting=[Sort("score", -1)])
         return jsonify(data=records)
-    body = request.get_json(silent=True)
+    try:  # the resources' strict parser: Flask's get_json(silent=True) lets a too deep body through as a 500
+        body = parse_json(request.get_data()) if request.is_json else None
+    except HTTPError:  # not JSON, too deep, NUL or lone surrogate (PostgreSQL cannot store them), beyond 64 bits
+        body = None
     if not isinstance(body, dict) or not isinstance(body.get("game"), str) \
             or not isinstance(body.get("score"), int) or isinstance(body.get("score"), bool):
         return invalid("body", "score", "Expected {\"game\": string, \"score\": integer}")
