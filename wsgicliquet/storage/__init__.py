@@ -179,7 +179,8 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def delete_all(self, collection_id: str, parent_id: str, filters: Sequence[Filter] = (), *,
                    with_deleted: bool = True, if_match: Optional[int] = None) -> List[Record]:
-        """Delete every live record matching ``filters``; each gets its own increasing timestamp.
+        """Delete every live record matching ``filters``, oldest first (by ``last_modified``, then ``id``), so
+        that the order of the tombstones is the same on every backend; each gets its own increasing timestamp.
 
         With ``if_match``, delete only when the partition's timestamp (:meth:`collection_timestamp`, 0 for a
         partition never written) equals ``if_match``, checked atomically with the deletion as in :meth:`update`:

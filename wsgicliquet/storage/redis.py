@@ -437,9 +437,11 @@ class Storage(StorageBase):
             raise PreconditionFailed(None)
         if filters:
             doomed, _ = apply(self._candidates(collection_id, parent_id, filters, False), filters=filters)
-            object_ids = [record["id"] for record in doomed]
+            object_ids = [record["id"] for record in sorted(doomed, key=lambda r: (r["last_modified"], r["id"]))]
         else:
-            object_ids = [key.decode("utf-8") for key in self.client.hkeys(self._keys(collection_id, parent_id)[0])]
+            # Oldest first, as the other backends bury them (ties of a score are ordered by id).
+            object_ids = [key.decode("utf-8") for key in self.client.zrange(self._keys(collection_id, parent_id)[1],
+                                                                            0, -1)]
         if if_match is not None:
             # The counter was if_match before the ids were read and the script finds it unchanged, so no write came
             # in between: the ids are exactly the matching records.  One script, so that all go or none.

@@ -307,7 +307,18 @@ class StorageContract:
         assert storage.collection_timestamp(C, P) == stamps[-1]
         assert all(tombstone["deleted"] is True for tombstone in tombstones)
 
-    def test_flush_resets_counters(self, storage: Storage) -> None:
+    def test_delete_all_buries_the_oldest_first(self, storage: Storage) -> None:
+        """A bulk DELETE answers its tombstones in the same order on every backend: that of the records' ages."""
+        for index in range(8):
+            storage.create(C, P, {"id": f"r{index}", "n": index})
+        for index in (5, 0, 6, 2):
+            storage.update(C, P, f"r{index}", {"n": -index})
+        oldest_first = ["r1", "r3", "r4", "r7", "r5", "r0", "r6", "r2"]
+        filtered = storage.delete_all(C, P, [Filter("id", ["r0", "r1", "r2", "r3"], COMPARISON.IN)])
+        assert ids(filtered) == ["r1", "r3", "r0", "r2"]
+        assert ids(storage.delete_all(C, P)) == [object_id for object_id in oldest_first
+                                                  if object_id not in ("r0", "r1", "r2", "r3")]
+
         storage.create(C, P, {})
         storage.flush()
         assert storage.collection_timestamp(C, P) == 0
