@@ -5,11 +5,26 @@
 from __future__ import annotations
 
 import abc
+import math
 from typing import Any, Dict, Optional
 
 from wsgicliquet.storage.exceptions import BackendError
 
-__all__ = ["Cache", "BackendError"]
+__all__ = ["Cache", "BackendError", "MAX_TTL", "lifetime"]
+
+#: Longest lifetime in seconds (about a century): a longer one, infinity included, is capped to it, as Redis and
+#: PostgreSQL cannot hold a lifetime of any size.
+MAX_TTL = 100 * 365 * 24 * 3600
+
+
+def lifetime(ttl: Any) -> float:
+    """``ttl`` as seconds, the same on every backend: what ``float()`` takes (settings may give text), capped to
+    :data:`MAX_TTL`; zero or less (made zero) means already expired.  ``ValueError`` when it is not a number
+    (NaN included)."""
+    seconds = float(ttl)
+    if math.isnan(seconds):
+        raise ValueError("a cache lifetime must be a number of seconds, not NaN")
+    return min(max(seconds, 0.0), float(MAX_TTL))
 
 
 class Cache(abc.ABC):
@@ -34,15 +49,16 @@ class Cache(abc.ABC):
 
     @abc.abstractmethod
     def ttl(self, key: str) -> float:
-        """Remaining lifetime in seconds; negative when the key has no TTL or does not exist."""
+        """Remaining lifetime in seconds (a float); negative when the key has no TTL or does not exist."""
 
     @abc.abstractmethod
     def expire(self, key: str, ttl: float) -> None:
-        """Give an existing key a lifetime of ``ttl`` seconds."""
+        """Give an existing key a lifetime of ``ttl`` seconds (see :func:`lifetime`)."""
 
     @abc.abstractmethod
     def set(self, key: str, value: Any, ttl: Optional[float] = None) -> None:
-        """Store a JSON-serializable value, for ``ttl`` seconds when given."""
+        """Store a JSON-serializable value (``TypeError`` otherwise), for ``ttl`` seconds when given (see
+        :func:`lifetime`).  A key is any text."""
 
     @abc.abstractmethod
     def get(self, key: str) -> Any:

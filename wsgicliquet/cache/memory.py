@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Any, Dict, Optional, Tuple
 
-from . import Cache as CacheBase
+from . import Cache as CacheBase, lifetime
 
 __all__ = ["Cache"]
 
@@ -45,19 +45,19 @@ class Cache(CacheBase):
         with self._lock:
             entry = self._live(self.prefix + key)
             if entry is None or entry[1] is None:
-                return -1
+                return -1.0
             return entry[1] - time.monotonic()
 
     def expire(self, key: str, ttl: float) -> None:
-        key = self.prefix + key
+        key, seconds = self.prefix + key, lifetime(ttl)
         with self._lock:
             entry = self._live(key)
             if entry is not None:
-                self._store[key] = (entry[0], time.monotonic() + ttl)
+                self._store[key] = (entry[0], time.monotonic() + seconds)
 
     def set(self, key: str, value: Any, ttl: Optional[float] = None) -> None:
         text = json.dumps(value)
-        expiry = time.monotonic() + ttl if ttl is not None else None
+        expiry = time.monotonic() + lifetime(ttl) if ttl is not None else None
         with self._lock:
             self._store[self.prefix + key] = (text, expiry)
 

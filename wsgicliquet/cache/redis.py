@@ -9,7 +9,7 @@ import json
 from typing import Any, Dict, Optional
 
 from wsgicliquet import redis_client
-from wsgicliquet.cache import Cache as BaseCache
+from wsgicliquet.cache import Cache as BaseCache, lifetime
 from wsgicliquet.redis_client import wrap_errors
 
 __all__ = ["Cache"]
@@ -29,8 +29,9 @@ class Cache(BaseCache):
                    prefix=str(settings.get("cache_prefix") or ""),
                    key_prefix=redis_client.key_prefix_from_settings(settings, prefix))
 
-    def _key(self, key: str) -> str:
-        return self.namespace + key
+    def _key(self, key: str) -> bytes:
+        """Lone surrogates (text decoded with ``surrogateescape``) are kept as their UTF-8-like bytes."""
+        return (self.namespace + key).encode("utf-8", "surrogatepass")
 
     @wrap_errors
     def flush(self) -> None:
@@ -70,5 +71,5 @@ class Cache(BaseCache):
 
 
 def _milliseconds(seconds: float) -> int:
-    """Redis lifetimes are in milliseconds; PEXPIRE with zero or less removes the key at once."""
-    return int(round(float(seconds) * 1000))
+    """Redis lifetimes are in milliseconds (capped, see ``lifetime``); PEXPIRE with zero or less removes the key."""
+    return int(round(lifetime(seconds) * 1000))

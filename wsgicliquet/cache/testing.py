@@ -20,7 +20,7 @@ import pytest
 
 from wsgicliquet.storage.testing import run_concurrently
 
-from . import Cache
+from . import MAX_TTL, Cache
 
 __all__ = ["CacheContract"]
 
@@ -116,6 +116,76 @@ class CacheContract:
         assert cache.ttl("short") < 0
         assert cache.delete("short") is None
         assert cache.get("long") == "value"
+
+    def test_ttl_is_a_float(self, cache: Cache) -> None:
+        cache.set("key", "value", ttl=10)
+        cache.set("forever", "value")
+        assert all(type(cache.ttl(key)) is float for key in ("key", "forever", "never-set"))
+
+    @pytest.mark.parametrize("ttl", [pytest.param(0, id="zero"), pytest.param(-1, id="negative"),
+                                     pytest.param(-0.5, id="negative-fraction"),
+                                     pytest.param(float("-inf"), id="minus-infinity")])
+    def test_lifetime_not_positive_means_already_expired(self, cache: Cache, ttl: float) -> None:
+        cache.set("set", 1, ttl=ttl)
+        cache.set("expired", 1)
+        cache.expire("expired", ttl)
+        assert (cache.get("set"), cache.get("expired")) == (None, None)
+        assert cache.ttl("set") < 0 and cache.ttl("expired") < 0
+
+    @pytest.mark.parametrize("ttl", [pytest.param(1e10, id="three-centuries"), pytest.param(1e300, id="1e300"),
+                                     pytest.param(float("inf"), id="infinity")])
+    def test_huge_lifetimes_are_capped(self, cache: Cache, ttl: float) -> None:
+        """A lifetime longer than any backend holds is the longest one (MAX_TTL), never a server error."""
+        cache.set("set", 1, ttl=ttl)
+        cache.set("expired", 1)
+        cache.expire("expired", ttl)
+        assert (cache.get("set"), cache.get("expired")) == (1, 1)
+        assert all(MAX_TTL - 60 < cache.ttl(key) <= MAX_TTL for key in ("set", "expired"))
+
+    def test_lifetime_given_as_text_or_boolean(self, cache: Cache) -> None:
+        """Lifetimes read from settings may be strings: every backend takes what ``float()`` takes."""
+        cache.set("text", 1, ttl="30")  # type: ignore[arg-type]
+        cache.set("bool", 1)
+        cache.expire("bool", True)
+        assert 28 < cache.ttl("text") <= 30 and 0 < cache.ttl("bool") <= 1
+
+    @pytest.mark.parametrize("ttl", [pytest.param(float("nan"), id="nan"), pytest.param("soon", id="text")])
+    def test_lifetime_that_is_not_a_number_is_a_value_error(self, cache: Cache, ttl: Any) -> None:
+        cache.set("key", 1)
+        with pytest.raises(ValueError):
+            cache.set("key", 2, ttl=ttl)
+        with pytest.raises(ValueError):
+            cache.expire("key", ttl)
+        assert (cache.get("key"), cache.ttl("key") < 0) == (1, True)
+
+    @pytest.mark.parametrize("key", [
+        pytest.param("", id="empty"), pytest.param("a b:c*d?[e]%f_g\\h", id="punctuation"),
+        pytest.param("é€😀", id="unicode"), pytest.param("a\x00b", id="nul"), pytest.param("a\x01b", id="soh"),
+        pytest.param("a\x01\x02b", id="soh-stx"), pytest.param("a\udc80b", id="lone-surrogate"),
+        pytest.param("k" * 3000, id="long"),
+    ])
+    def test_any_text_is_a_key(self, cache: Cache, key: str) -> None:
+        """Keys are any text (an application may cache by a client-supplied string) and never collide."""
+        neighbours = ["ab", "a", "a\x02b", "a\x01\x01b", "a\x00\x02b", "a?b"]
+        for index, other in enumerate(neighbours):
+            cache.set(other, index)
+        cache.set(key, "value", ttl=60)
+        assert cache.get(key) == "value"
+        assert 50 < cache.ttl(key) <= 60
+        cache.expire(key, 100)
+        assert 90 < cache.ttl(key) <= 100
+        assert [cache.get(other) for other in neighbours if other != key] == [
+            index for index, other in enumerate(neighbours) if other != key]
+        assert cache.delete(key) == "value"
+        assert cache.get(key) is None
+
+    @pytest.mark.parametrize("value", [pytest.param(b"bytes", id="bytes"), pytest.param({1, 2}, id="set"),
+                                       pytest.param(object(), id="object")])
+    def test_value_that_is_not_json_is_a_type_error(self, cache: Cache, value: Any) -> None:
+        cache.set("key", "kept")
+        with pytest.raises(TypeError):
+            cache.set("key", value)
+        assert cache.get("key") == "kept"
 
     def test_flush(self, cache: Cache) -> None:
         cache.set("a", 1)
