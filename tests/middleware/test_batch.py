@@ -18,7 +18,7 @@ import webtest.lint
 from wsgicliquet import environ as keys
 from wsgicliquet.errors import ERRORS, HTTPError
 from wsgicliquet.logs import EVENT_ATTR, FIELDS_ATTR
-from wsgicliquet.middleware.auth import Authentication
+from wsgicliquet.middleware.auth import Authentication, RemoteUser
 from wsgicliquet.middleware.batch import Batch, filter_factory
 from wsgicliquet.middleware.readonly import ReadOnly
 from wsgicliquet.pipeline import build_pipeline, mount
@@ -967,6 +967,24 @@ def test_each_sub_request_authenticated_by_the_authentication_middleware():
     assert users[0] == users[2] and users[1] == users[3] and users[0] != users[1]
     assert users[0].startswith("basicauth:") and users[4] is None
     assert keys.USERID not in recorder.environ  # the batch request itself is not authenticated
+
+
+def test_sub_request_headers_cannot_forge_the_user_a_trusted_front_server_sets():
+    """The front server sets ``X-User`` on the request it forwards; it never sees the sub-requests' headers, so
+    a sub-request naming another user there must still run as the batch's user, not read that user's records."""
+    resources = ResourceApp([Bookmark], load_settings({}, environ={}), storage=MemoryStorage())
+    api = client(Authentication(resources, policies=[("remoteuser", RemoteUser("HTTP_X_USER"))]))
+    api.post_json("/v1/bookmarks", {"data": {"url": "https://bob.example"}}, headers={"X-User": "bob"})
+    result = batch(api, {"requests": [
+        {"path": "/bookmarks", "headers": {"X-User": "bob"}},
+        {"method": "DELETE", "path": "/bookmarks", "headers": {"x-user": "bob"}},
+        {"path": "/bookmarks"},
+    ]}, headers={"X-User": "alice"})
+    forged_read, forged_delete, own = result["responses"]
+    assert forged_read["body"]["data"] == [] and forged_delete["body"]["data"] == []
+    assert own["body"]["data"] == []
+    assert [r["url"] for r in api.get("/v1/bookmarks", headers={"X-User": "bob"}).json["data"]] == [
+        "https://bob.example"]
 
 
 def test_read_only_mode_batch_works_and_writes_get_405():

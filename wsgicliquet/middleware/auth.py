@@ -103,7 +103,11 @@ def basic_credentials(header: str) -> Optional[str]:
 
 
 class RemoteUser:
-    """A user authenticated by a trusted front server, which sets ``REMOTE_USER`` (only behind such a server)."""
+    """A user authenticated by a trusted front server, which sets ``REMOTE_USER`` (only behind such a server).
+
+    The key is read on the request the front server forwarded, never on a batch sub-request: the server cannot
+    vet the headers a batch body gives its sub-requests, so an ``HTTP_X_...`` key there would name any user.
+    """
 
     name = "remoteuser"
 
@@ -111,6 +115,9 @@ class RemoteUser:
         self.environ_key = environ_key
 
     def __call__(self, environ: Mapping[str, Any]) -> Optional[str]:
+        parent = environ.get(keys.PARENT_REQUEST)
+        while isinstance(parent, Mapping):
+            environ, parent = parent, parent.get(keys.PARENT_REQUEST)
         return environ.get(self.environ_key) or None
 
 
