@@ -11,12 +11,19 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Set, Tuple
 
 from wsgicliquet.storage.exceptions import BackendError
 
-__all__ = ["Permission", "BackendError", "BoundPermissions", "MAX_PRINCIPAL_LENGTH"]
+__all__ = ["Permission", "BackendError", "BoundPermissions", "MAX_PRINCIPAL_LENGTH", "check_storable"]
 
 #: Longest principal (user id, group) the resource app and the authentication middleware accept: every backend
 #: stores it in any script, PostgreSQL's indexes included (an index entry holds at most about 2,700 bytes, and a
 #: group membership indexes two principals).
 MAX_PRINCIPAL_LENGTH = 256
+
+def check_storable(*values: str) -> None:
+    """Writes refuse a NUL character (``ValueError``) on every backend, as PostgreSQL text cannot hold one; reads
+    asked about one find nothing."""
+    if any("\x00" in value for value in values):
+        raise ValueError("user ids, principals, object ids and permissions cannot contain a NUL character")
+
 
 BoundPermissions = Callable[[str, str], Iterable[Tuple[str, str]]]
 
@@ -90,7 +97,8 @@ class Permission(abc.ABC):
 
     @abc.abstractmethod
     def replace_object_permissions(self, object_id: str, permissions: Mapping[str, Iterable[str]]) -> None:
-        """For each permission given, replace its principals (an empty list removes them); others untouched."""
+        """For each permission given, replace its principals (an empty list or None removes them); others
+        untouched."""
 
     @abc.abstractmethod
     def delete_object_permissions(self, *object_ids: str) -> None:

@@ -6,7 +6,7 @@ import re
 import threading
 from typing import Any, Dict, Iterable, Mapping, Optional, Set
 
-from . import BoundPermissions, Permission as PermissionBase
+from . import BoundPermissions, Permission as PermissionBase, check_storable
 
 __all__ = ["Permission"]
 
@@ -37,6 +37,7 @@ class Permission(PermissionBase):
             self._aces.clear()
 
     def add_user_principal(self, user_id: str, principal: str) -> None:
+        check_storable(user_id, principal)
         with self._lock:
             self._users.setdefault(user_id, set()).add(principal)
 
@@ -60,6 +61,7 @@ class Permission(PermissionBase):
             return set(self._users.get(user_id, ()))
 
     def add_principal_to_ace(self, object_id: str, permission: str, principal: str) -> None:
+        check_storable(object_id, permission, principal)
         with self._lock:
             self._aces.setdefault(object_id, {}).setdefault(permission, set()).add(principal)
 
@@ -107,9 +109,11 @@ class Permission(PermissionBase):
             return {perm: set(current[perm]) for perm in wanted if current[perm]}
 
     def replace_object_permissions(self, object_id: str, permissions: Mapping[str, Iterable[str]]) -> None:
+        replacing = {permission: set(principals or ()) for permission, principals in permissions.items()}
+        check_storable(object_id, *replacing, *(principal for group in replacing.values() for principal in group))
         with self._lock:
-            for permission, principals in permissions.items():
-                self._set_principals(object_id, permission, set(principals or ()))
+            for permission, principals in replacing.items():
+                self._set_principals(object_id, permission, principals)
 
     def delete_object_permissions(self, *object_ids: str) -> None:
         with self._lock:

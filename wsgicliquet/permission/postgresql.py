@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set
 
-from wsgicliquet.permission import BoundPermissions, Permission as PermissionBase
+from wsgicliquet.permission import BoundPermissions, Permission as PermissionBase, check_storable
 from wsgicliquet.postgresql import Backend, Migration
 
 __all__ = ["Permission", "MIGRATIONS", "SCHEMA_VERSION"]
@@ -60,6 +60,7 @@ class Permission(Backend, PermissionBase):
     # Groups -------------------------------------------------------------------------------------------------------
 
     def add_user_principal(self, user_id: str, principal: str) -> None:
+        check_storable(user_id, principal)
         self._run("INSERT INTO user_principals (user_id, principal) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                   (user_id, principal))
 
@@ -82,6 +83,7 @@ class Permission(Backend, PermissionBase):
     # Access control entries ---------------------------------------------------------------------------------------
 
     def add_principal_to_ace(self, object_id: str, permission: str, principal: str) -> None:
+        check_storable(object_id, permission, principal)
         self._run("INSERT INTO access_control_entries (object_id, permission, principal) VALUES (%s, %s, %s) "
                   "ON CONFLICT DO NOTHING", (object_id, permission, principal))
 
@@ -146,14 +148,16 @@ class Permission(Backend, PermissionBase):
         return result
 
     def replace_object_permissions(self, object_id: str, permissions: Mapping[str, Iterable[str]]) -> None:
+        replacing = {perm: sorted(set(principals or ())) for perm, principals in permissions.items()}
+        check_storable(object_id, *replacing, *(principal for group in replacing.values() for principal in group))
         with self.client.transaction():
-            for perm, principals in permissions.items():
+            for perm, principals in replacing.items():
                 self._run("DELETE FROM access_control_entries WHERE object_id = %s AND permission = %s",
                           (object_id, perm))
                 self._run("""
                     INSERT INTO access_control_entries (object_id, permission, principal)
                     SELECT %s, %s, principal FROM unnest(%s::text[]) AS principal ON CONFLICT DO NOTHING
-                    """, (object_id, perm, list(principals)))
+                    """, (object_id, perm, principals))
 
     def delete_object_permissions(self, *object_ids: str) -> None:
         object_ids = tuple(object_id for object_id in object_ids if _storable(object_id))

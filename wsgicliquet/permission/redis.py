@@ -14,7 +14,7 @@ import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set
 
 from wsgicliquet import redis_client
-from wsgicliquet.permission import BoundPermissions
+from wsgicliquet.permission import BoundPermissions, check_storable
 from wsgicliquet.permission import Permission as BasePermission
 from wsgicliquet.redis_client import escape, wrap_errors
 
@@ -149,6 +149,7 @@ class Permission(BasePermission):
 
     @wrap_errors
     def add_user_principal(self, user_id: str, principal: str) -> None:
+        check_storable(user_id, principal)
         pipe = self.client.pipeline(transaction=True)
         pipe.sadd(self._user(user_id), principal)
         pipe.sadd(self._members(principal), user_id)
@@ -171,6 +172,7 @@ class Permission(BasePermission):
 
     @wrap_errors
     def add_principal_to_ace(self, object_id: str, permission: str, principal: str) -> None:
+        check_storable(object_id, permission, principal)
         self._add_ace(args=[self.namespace, object_id, permission, principal])
 
     @wrap_errors
@@ -226,7 +228,9 @@ class Permission(BasePermission):
         if not permissions:
             return
         # A dict always encodes as a JSON object; lists of principals as arrays ([] decodes as an empty table).
-        payload = json.dumps({perm: sorted(set(principals)) for perm, principals in permissions.items()})
+        replacing = {perm: sorted(set(principals or ())) for perm, principals in permissions.items()}
+        check_storable(object_id, *replacing, *(principal for group in replacing.values() for principal in group))
+        payload = json.dumps(replacing)
         self._replace(args=[self.namespace, object_id, payload])
 
     @wrap_errors

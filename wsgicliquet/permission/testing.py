@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Iterable, List, Tuple
 
+import pytest
+
 from wsgicliquet.storage.testing import run_concurrently
 
 from . import MAX_PRINCIPAL_LENGTH, Permission
@@ -213,6 +215,33 @@ class PermissionContract:
         permission.remove_principal_from_ace(RECORD, "read", nul)
         permission.delete_object_permissions("/a\x00b", "/b")
         assert permission.object_permissions(RECORD) == {"read": {ALICE}}
+
+    def test_nul_characters_are_never_written(self, permission: Permission) -> None:
+        """Every backend refuses to write a NUL (PostgreSQL cannot store one) with a ValueError, and writes nothing."""
+        permission.add_principal_to_ace(RECORD, "read", ALICE)
+        writes = [
+            lambda: permission.add_user_principal("a\x00b", "group:a"),
+            lambda: permission.add_user_principal(ALICE, "group:\x00"),
+            lambda: permission.add_principal_to_ace(RECORD, "read", "a\x00b"),
+            lambda: permission.add_principal_to_ace("/a\x00b", "read", ALICE),
+            lambda: permission.add_principal_to_ace(RECORD, "re\x00ad", ALICE),
+            lambda: permission.replace_object_permissions(RECORD, {"read": [BOB, "a\x00b"]}),
+            lambda: permission.replace_object_permissions(RECORD, {"read": [BOB], "w\x00": [BOB]}),
+            lambda: permission.replace_object_permissions("/a\x00b", {"read": [BOB]}),
+        ]
+        for write in writes:
+            with pytest.raises(ValueError):
+                write()
+        assert permission.user_principals(ALICE) == set()
+        assert permission.object_permissions(RECORD) == {"read": {ALICE}}
+        assert permission.principals_accessible_objects([BOB], "read") == set()
+
+    def test_replace_with_none_removes(self, permission: Permission) -> None:
+        permission.add_principal_to_ace(BUCKET, "read", ALICE)
+        permission.add_principal_to_ace(BUCKET, "write", ALICE)
+        permission.replace_object_permissions(BUCKET, {"read": None})  # type: ignore[dict-item]
+        assert permission.object_permissions(BUCKET) == {"write": {ALICE}}
+        assert permission.principals_accessible_objects([ALICE], "read") == set()
 
     def test_longest_principal_is_stored(self, permission: Permission) -> None:
         """Principals up to MAX_PRINCIPAL_LENGTH characters, of any script, fit every backend's indexes."""
