@@ -7,22 +7,35 @@ grants its children...); by default only the pair itself.  ``wsgicliquet.permiss
 from __future__ import annotations
 
 import abc
+import re
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Set, Tuple
 
 from wsgicliquet.storage.exceptions import BackendError
 
-__all__ = ["Permission", "BackendError", "BoundPermissions", "MAX_PRINCIPAL_LENGTH", "check_storable"]
+__all__ = ["Permission", "BackendError", "BoundPermissions", "MAX_PRINCIPAL_LENGTH", "check_storable",
+           "is_storable"]
 
 #: Longest principal (user id, group) the resource app and the authentication middleware accept: every backend
 #: stores it in any script, PostgreSQL's indexes included (an index entry holds at most about 2,700 bytes, and a
 #: group membership indexes two principals).
 MAX_PRINCIPAL_LENGTH = 256
 
+#: A NUL (PostgreSQL text cannot hold one) or a lone surrogate (not encodable as UTF-8, so neither Redis nor
+#: PostgreSQL can receive it).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def is_storable(value: str) -> bool:
+    """Whether every backend can store ``value``: reads and removals asked about any other string find nothing."""
+    return _UNSTORABLE.search(value) is None
+
+
 def check_storable(*values: str) -> None:
-    """Writes refuse a NUL character (``ValueError``) on every backend, as PostgreSQL text cannot hold one; reads
-    asked about one find nothing."""
-    if any("\x00" in value for value in values):
-        raise ValueError("user ids, principals, object ids and permissions cannot contain a NUL character")
+    """Writes refuse a NUL character or a lone surrogate (``ValueError``) on every backend, and write nothing, as
+    PostgreSQL and Redis cannot hold them; reads asked about one find nothing."""
+    if not all(is_storable(value) for value in values):
+        raise ValueError("user ids, principals, object ids and permissions cannot contain a NUL character "
+                         "or a lone surrogate")
 
 
 BoundPermissions = Callable[[str, str], Iterable[Tuple[str, str]]]

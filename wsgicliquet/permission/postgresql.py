@@ -3,9 +3,9 @@
 Tables ``user_principals(user_id, principal)`` and ``access_control_entries(object_id, permission, principal)``.
 Principals, object ids and globs are always query parameters (arrays are passed whole and ``unnest``-ed), never
 formatted into SQL (§21.17); ``*`` globs become ``LIKE`` patterns with ``%``, ``_`` and ``\\`` escaped.
-PostgreSQL text cannot hold a NUL character: a principal, user id or object id containing one is never stored, so
-reads and removals asked about it find nothing (as on the other backends, which never received it from the
-resource app or the authentication middleware either) instead of failing.
+PostgreSQL text cannot hold a NUL character nor a lone surrogate: a principal, user id or object id containing one
+is never stored, so reads and removals asked about it find nothing (as on the other backends, which never received
+it from the resource app or the authentication middleware either) instead of failing.
 Shares the connection pool and the thread's transaction with a storage on the same URL, so a record and its ACL
 are written in one transaction.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set
 
 from wsgicliquet.permission import BoundPermissions, Permission as PermissionBase, check_storable
+from wsgicliquet.permission import is_storable as _storable
 from wsgicliquet.postgresql import Backend, Migration
 
 __all__ = ["Permission", "MIGRATIONS", "SCHEMA_VERSION"]
@@ -163,7 +164,3 @@ class Permission(Backend, PermissionBase):
         object_ids = tuple(object_id for object_id in object_ids if _storable(object_id))
         if object_ids:
             self._run("DELETE FROM access_control_entries WHERE object_id = ANY(%s::text[])", (list(object_ids),))
-
-
-def _storable(value: str) -> bool:
-    return "\x00" not in value

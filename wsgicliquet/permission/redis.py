@@ -14,7 +14,7 @@ import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set
 
 from wsgicliquet import redis_client
-from wsgicliquet.permission import BoundPermissions, check_storable
+from wsgicliquet.permission import BoundPermissions, check_storable, is_storable
 from wsgicliquet.permission import Permission as BasePermission
 from wsgicliquet.redis_client import escape, wrap_errors
 
@@ -157,6 +157,8 @@ class Permission(BasePermission):
 
     @wrap_errors
     def remove_user_principal(self, user_id: str, principal: str) -> None:
+        if not (is_storable(user_id) and is_storable(principal)):
+            return
         pipe = self.client.pipeline(transaction=True)
         pipe.srem(self._user(user_id), principal)
         pipe.srem(self._members(principal), user_id)
@@ -164,10 +166,14 @@ class Permission(BasePermission):
 
     @wrap_errors
     def remove_principal(self, principal: str) -> None:
+        if not is_storable(principal):
+            return
         self._remove_principal(args=[self.namespace, principal])
 
     @wrap_errors
     def user_principals(self, user_id: str) -> Set[str]:
+        if not is_storable(user_id):
+            return set()
         return _strings(self.client.smembers(self._user(user_id)))
 
     @wrap_errors
@@ -177,10 +183,14 @@ class Permission(BasePermission):
 
     @wrap_errors
     def remove_principal_from_ace(self, object_id: str, permission: str, principal: str) -> None:
+        if not (is_storable(object_id) and is_storable(permission) and is_storable(principal)):
+            return
         self._remove_ace(args=[self.namespace, object_id, permission, principal])
 
     @wrap_errors
     def object_permission_principals(self, object_id: str, permission: str) -> Set[str]:
+        if not (is_storable(object_id) and is_storable(permission)):
+            return set()
         return _strings(self.client.smembers(self._ace(object_id, permission)))
 
     @wrap_errors
@@ -189,7 +199,7 @@ class Permission(BasePermission):
                                                 ) -> Set[str]:
         """One SUNION over the ACEs of every bound pair."""
         pairs = get_bound_permissions(object_id, permission) if get_bound_permissions else [(object_id, permission)]
-        keys = [self._ace(obj, perm) for obj, perm in pairs]
+        keys = [self._ace(obj, perm) for obj, perm in pairs if is_storable(obj) and is_storable(perm)]
         return _strings(self.client.sunion(keys)) if keys else set()
 
     @wrap_errors
@@ -199,7 +209,8 @@ class Permission(BasePermission):
         """Reads the ``objects:<permission>:<principal>`` indexes, then keeps the ids matching each glob."""
         pattern = object_id_match or "*"
         pairs = list(get_bound_permissions(pattern, permission)) if get_bound_permissions else [(pattern, permission)]
-        principals = list(principals)
+        pairs = [(glob, perm) for glob, perm in pairs if is_storable(glob) and is_storable(perm)]
+        principals = [principal for principal in principals if is_storable(principal)]
         if not principals or not pairs:
             return set()
         pipe = self.client.pipeline(transaction=False)
@@ -214,9 +225,11 @@ class Permission(BasePermission):
     @wrap_errors
     def object_permissions(self, object_id: str, permissions: Optional[Iterable[str]] = None
                            ) -> Dict[str, Set[str]]:
+        if not is_storable(object_id):
+            return {}
         args: List[str] = [self.namespace, object_id]
         if permissions is not None:
-            wanted = list(permissions)
+            wanted = [perm for perm in permissions if is_storable(perm)]
             if not wanted:
                 return {}
             args.extend(wanted)
@@ -235,6 +248,7 @@ class Permission(BasePermission):
 
     @wrap_errors
     def delete_object_permissions(self, *object_ids: str) -> None:
+        object_ids = tuple(object_id for object_id in object_ids if is_storable(object_id))
         if object_ids:
             self._delete_objects(args=[self.namespace, *object_ids])
 
