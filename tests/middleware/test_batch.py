@@ -1125,3 +1125,58 @@ def test_entries_carry_the_cors_headers_of_a_direct_call(echo, origin):
         assert "ETag" in entry["headers"]["Access-Control-Expose-Headers"]
     else:
         assert "Access-Control-Allow-Origin" not in entry["headers"]
+
+
+def proxied_flask_pipeline() -> webtest.TestApp:
+    """The whole pipeline around a Flask app that trusts one proxy (``ProxyFix``) and allows one internal address."""
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    site = flask.Flask(__name__)
+
+    @site.route("/internal", methods=["GET", "POST"])
+    def internal():
+        if flask.request.remote_addr != "10.0.0.1":
+            return {"code": 403, "errno": ERRORS.FORBIDDEN, "error": "Forbidden"}, 403
+        return {"secret": True}
+
+    @site.route("/seen", methods=["GET", "POST"])
+    def seen():
+        request = flask.request
+        return {"host": request.host, "scheme": request.scheme, "origin": request.headers.get("Origin"),
+                "body": request.get_data(as_text=True)}
+
+    site.wsgi_app = ProxyFix(site.wsgi_app, x_for=1, x_host=1, x_proto=1)
+    settings = {"storage_url": "memory://", "cache_url": "memory://", "permission_url": "memory://",
+                "userid_hmac_secret": "batch-test-secret"}
+    resources = ResourceApp([Bookmark], load_settings(settings, environ={}), storage=MemoryStorage(),
+                            fallback=site)
+    return webtest.TestApp(build_pipeline(resources, settings), lint=True)
+
+
+@pytest.mark.parametrize("name", ["X-Forwarded-For", "x-forwarded-for", "X_Forwarded_For"])
+def test_sub_request_headers_cannot_forge_what_the_front_proxy_vouches_for(name):
+    """The front proxy appends the client address to ``X-Forwarded-For`` of the request it forwards; it never
+    sees the sub-requests' headers, so one naming an internal address must not pass an app's address check."""
+    api = proxied_flask_pipeline()
+    result = batch(api, {"requests": [
+        {"path": "/internal", "headers": {name: "10.0.0.1"}},
+        {"method": "POST", "path": "/internal", "headers": {"Forwarded": "for=10.0.0.1", name: "10.0.0.1"},
+         "body": {}},
+    ]}, headers={"X-Forwarded-For": "203.0.113.9"})
+    assert [entry["status"] for entry in result["responses"]] == [403, 403]
+    direct = api.get("/v1/internal", headers={"X-Forwarded-For": "10.0.0.1"})
+    assert direct.json == {"secret": True}  # what the front proxy vouches for is trusted
+
+
+def test_sub_request_keeps_the_host_scheme_origin_and_body_framing_of_the_batch():
+    api = proxied_flask_pipeline()
+    result = batch(api, {"requests": [
+        {"path": "/seen", "headers": {"Host": "admin.example.com", "X-Forwarded-Host": "admin.example.com",
+                                      "X-Forwarded-Proto": "https", "Origin": "https://api.example.com"}},
+        {"method": "POST", "path": "/seen", "body": {"a": 1},
+         "headers": {"Transfer_Encoding": "chunked", "Content_Length": "1"}},
+    ]}, headers={"Host": "api.example.com", "Origin": "https://evil.example"})
+    pinned, framed = result["responses"]
+    assert pinned["body"] == {"host": "api.example.com", "scheme": "http", "origin": "https://evil.example",
+                              "body": ""}
+    assert framed["body"]["body"] == '{"a":1}'  # a chunked claim would have the app read no body at all

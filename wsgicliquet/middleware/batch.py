@@ -47,7 +47,12 @@ _NOT_INHERITED = frozenset({
     "wsgi.input_terminated", keys.USERID, keys.PRINCIPALS, keys.AUTHN_TYPE, keys.VIEW, keys.ERRNO,
     keys.SUBREQUESTS, keys.LOG_CONTEXT, keys.PARENT_REQUEST,
 })
-_BODY_HEADERS = frozenset({"content-length", "transfer-encoding"})
+# Environ keys of what the front server and the batch request decide, which a sub-request's headers cannot replace:
+# its body framing (given by its ``body``), the host the batch was routed by, the client address and scheme a proxy
+# vouches for (an app below behind ``ProxyFix`` would trust them), and the origin the CORS layer above judged.
+_PINNED = frozenset({"CONTENT_LENGTH", "HTTP_CONTENT_LENGTH", "HTTP_TRANSFER_ENCODING", "HTTP_HOST", "HTTP_FORWARDED",
+                     "HTTP_X_REAL_IP", "HTTP_ORIGIN"})
+_PINNED_PREFIXES = ("HTTP_X_FORWARDED_", "HTTP_SEC_FETCH_")
 
 
 class _SubRequest(NamedTuple):
@@ -302,8 +307,7 @@ def _sub_environ(environ: Dict[str, Any], inherited: Dict[str, Any], request: _S
     sub["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1")  # WSGI: the UTF-8 bytes, one char per byte
     sub["QUERY_STRING"] = quote(query, safe="!$&'()*+,/:;=?@[]~%")
     if request.headers:
-        Request(sub).headers.update({name: value for name, value in request.headers.items()
-                                     if name.lower() not in _BODY_HEADERS})
+        Request(sub).headers.update({name: value for name, value in request.headers.items() if _settable(name)})
     body = request.body or b""
     if request.body is not None:
         sub["CONTENT_TYPE"] = "application/json; charset=utf-8"
@@ -311,6 +315,14 @@ def _sub_environ(environ: Dict[str, Any], inherited: Dict[str, Any], request: _S
     sub["wsgi.input"] = BytesIO(body)
     served = (script_name + sub["PATH_INFO"]).encode("latin-1").decode("utf-8", "replace")
     return sub, served
+
+
+def _settable(name: str) -> bool:
+    """Whether a sub-request header may be set, judged by the environ key it lands in (``X_Forwarded_For`` and
+    ``X-Forwarded-For`` are both ``HTTP_X_FORWARDED_FOR``)."""
+    key = name.upper().replace("-", "_")
+    key = key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
+    return key not in _PINNED and not key.startswith(_PINNED_PREFIXES)
 
 
 def _call(app: Callable, environ: Dict[str, Any]) -> Tuple[str, List[Tuple[str, str]], bytes]:
