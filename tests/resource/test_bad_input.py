@@ -21,8 +21,9 @@ BODIES = [
     pytest.param(b"-0.0", "The request body must be a JSON object", id="negative-zero-body"),
     pytest.param(b'{"data": [1]}', "data should be an object", id="array-data"),
     pytest.param(b'{"data": "x"}', "data should be an object", id="string-data"),
-    pytest.param(b'{"data": {}, "foo": 1}', "foo is not allowed", id="unknown-key"),
-    pytest.param(b'{"data": {}, "permissions": {"read": ["x"]}}', "permissions is not allowed", id="permissions"),
+    pytest.param(b'{"data": {"url": "http://a.org"}, "foo": 1}', "foo is not allowed", id="unknown-key"),
+    pytest.param(b'{"data": {"url": "http://a.org"}, "permissions": {"read": ["x"]}}',
+                 "permissions is not allowed", id="permissions"),
     pytest.param(b'{"data": {"url": 12}}', "data.url in body", id="wrong-type"),
     pytest.param(b'{"data": {"url": "http://a.org", "favorite": "yes"}}', "data.favorite in body", id="wrong-bool"),
     pytest.param(b'{"data": {"url": "javascript alert(1)"}}', "data.url in body", id="not-a-uri"),
@@ -82,6 +83,37 @@ def test_bad_bodies(seeded, method, url, body, message):
     assert response.json["errno"] == 107 and response.json["error"] == "Invalid parameters"
     assert message in response.json["message"]
     assert snapshot(seeded) == before
+
+
+@pytest.mark.parametrize("method, url, details", [
+    pytest.param("POST", "/bookmarks", [
+        {"location": "body", "name": "zoo", "description": "zoo is not allowed"},
+        {"location": "body", "name": "data.title", "description": "5 is not of type 'string'"},
+        {"location": "body", "name": "data.url", "description": "Required"}], id="post"),
+    pytest.param("PUT", f"/bookmarks/{RECORD_ID}", [
+        {"location": "body", "name": "zoo", "description": "zoo is not allowed"},
+        {"location": "body", "name": "data.title", "description": "5 is not of type 'string'"},
+        {"location": "body", "name": "data.url", "description": "Required"}], id="put"),
+    pytest.param("PATCH", f"/bookmarks/{RECORD_ID}", [  # the stored record has the url
+        {"location": "body", "name": "zoo", "description": "zoo is not allowed"},
+        {"location": "body", "name": "data.title", "description": "5 is not of type 'string'"}], id="patch"),
+])
+def test_unknown_key_lists_the_problems_of_data_too(seeded, method, url, details):
+    """PROTOCOL.md §7.4: the full list of problems; the message is that of the first one sorted by name."""
+    before = snapshot(seeded)
+    response = seeded.request(url, method=method, body=b'{"data": {"title": 5}, "zoo": 1}',
+                              headers={"Content-Type": "application/json"}, expect_errors=True)
+    assert response.status_int == 400 and response.json["errno"] == 107
+    assert response.json["details"] == details
+    assert response.json["message"] == "data.title in body: 5 is not of type 'string'"
+    assert snapshot(seeded) == before
+
+
+def test_unknown_key_with_a_missing_data(seeded):
+    response = seeded.post("/bookmarks", b'{"zoo": 1}', headers={"Content-Type": "application/json"}, status=400)
+    assert response.json["details"] == [{"location": "body", "name": "zoo", "description": "zoo is not allowed"},
+                                        {"location": "body", "name": "data", "description": "data is missing"}]
+    assert response.json["message"] == "data is missing"
 
 
 def test_invalid_json_details(seeded):

@@ -10,7 +10,7 @@ times faster than the standard library on record lists), the standard library ot
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from webob import Response
 
@@ -106,30 +106,38 @@ def _check_scalar(value: Any, check_strings: bool) -> None:
             raise _invalid_json("invalid unicode escape (lone surrogate)") from None
 
 
-def parse_envelope(body: bytes, *, data_required: bool, allowed: Tuple[str, ...] = ("data",)) -> Optional[dict]:
+def parse_envelope(body: bytes, *, data_required: bool, allowed: Tuple[str, ...] = ("data",),
+                   data_problems: Optional[Callable[[dict], List[Dict[str, Any]]]] = None) -> Optional[dict]:
     """The ``data`` object of a write request; None when absent and not required.
 
     Any other top-level key than ``allowed`` is a 400 ``<key> is not allowed`` (``permissions`` included, on
     resources that are not shareable).
     """
-    return envelope_data(parse_json(body) if body.strip() else {}, data_required=data_required, allowed=allowed)
+    return envelope_data(parse_json(body) if body.strip() else {}, data_required=data_required, allowed=allowed,
+                         data_problems=data_problems)
 
 
-def envelope_data(payload: Any, *, data_required: bool, allowed: Tuple[str, ...] = ("data",)) -> Optional[dict]:
-    """:func:`parse_envelope` of an already decoded body (a shareable resource takes ``permissions`` out first)."""
+def envelope_data(payload: Any, *, data_required: bool, allowed: Tuple[str, ...] = ("data",),
+                  data_problems: Optional[Callable[[dict], List[Dict[str, Any]]]] = None) -> Optional[dict]:
+    """:func:`parse_envelope` of an already decoded body (a shareable resource takes ``permissions`` out first).
+
+    Unknown keys are refused before anything else runs, but with the full list of problems of §7.4: those of
+    ``data`` too (``data_problems`` gives its schema problems).
+    """
     if not isinstance(payload, dict):
         raise invalid("body", None, "The request body must be a JSON object")
     extra = [key for key in payload if key not in allowed]
-    if extra:
-        raise validation_error([{"location": "body", "name": key, "description": f"{key} is not allowed"}
-                                for key in extra])
+    problems = [{"location": "body", "name": key, "description": f"{key} is not allowed"} for key in extra]
     data = payload.get("data")
     if data is None:
         if data_required:
-            raise invalid("body", "data", "data is missing")
-        return None
-    if not isinstance(data, dict):
-        raise invalid("body", "data", "data should be an object")
+            problems.append({"location": "body", "name": "data", "description": "data is missing"})
+    elif not isinstance(data, dict):
+        problems.append({"location": "body", "name": "data", "description": "data should be an object"})
+    elif extra and data_problems is not None:
+        problems.extend(data_problems(data))
+    if problems:
+        raise validation_error(problems)
     return data
 
 

@@ -142,7 +142,11 @@ class Resource:
 
     def parse_body(self, body: bytes, *, data_required: bool) -> Optional[Dict[str, Any]]:
         """The ``data`` of a write request (:func:`~wsgicliquet.resource.body.parse_envelope`)."""
-        return parse_envelope(body, data_required=data_required)
+        return parse_envelope(body, data_required=data_required, data_problems=self.data_problems)
+
+    def data_problems(self, data: Mapping[str, Any]) -> List[Dict[str, Any]]:
+        """The schema problems of a body's ``data``, listed with those of its envelope (PROTOCOL.md §7.4)."""
+        return self.spec.schema.problems(data, partial=self.request.method == "PATCH")
 
     def record_body(self, record: Record, data: Any) -> Dict[str, Any]:
         """The JSON body of a record response (``data`` is ``record``, projected or reduced)."""

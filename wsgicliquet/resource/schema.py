@@ -123,6 +123,14 @@ class RecordSchema:
             raise validation_error(problems)
         return record
 
+    def problems(self, data: Mapping[str, Any], *, partial: bool = False) -> List[Dict[str, Any]]:
+        """The problems :meth:`validate` would list; ``partial`` (a PATCH's changes) keeps only those of the
+        fields given, as the others come from the stored record."""
+        problems = self._problems(self.complete(data))
+        if partial:
+            problems = [problem for problem in problems if problem["name"].split(".")[1:2] in ([key] for key in data)]
+        return problems
+
     def _problems(self, record: Dict[str, Any]) -> List[Dict[str, Any]]:
         return _details(self.validator.iter_errors(record))
 

@@ -195,8 +195,8 @@ class ShareableResource(Resource):
             payload = dict(payload)
             self.body_permissions = validate_permissions(payload.pop("permissions"), self.spec.record_permissions)
         if patch:
-            return envelope_data(payload, data_required=False) or {}
-        return envelope_data(payload, data_required=data_required)
+            return envelope_data(payload, data_required=False, data_problems=self.data_problems) or {}
+        return envelope_data(payload, data_required=data_required, data_problems=self.data_problems)
 
     def record_body(self, record: Record, data: Any) -> Dict[str, Any]:
         """``data`` and, except for tombstones, the record's ``permissions`` (empty unless the user may write)."""
