@@ -2,7 +2,8 @@
 
 Threads send their requests together (a barrier), each with its own client, against one app and one storage, as a
 threaded server would.  The storage checks ``If-Match`` atomically with the write, so two requests presenting the
-same ETag can never both succeed, and a PATCH without ``If-Match`` never overwrites a concurrent one.
+same ETag can never both succeed, and a PATCH without ``If-Match`` never overwrites a concurrent one; unique fields
+are checked atomically with the write too, so concurrent writers of one value leave a single holder (§6.3).
 """
 from __future__ import annotations
 
@@ -220,3 +221,93 @@ def test_patch_gives_up_after_its_attempts(racy, monkeypatch):
     current = client.get(url).json["data"]
     assert response.json["details"]["existing"] == current
     assert current["again"] is True and "mine" not in current
+
+
+def test_deletes_with_the_same_if_match_leave_one_tombstone(make_client):
+    """The losers' DELETEs write nothing: listing the changes since the record shows its tombstone once."""
+    client = make_client()
+    for _ in range(3):
+        record = client.post_json("/notes", {"data": {"initial": True}}, status=201).json["data"]
+        url = f"/notes/{record['id']}"
+        headers = {"If-Match": f'"{record["last_modified"]}"'}
+
+        responses = concurrently(make_client, lambda each, slot: send_delete(each, url, slot, headers))
+
+        assert [response.status_int for response in responses].count(200) == 1
+        tombstone = next(response for response in responses if response.status_int == 200).json["data"]
+        changes = client.get(f"/notes?_since={record['last_modified']}")
+        assert changes.json["data"] == [tombstone]
+        assert changes.headers["ETag"] == f'"{tombstone["last_modified"]}"', "nothing else was written"
+
+
+def bookmarks_with(client: webtest.TestApp, url: str) -> List[Dict[str, Any]]:
+    return client.get("/bookmarks", params={"url": json_string(url)}).json["data"]
+
+
+def json_string(value: str) -> str:
+    """A querystring value always read as a string (§4.3)."""
+    return '"' + value + '"'
+
+
+def test_posts_of_the_same_unique_value_create_one_record(make_client):
+    """§3.4, §6.3: one POST creates the record, the others answer 200 with it and write nothing."""
+    client = make_client()
+    for round_ in range(3):
+        url = f"https://example.com/{uuid.uuid4()}"
+
+        responses = concurrently(make_client, lambda each, slot: each.post_json(
+            "/bookmarks", {"data": {"url": url, "title": f"writer {slot}"}}, expect_errors=True))
+
+        assert sorted(response.status_int for response in responses) == [200] * (THREADS - 1) + [201], [
+            response.status for response in responses]
+        created = next(response for response in responses if response.status_int == 201).json["data"]
+        assert all(response.json["data"] == created for response in responses)
+        assert bookmarks_with(client, url) == [created]
+
+
+@pytest.mark.parametrize("method", ["patch", "put"])
+def test_changes_to_the_same_unique_value_leave_one_holder(make_client, method):
+    """§6.3: PUT/PATCH of different records to one value at once: one holds it, the others are 409 errno 122."""
+    client = make_client()
+    for _ in range(3):
+        records = [client.post_json("/bookmarks", {"data": {"url": f"https://example.com/{uuid.uuid4()}"}},
+                                    status=201).json["data"] for _ in range(THREADS)]
+        url = f"https://example.com/{uuid.uuid4()}"
+
+        def send(each: webtest.TestApp, slot: int) -> webtest.TestResponse:
+            send_json = each.patch_json if method == "patch" else each.put_json
+            return send_json(f"/bookmarks/{records[slot]['id']}", {"data": {"url": url}}, expect_errors=True)
+
+        responses = concurrently(make_client, send)
+
+        assert sorted(response.status_int for response in responses) == [200] + [409] * (THREADS - 1), [
+            response.status for response in responses]
+        holder = next(response for response in responses if response.status_int == 200).json["data"]
+        assert bookmarks_with(client, url) == [holder]
+        for response in responses:
+            if response.status_int == 409:
+                body = response.json
+                assert (body["errno"], body["message"]) == (122, f"Conflict of field url on record {holder['id']}")
+                assert body["details"] == {"field": "url", "existing": holder}
+        unchanged = {record["id"]: record for record in records if record["id"] != holder["id"]}
+        assert {record["id"]: record for record in client.get("/bookmarks").json["data"]
+                if record["id"] in unchanged} == unchanged, "the losers wrote nothing"
+
+
+def test_puts_creating_records_with_the_same_unique_value_create_one(make_client):
+    """§3.7, §6.3: PUTs of new ids with one value at once: one 201, the others 409 and nothing created."""
+    client = make_client()
+    for _ in range(3):
+        url = f"https://example.com/{uuid.uuid4()}"
+        ids = [str(uuid.uuid4()) for _ in range(THREADS)]
+
+        responses = concurrently(make_client, lambda each, slot: each.put_json(
+            f"/bookmarks/{ids[slot]}", {"data": {"url": url}}, expect_errors=True))
+
+        assert sorted(response.status_int for response in responses) == [201] + [409] * (THREADS - 1), [
+            response.status for response in responses]
+        holder = next(response for response in responses if response.status_int == 201).json["data"]
+        assert bookmarks_with(client, url) == [holder]
+        for record_id in ids:
+            if record_id != holder["id"]:
+                client.get(f"/bookmarks/{record_id}", status=404)
