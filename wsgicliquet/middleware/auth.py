@@ -29,7 +29,7 @@ from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Prot
 
 from wsgicliquet import environ as keys
 from wsgicliquet.backends import import_string, load_backend
-from wsgicliquet.permission import MAX_PRINCIPAL_LENGTH
+from wsgicliquet.permission import MAX_PRINCIPAL_LENGTH, is_storable
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError
 
@@ -185,18 +185,13 @@ def _timer_name(policy: str) -> str:
 def _storable(name: str, userid: Any) -> bool:
     """Whether every backend can store the prefixed id as a principal (it becomes the author of records).
 
-    A trusted front server could pass a NUL character (PostgreSQL refuses it) or an id of any length; such an id
+    A trusted front server could pass a NUL character, a lone surrogate or an id of any length; such an id
     identifies nobody, rather than failing on one backend and not on another.
     """
     userid = str(userid)
-    if "\x00" in userid or len(name) + 1 + len(userid) > MAX_PRINCIPAL_LENGTH:
-        logger.warning("Authentication policy %r returned an unusable user id (%d characters, NUL: %s): ignored",
-                       name, len(userid), "\x00" in userid)
-        return False
-    try:
-        userid.encode("utf-8")
-    except UnicodeEncodeError:
-        logger.warning("Authentication policy %r returned a user id with a lone surrogate: ignored", name)
+    if not is_storable(userid) or len(name) + 1 + len(userid) > MAX_PRINCIPAL_LENGTH:
+        logger.warning("Authentication policy %r returned an unusable user id (%d characters, NUL or lone "
+                       "surrogate: %s): ignored", name, len(userid), not is_storable(userid))
         return False
     return True
 

@@ -127,12 +127,13 @@ class Cors:
         origin = environ.get("HTTP_ORIGIN")
         allowed = self.allowed_origin(origin)
 
+        decorate = functools.partial(self._decorate, allowed=allowed)
+
         def add_cors(status: str, headers: Headers, exc_info: Any = None) -> Callable[[bytes], Any]:
-            return start_response(status, self._decorate(headers, allowed), exc_info)
+            return start_response(status, decorate(headers), exc_info)
 
         # A batch below gives each sub-response the headers a direct call would get (PROTOCOL.md §8.3).
         decorators = environ.get(keys.SUBRESPONSE_HEADERS)
-        decorate = functools.partial(self._decorate, allowed=allowed)
         environ[keys.SUBRESPONSE_HEADERS] = (*decorators, decorate) if decorators else (decorate,)
 
         if origin and self._origin is not None and environ.get("REQUEST_METHOD") == "OPTIONS" and \

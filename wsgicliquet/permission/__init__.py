@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Set, Tuple
 from wsgicliquet.storage.exceptions import BackendError
 
 __all__ = ["Permission", "BackendError", "BoundPermissions", "MAX_PRINCIPAL_LENGTH", "check_storable",
-           "is_storable"]
+           "is_storable", "checked_replacement"]
 
 #: Longest principal (user id, group) the resource app and the authentication middleware accept: every backend
 #: stores it in any script, PostgreSQL's indexes included (an index entry holds at most about 2,700 bytes, and a
@@ -36,6 +36,14 @@ def check_storable(*values: str) -> None:
     if not all(is_storable(value) for value in values):
         raise ValueError("user ids, principals, object ids and permissions cannot contain a NUL character "
                          "or a lone surrogate")
+
+
+def checked_replacement(object_id: str, permissions: Mapping[str, Optional[Iterable[str]]]) -> Dict[str, Set[str]]:
+    """The principals of each permission :meth:`Permission.replace_object_permissions` sets (None: none), after
+    :func:`check_storable` of everything it would write, so that a refused value writes nothing."""
+    replacing = {permission: set(principals or ()) for permission, principals in permissions.items()}
+    check_storable(object_id, *replacing, *(principal for group in replacing.values() for principal in group))
+    return replacing
 
 
 BoundPermissions = Callable[[str, str], Iterable[Tuple[str, str]]]

@@ -6,7 +6,7 @@ import re
 import threading
 from typing import Any, Dict, Iterable, Mapping, Optional, Set
 
-from . import BoundPermissions, Permission as PermissionBase, check_storable
+from . import BoundPermissions, Permission as PermissionBase, check_storable, checked_replacement
 
 __all__ = ["Permission"]
 
@@ -109,8 +109,7 @@ class Permission(PermissionBase):
             return {perm: set(current[perm]) for perm in wanted if current[perm]}
 
     def replace_object_permissions(self, object_id: str, permissions: Mapping[str, Iterable[str]]) -> None:
-        replacing = {permission: set(principals or ()) for permission, principals in permissions.items()}
-        check_storable(object_id, *replacing, *(principal for group in replacing.values() for principal in group))
+        replacing = checked_replacement(object_id, permissions)
         with self._lock:
             for permission, principals in replacing.items():
                 self._set_principals(object_id, permission, principals)

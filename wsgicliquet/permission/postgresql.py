@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set
 
-from wsgicliquet.permission import BoundPermissions, Permission as PermissionBase, check_storable
+from wsgicliquet.permission import (BoundPermissions, Permission as PermissionBase, check_storable,
+                                    checked_replacement)
 from wsgicliquet.permission import is_storable as _storable
 from wsgicliquet.postgresql import Backend, Migration
 
@@ -149,8 +150,7 @@ class Permission(Backend, PermissionBase):
         return result
 
     def replace_object_permissions(self, object_id: str, permissions: Mapping[str, Iterable[str]]) -> None:
-        replacing = {perm: sorted(set(principals or ())) for perm, principals in permissions.items()}
-        check_storable(object_id, *replacing, *(principal for group in replacing.values() for principal in group))
+        replacing = checked_replacement(object_id, permissions)
         with self.client.transaction():
             for perm, principals in replacing.items():
                 self._run("DELETE FROM access_control_entries WHERE object_id = %s AND permission = %s",
@@ -158,7 +158,7 @@ class Permission(Backend, PermissionBase):
                 self._run("""
                     INSERT INTO access_control_entries (object_id, permission, principal)
                     SELECT %s, %s, principal FROM unnest(%s::text[]) AS principal ON CONFLICT DO NOTHING
-                    """, (object_id, perm, principals))
+                    """, (object_id, perm, sorted(principals)))
 
     def delete_object_permissions(self, *object_ids: str) -> None:
         object_ids = tuple(object_id for object_id in object_ids if _storable(object_id))

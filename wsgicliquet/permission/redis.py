@@ -14,7 +14,7 @@ import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set
 
 from wsgicliquet import redis_client
-from wsgicliquet.permission import BoundPermissions, check_storable, is_storable
+from wsgicliquet.permission import BoundPermissions, check_storable, checked_replacement, is_storable
 from wsgicliquet.permission import Permission as BasePermission
 from wsgicliquet.redis_client import escape, wrap_errors
 
@@ -241,9 +241,8 @@ class Permission(BasePermission):
         if not permissions:
             return
         # A dict always encodes as a JSON object; lists of principals as arrays ([] decodes as an empty table).
-        replacing = {perm: sorted(set(principals or ())) for perm, principals in permissions.items()}
-        check_storable(object_id, *replacing, *(principal for group in replacing.values() for principal in group))
-        payload = json.dumps(replacing)
+        replacing = checked_replacement(object_id, permissions)
+        payload = json.dumps({perm: sorted(principals) for perm, principals in replacing.items()})
         self._replace(args=[self.namespace, object_id, payload])
 
     @wrap_errors
