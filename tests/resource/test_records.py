@@ -6,6 +6,8 @@ from email.utils import formatdate
 
 import pytest
 
+from wsgicliquet.resource.resource import Resource
+
 from .conftest import ALICE, BOB, as_user, unique_user
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -293,6 +295,39 @@ def test_patch_diff_shows_server_changes(make_app):
     response = app.patch_json(f"/uppers/{record['id']}", {"data": {"name": "b"}},
                               headers={"Response-Behavior": "diff"})
     assert response.json["data"] == {"name": "B"}
+
+
+class Upper(Resource):
+    """Upper-cases ``name``: the server changes what the client sent, or sets it back to the stored value."""
+
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "n": {"type": "integer"}}}
+    preserve_unknown = True
+
+    def process_record(self, new, old=None):
+        new = super().process_record(new, old)
+        new["name"] = new.get("name", "").upper()
+        return new
+
+
+@pytest.mark.parametrize("behavior, changes, expected", [
+    pytest.param("light", {"n": 1}, {}, id="light-stored-value"),
+    pytest.param("light", {"name": "a"}, {}, id="light-set-back-by-server"),
+    pytest.param("light", {"n": 1, "name": "b", "x": None}, {"name": "B", "x": None}, id="light-mixed"),
+    pytest.param("light", {"n": 1.0}, {}, id="light-equal-number"),
+    pytest.param("diff", {"name": "a"}, {}, id="diff-set-back-by-server"),
+    pytest.param("diff", {"n": 1, "name": "b", "m": 2}, {"name": "B"}, id="diff-mixed"),
+])
+def test_patch_light_and_diff_show_changed_fields_only(make_app, any_storage, behavior, changes, expected):
+    """§3.8: ``light`` and ``diff`` answer with the sent fields whose value changed, on every backend; a field
+    sent with its stored value (or one the server set back to it) is left out, whether or not anything was
+    written."""
+    app = make_app(userid=unique_user(), resources=[Upper], backend=any_storage)
+    record = app.post_json("/uppers", {"data": {"name": "a", "n": 1}}, status=201).json["data"]
+    response = app.patch_json(f"/uppers/{record['id']}", {"data": changes},
+                              headers={"Response-Behavior": behavior}, status=200)
+    assert response.json["data"] == expected
+    stored = app.get(f"/uppers/{record['id']}").json["data"]
+    assert etag(response) == stored["last_modified"]
 
 
 @pytest.mark.parametrize("method, url", [

@@ -29,7 +29,7 @@ from wsgicliquet.resource.preconditions import etag_headers
 from wsgicliquet.resource.resource import Record, Resource, ResourceSpec
 from wsgicliquet.resource.schema import META_FIELDS
 from wsgicliquet.storage import PreconditionFailed, RecordNotFoundError, Storage, UnicityError
-from wsgicliquet.storage.query import json_equal
+from wsgicliquet.storage.query import MISSING, json_equal
 
 __all__ = ["Options", "Call", "HANDLERS"]
 
@@ -349,19 +349,23 @@ def record_patch(call: Call) -> Response:
     call.resource.authorize("write", call.object_id)
     existing = _get_live(call)
     pre.check(existing["last_modified"], existing, exists=True)
-    stored, written = _merge_and_write(call, existing, changes, retry=pre.if_match is None)
+    stored, base, written = _merge_and_write(call, existing, changes, retry=pre.if_match is None)
     behavior = (call.environ.get("HTTP_RESPONSE_BEHAVIOR") or "full").lower()
     data: Any = None
-    if behavior == "light":
-        data = {key: stored[key] for key in changes if key in stored}
-    elif behavior == "diff":
-        data = {key: stored[key] for key in changes if key in stored and not json_equal(stored[key], changes[key])}
+    if behavior in ("light", "diff"):
+        # Only the sent fields the PATCH changed (§3.8): a field sent with its stored value, or one the server set
+        # back to it, is not shown; ``diff`` also leaves out the fields stored as sent.
+        changed = [key for key in changes if key in stored
+                   and not json_equal(stored[key], base.get(key, MISSING))]
+        data = {key: stored[key] for key in changed
+                if behavior == "light" or not json_equal(stored[key], changes[key])}
     return _record_response(call, 200, stored, data, written=written)
 
 
 def _merge_and_write(call: Call, existing: Record, changes: Mapping[str, Any], *, retry: bool
-                     ) -> Tuple[Record, bool]:
-    """Merge ``changes`` into ``existing`` and write the result over that very version; ``(stored, written)``.
+                     ) -> Tuple[Record, Record, bool]:
+    """Merge ``changes`` into ``existing`` and write the result over that very version; ``(stored, base,
+    written)``, ``base`` being the version the changes were finally merged into.
 
     The storage refuses the write when another one came first (``if_match``).  That is a 412 when the client sent
     ``If-Match``; otherwise (``retry``) the changes are merged again into the record the storage found, up to
@@ -373,7 +377,7 @@ def _merge_and_write(call: Call, existing: Record, changes: Mapping[str, Any], *
         merged = call.resource.apply_changes(existing, changes)
         merged = _process(call, merged, existing)
         if _same_content(merged, existing) and not call.resource.has_pending_changes():
-            return existing, False
+            return existing, existing, False
         try:
             stored = call.storage.update(call.spec.collection_id, call.parent_id, call.object_id,  # type: ignore
                                          _without_timestamp(merged), unique_fields=call.spec.unique_fields,
@@ -388,7 +392,7 @@ def _merge_and_write(call: Call, existing: Record, changes: Mapping[str, Any], *
                 raise not_found(call, call.object_id) from None
             existing, attempts = failed.existing, attempts + 1
             continue
-        return stored, True
+        return stored, existing, True
 
 
 def _same_content(left: Record, right: Record) -> bool:
