@@ -184,10 +184,12 @@ local function range(key)
   return redis.call("ZRANGEBYSCORE", key, low, high, "WITHSCORES", "LIMIT", 0, count)
 end
 local live, bodies, tombstones, total = range(modified), {}, {}, -1
-if #live > 0 then
+-- HMGET in chunks: unpack() of more than about 8,000 values fails ("too many results to unpack").
+for first = 1, #live, 2 * 1000 do
   local ids = {}
-  for i = 1, #live, 2 do ids[#ids + 1] = live[i] end
-  bodies = redis.call("HMGET", records, unpack(ids))
+  for i = first, math.min(first + 2 * 1000 - 1, #live), 2 do ids[#ids + 1] = live[i] end
+  local chunk = redis.call("HMGET", records, unpack(ids))
+  for i = 1, #chunk do bodies[#bodies + 1] = chunk[i] end
 end
 if ARGV[5] == "1" then tombstones = range(deleted) end
 if ARGV[6] ~= "" then total = redis.call("ZCOUNT", modified, ARGV[6], ARGV[7]) end

@@ -879,6 +879,23 @@ class StorageContract:
         records, total = storage.get_all(C, P, sorting=[Sort("n", 1)])
         assert [record["n"] for record in records] == list(range(120)) and total == 120
 
+    #: Records of :meth:`test_large_partition_is_listed_whole`: more than one Redis script call can unpack (about
+    #: 8,000).  A slow backend may lower it.
+    large_partition = 9_000
+
+    def test_large_partition_is_listed_whole(self, storage: Storage) -> None:
+        size = self.large_partition
+        with storage.transaction():
+            for index in range(size):
+                storage.create(C, P, {"n": index})
+        since = [Filter("last_modified", 0, COMPARISON.GT)]
+        for options in ({}, {"limit": size + 1}, {"filters": since}, {"filters": since, "include_deleted": True}):
+            records, total = storage.get_all(C, P, **options)  # type: ignore[arg-type]
+            assert (len(records), total) == (size, size), options
+        assert len(storage.delete_all(C, P)) == size
+        records, total = storage.get_all(C, P, filters=since, include_deleted=True)
+        assert (len(records), total) == (size, 0)
+
     # --- misc -----------------------------------------------------------------------------------------------------
 
     def test_transaction_commits_and_nests(self, storage: Storage) -> None:
