@@ -187,6 +187,32 @@ def test_backends_are_shared_per_configuration():
         clear_backends()
 
 
+def test_load_backend_with_the_plain_settings_of_the_app_names_its_backends():
+    """A view or a script managing groups (docs/permissions.md) calls load_backend() with the dict it gave the app:
+    it must get the app's memory stores, not new empty ones (or None for a URL left to its default)."""
+    from wsgicliquet.backends import clear_backends, load_backend
+    from wsgicliquet.resource.app import ResourceApp
+    from wsgicliquet.resource.resource import Resource
+
+    class Thing(Resource):
+        pass
+
+    settings = {"userid_hmac_secret": "secret", "storage_pool_size": "5"}
+    clear_backends()
+    try:
+        api = ResourceApp([Thing], settings)
+        app = webtest.TestApp(build_pipeline(api, settings))
+        assert load_backend("storage", settings) is api.storage
+        permission = load_backend("permission", settings)
+        assert permission is not None and load_backend("cache", settings) is not None
+        user = app.get("/v1/", headers={"Authorization": "Basic YWxpY2U6c2VjcmV0"}).json["user"]
+        permission.add_user_principal(user["id"], "group:editors")
+        user = app.get("/v1/", headers={"Authorization": "Basic YWxpY2U6c2VjcmV0"}).json["user"]
+        assert "group:editors" in user["principals"]
+    finally:
+        clear_backends()
+
+
 def test_wsgi_factory_imports_an_app_by_dotted_path():
     from wsgicliquet.pipeline import wsgi_factory
 

@@ -9,7 +9,7 @@ import importlib
 import threading
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from wsgicliquet.settings import BACKEND_SCHEMES, ConfigurationError
+from wsgicliquet.settings import BACKEND_SCHEMES, ConfigurationError, Settings, load_settings
 
 __all__ = ["load_backend", "import_string", "MODULES", "clear_backends"]
 
@@ -47,7 +47,13 @@ def import_string(path: str, setting: Optional[str] = None) -> Any:
 
 
 def load_backend(kind: str, settings: Mapping[str, Any]) -> Optional[Any]:
-    """The configured backend of ``kind`` (storage, cache, permission), or None when its URL is empty."""
+    """The configured backend of ``kind`` (storage, cache, permission), or None when its URL is empty.
+
+    ``settings`` may be the plain dict given to ``build_pipeline()`` or ``ResourceApp``: it is completed with the
+    defaults and the environment, so that it names the same instance those use (one memory store per process).
+    """
+    if not isinstance(settings, Settings):
+        settings = load_settings(settings)
     url = settings.get(f"{kind}_url") or ""
     dotted = settings.get(f"{kind}_backend") or ""
     if not url and not dotted:
