@@ -142,6 +142,26 @@ def test_negative_zero_is_stored_as_zero(seeded_backend):
         assert b"-0.0," not in response.body and b"-0.0]" not in response.body and b"-0.0}" not in response.body
 
 
+def test_big_integral_floats_are_stored_as_integers(seeded_backend):
+    """PostgreSQL's jsonb writes the float 1e16 as ``10000000000000000``, read back as an integer: every backend
+    stores a float from 1e16 to the 64-bit limit as that integer, so that they answer alike (PUT, PATCH, filters)."""
+    body = (b'{"data": {"a": 1e16, "b": -2.5e17, "l": [9.2e18, {"k": -9.223372036854775808e18}], "s": "1e16", '
+            b'"below": 9007199254740993.0, "beyond": 1e19, "small": 1.5, "i": 10000000000000000}}')
+    created = seeded_backend.post("/notes", body, headers={"Content-Type": "application/json"}, status=201)
+    url = f"/notes/{created.json['data']['id']}"
+    expected = {"a": 10 ** 16, "b": -25 * 10 ** 16, "l": [9200000000000000000, {"k": -(2 ** 63)}], "s": "1e16",
+                "below": 9007199254740992.0, "beyond": 1e19, "small": 1.5, "i": 10 ** 16}
+    for response in (created, seeded_backend.get(url)):
+        data = {key: value for key, value in response.json["data"].items() if key not in ("id", "last_modified")}
+        assert data == expected
+        assert [type(data[key]) for key in ("a", "b", "below", "beyond")] == [int, int, float, float]
+        assert type(data["l"][0]) is int and type(data["l"][1]["k"]) is int
+    patched = seeded_backend.patch(url, b'{"data": {"c": 3e17}}', headers={"Content-Type": "application/json"})
+    assert type(patched.json["data"]["c"]) is int and seeded_backend.get(url).json["data"]["c"] == 3 * 10 ** 17
+    listed = seeded_backend.get("/notes?a=1e16").json["data"]
+    assert [record["id"] for record in listed] == [created.json["data"]["id"]] and type(listed[0]["a"]) is int
+
+
 @pytest.mark.parametrize("path", [
     "/bookmarks/abc%20def", "/bookmarks/%C3%A9", "/bookmarks/..", "/bookmarks/%00", "/bookmarks/'%20OR%201=1",
     "/bookmarks/" + "a" * 300, f"/bookmarks/{RECORD_ID.upper()}", "/bookmarks/%3Cscript%3E",

@@ -24,6 +24,7 @@ __all__ = ["MAX_DEPTH", "read_body", "parse_json", "parse_envelope", "envelope_d
 #: Deepest nesting accepted in a request body (the envelope counts as one level).
 MAX_DEPTH = 64
 _INT_MIN, _INT_MAX = -(2 ** 63), 2 ** 63 - 1
+_FLOAT_INT_MIN, _FLOAT_INT_MAX = float(-(2 ** 63)), float(2 ** 63)
 
 
 def _invalid_json(reason: str) -> HTTPError:
@@ -43,15 +44,16 @@ def parse_json(body: bytes) -> Any:
         raise _invalid_json(str(exc)) from None
     except RecursionError:
         raise _invalid_json(f"nested more than {MAX_DEPTH} levels") from None
-    _check_values(value, check_strings=b"\\u" in body)
-    if b"-0" in body:
-        _positive_zeros(value)
+    big_floats = _check_values(value, check_strings=b"\\u" in body)
+    if big_floats or b"-0" in body:
+        _normalize_numbers(value)
     return value
 
 
-def _positive_zeros(value: Any) -> None:
-    """Turn every -0.0 into 0.0, in place: PostgreSQL's numbers have no negative zero, so a record holding one would
-    read back differently there than on the other backends."""
+def _normalize_numbers(value: Any) -> None:
+    """Write, in place, the numbers PostgreSQL would read back otherwise as they read back there, so that every
+    backend answers alike: -0.0 becomes 0.0 (its numbers have no negative zero), and a float from 1e16 to the 64-bit
+    limit becomes the integer it is (its jsonb writes ``1e16`` as ``10000000000000000``, read back as an integer)."""
     stack = [value] if isinstance(value, (dict, list)) else []
     while stack:
         item = stack.pop()
@@ -59,12 +61,23 @@ def _positive_zeros(value: Any) -> None:
         for key, child in pairs:
             if isinstance(child, (dict, list)):
                 stack.append(child)
-            elif type(child) is float and child == 0.0 and math.copysign(1.0, child) < 0:
-                item[key] = 0.0
+            elif type(child) is float:
+                if _integral_float(child):
+                    item[key] = int(child)
+                elif child == 0.0 and math.copysign(1.0, child) < 0:
+                    item[key] = 0.0
 
 
-def _check_values(value: Any, check_strings: bool) -> None:
-    """One iterative walk: nesting depth, finite numbers, 64-bit integers, encodable strings."""
+def _integral_float(value: float) -> bool:
+    """True for a float PostgreSQL reads back as an integer: written ``1e+16`` and beyond by ``repr`` (so an integer
+    value), within the 64-bit range that the reader keeps as an integer."""
+    return _FLOAT_INT_MIN <= value < _FLOAT_INT_MAX and abs(value) >= 1e16
+
+
+def _check_values(value: Any, check_strings: bool) -> bool:
+    """One iterative walk: nesting depth, finite numbers, 64-bit integers, encodable strings; True when some float
+    must become an integer (:func:`_normalize_numbers`)."""
+    big_floats = False
     stack: List[Tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -85,11 +98,13 @@ def _check_values(value: Any, check_strings: bool) -> None:
         for child in children:
             if isinstance(child, (dict, list)):
                 stack.append((child, depth + 1))
-            else:
-                _check_scalar(child, check_strings)
+            elif _check_scalar(child, check_strings):
+                big_floats = True
+    return big_floats
 
 
-def _check_scalar(value: Any, check_strings: bool) -> None:
+def _check_scalar(value: Any, check_strings: bool) -> bool:
+    """Raise the 400 of a value no backend can store; True for a float to store as an integer."""
     kind = type(value)
     if kind is int:
         if not _INT_MIN <= value <= _INT_MAX:
@@ -97,6 +112,7 @@ def _check_scalar(value: Any, check_strings: bool) -> None:
     elif kind is float:
         if not math.isfinite(value):
             raise _invalid_json("number out of range")
+        return _integral_float(value)
     elif kind is str and check_strings:
         if "\x00" in value:
             raise _invalid_json("the NUL character (\\u0000) is not allowed")
@@ -104,6 +120,7 @@ def _check_scalar(value: Any, check_strings: bool) -> None:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise _invalid_json("invalid unicode escape (lone surrogate)") from None
+    return False
 
 
 def parse_envelope(body: bytes, *, data_required: bool, allowed: Tuple[str, ...] = ("data",),
