@@ -4,6 +4,7 @@ import pytest
 import webtest
 
 from wsgicliquet.settings import SETTINGS, ConfigurationError, api_prefix, env_names, load_settings
+from wsgicliquet.storage.memory import Storage as MemoryStorage
 
 
 def test_defaults_are_filled_and_typed():
@@ -242,6 +243,42 @@ def test_a_backend_path_that_cannot_be_imported_names_its_setting(raw, name):
     kind = name.split("_")[0]
     with pytest.raises(ConfigurationError, match=f"^Setting '{name}' has an invalid value .*cannot import"):
         load_backend(kind, load_settings(raw, environ={}))
+
+
+class NotABackend:
+    """Has from_settings() but implements no contract."""
+
+    @classmethod
+    def from_settings(cls, settings, prefix):
+        return cls()
+
+
+class LyingStorage(MemoryStorage):
+    """A subclass of the contract whose from_settings() returns something else."""
+
+    @classmethod
+    def from_settings(cls, settings, prefix="storage"):
+        return NotABackend()
+
+
+@pytest.mark.parametrize("kind", ["storage", "cache", "permission"])
+def test_a_backend_class_that_is_not_of_the_contract_stops_start_up(kind):
+    """PROTOCOL.md §17: a wrong type is a start-up error (it was an AttributeError at the first request, or an
+    error about the heartbeat)."""
+    from wsgicliquet.backends import clear_backends, load_backend
+    from wsgicliquet.pipeline import build_pipeline
+
+    settings = {f"{kind}_backend": "tests.test_settings:NotABackend", "userid_hmac_secret": "x"}
+    clear_backends()
+    try:
+        with pytest.raises(ConfigurationError, match=f"^Setting '{kind}_backend' has an invalid value "
+                                                     f"'tests.test_settings:NotABackend': not a subclass of "):
+            build_pipeline(lambda environ, start_response: [], settings)
+        if kind == "storage":
+            with pytest.raises(ConfigurationError, match="from_settings.. returned <tests.test_settings.NotAB"):
+                load_backend(kind, {"storage_backend": "tests.test_settings:LyingStorage"})
+    finally:
+        clear_backends()
 
 
 @pytest.mark.redis

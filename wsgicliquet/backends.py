@@ -18,6 +18,9 @@ MODULES: Dict[str, Dict[str, str]] = {
     kind: {scheme: f"wsgicliquet.{kind}.{module}:{cls}" for scheme, module in BACKEND_SCHEMES.items()}
     for kind, cls in (("storage", "Storage"), ("cache", "Cache"), ("permission", "Permission"))
 }
+#: kind -> the contract its backends subclass.
+CONTRACTS: Dict[str, str] = {"storage": "wsgicliquet.storage:Storage", "cache": "wsgicliquet.cache:Cache",
+                             "permission": "wsgicliquet.permission:Permission"}
 # The classes are named after their module (memory.Storage, postgresql.Storage...), so the mapping stays uniform.
 
 _SHARED_OPTIONS = ("redis_key_prefix",)
@@ -74,8 +77,17 @@ def load_backend(kind: str, settings: Mapping[str, Any]) -> Optional[Any]:
                 except KeyError:
                     raise ConfigurationError(
                         f"Setting '{kind}_url' has an invalid value {url!r}: unknown backend") from None
-            cls = import_string(dotted, f"{kind}_backend" if settings.get(f"{kind}_backend") else None)
+            setting = f"{kind}_backend" if settings.get(f"{kind}_backend") else None
+            cls = import_string(dotted, setting)
+            base = import_string(CONTRACTS[kind])
+            # A wrong class stops start-up naming the setting (PROTOCOL.md §17), not the first request using it.
+            if not (isinstance(cls, type) and issubclass(cls, base)):
+                raise ConfigurationError(f"Setting {setting or kind + '_url'!r} has an invalid value {dotted!r}: "
+                                         f"not a subclass of {CONTRACTS[kind]}")
             instance = cls.from_settings(dict(settings), prefix=kind)
+            if not isinstance(instance, base):
+                raise ConfigurationError(f"Setting {setting or kind + '_url'!r} has an invalid value {dotted!r}: "
+                                         f"its from_settings() returned {instance!r}, not a {CONTRACTS[kind]}")
             _instances[key] = instance
     return instance
 

@@ -12,6 +12,7 @@ from wsgicliquet import environ as keys
 from wsgicliquet.middleware import heartbeat as heartbeat_module
 from wsgicliquet.middleware.heartbeat import Heartbeat, add_check, filter_factory
 from wsgicliquet.settings import ConfigurationError, load_settings
+from wsgicliquet.storage.memory import Storage as MemoryStorage
 
 from .pages import FRAMEWORKS, bare_app
 
@@ -37,14 +38,20 @@ class Backend:
         return self.healthy
 
 
-class PingStorage(Backend):
-    """Loaded by dotted path through ``storage_backend``, like any third-party backend."""
+class PingStorage(MemoryStorage):
+    """Loaded by dotted path through ``storage_backend``, like any third-party backend (a subclass of the contract,
+    as load_backend() requires)."""
 
     instances = []
+
+    def ping(self, readonly=False):
+        self.calls.append(readonly)
+        return True
 
     @classmethod
     def from_settings(cls, settings, prefix="storage"):
         instance = cls()
+        instance.calls = []
         cls.instances.append(instance)
         return instance
 
