@@ -13,11 +13,15 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from wsgicliquet.types import StartResponse
 
 __all__ = ["ERRORS", "HTTPError", "error_body", "validation_error", "json_error_response",
-           "MESSAGES", "is_error_body", "ERRNO_KEY"]
+           "MESSAGES", "is_error_body", "ERRNO_KEY", "HEAD_ERROR_KEY"]
 
 
 ERRNO_KEY = "wsgicliquet.errno"
 """Environ key where the errno of the error response is recorded (for logging and metrics)."""
+
+HEAD_ERROR_KEY = "wsgicliquet.head_error"
+"""Environ key of ``(status code, Content-Length)`` of the error an :class:`HTTPError` answered a HEAD with, without
+its body: the JSON error converter recognises it and keeps its headers, those of the GET's error."""
 
 
 class ERRORS(enum.IntEnum):
@@ -146,6 +150,7 @@ class HTTPError(Exception):
         headers.extend(self.headers)
         start_response(f"{self.code} {_phrase(self.code)}", headers)
         if environ.get("REQUEST_METHOD") == "HEAD":
+            environ[HEAD_ERROR_KEY] = (self.code, len(payload))
             return [b""]
         return [payload]
 

@@ -232,6 +232,24 @@ def test_head_error_has_no_body(app):
     assert response.content_type == "application/json"
 
 
+def test_head_of_an_http_error_keeps_its_headers():
+    """The HEAD of an HTTPError with details keeps the Content-Length of the GET's body, through both converters of
+    the pipeline (it was rewritten into a generic error of another length); an app's own HEAD error still is."""
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/v1/flask":
+            start_response("404 Not Found", [("Content-Type", "text/html"), ("Content-Length", "0")])
+            return [b""]
+        error = HTTPError(404, 110, details={"id": "x", "resource_name": "bookmark"}, headers=[("ETag", '"1"')])
+        return error(environ, start_response)
+
+    wrapped = client(JsonErrors(JsonErrors(app)))
+    got, head = wrapped.get("/v1/x", status=404), wrapped.head("/v1/x", status=404)
+    assert head.body == b"" and head.headers == got.headers
+    assert int(head.headers["Content-Length"]) == len(got.body) and got.json["details"]["id"] == "x"
+    got, head = wrapped.get("/v1/flask", status=404), wrapped.head("/v1/flask", status=404)
+    assert head.headers == got.headers and got.json["errno"] == 111
+
+
 @pytest.mark.parametrize("method, path, status", [
     pytest.param("GET", "/site/nowhere", 404, id="404"),
     pytest.param("GET", "/v10/nowhere", 404, id="not-a-prefix-match"),

@@ -15,7 +15,9 @@ from wsgicliquet.resource.resource import Resource
 from wsgicliquet.settings import ConfigurationError, load_settings
 from wsgicliquet.storage.memory import Storage as MemoryStorage
 
-from .conftest import ALICE, Bookmark, Note, as_user
+from wsgicliquet.middleware.json_errors import JsonErrors
+
+from .conftest import ALICE, Bookmark, Note, as_user, unique_user
 
 
 @pytest.mark.parametrize("url", ["/nothing", "/bookmarks/", "/bookmarks/a/b", "/",
@@ -200,6 +202,28 @@ def test_storage_round_trips(make_app, method, url, calls):
     app.request(url.format(id=record["id"]), method=method, body=json.dumps(body).encode() if body else b"",
                 headers={"Content-Type": "application/json"} if body else {})
     assert storage.calls == calls
+
+
+@pytest.mark.parametrize("url, headers", [
+    pytest.param("/bookmarks/8c42b0ad-7a1c-4b53-9c30-1c5e6e7ba9d5", {}, id="404-record"),
+    pytest.param("/bookmarks/{id}", {"If-Match": '"1"'}, id="412-record"),
+    pytest.param("/bookmarks/{id}", {"If-None-Match": "*"}, id="412-record-exists"),
+    pytest.param("/bookmarks", {"If-Match": '"1"'}, id="412-collection"),
+    pytest.param("/bookmarks", {"If-Match": "W/1"}, id="400-header"),
+    pytest.param("/bookmarks?_limit=x", {}, id="400-querystring"),
+    pytest.param("/bookmarks/nope", {}, id="400-id"),
+])
+def test_head_of_an_error_has_the_headers_of_its_get(make_app, any_storage, url, headers):
+    """Behind the JSON error converter, the HEAD of an error keeps the headers of the GET's (RFC 9110 §9.3.2): its
+    Content-Length was that of a generic error without ``details``, on every backend."""
+    inner = make_app(userid=unique_user(), backend=any_storage)
+    app = webtest.TestApp(JsonErrors(inner.app), extra_environ=inner.extra_environ)
+    record = app.post_json("/bookmarks", {"data": {"url": "http://a.org"}}, status=201).json["data"]
+    url = url.format(id=record["id"])
+    got = app.get(url, headers=headers, expect_errors=True)
+    head = app.head(url, headers=headers, expect_errors=True)
+    assert got.status_int >= 400 and head.status_int == got.status_int and head.body == b""
+    assert head.headers == got.headers and int(got.headers["Content-Length"]) == len(got.body)
 
 
 def test_bottle_fallback(make_app):

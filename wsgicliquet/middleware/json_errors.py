@@ -29,7 +29,7 @@ from http import HTTPStatus
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from wsgicliquet import environ as keys
-from wsgicliquet.errors import (ERRNO_OF_STATUS, ERRORS, JSON_CONTENT_TYPE, HTTPError, is_error_body,
+from wsgicliquet.errors import (ERRNO_OF_STATUS, ERRORS, HEAD_ERROR_KEY, JSON_CONTENT_TYPE, HTTPError, is_error_body,
                                 retry_after_headers)
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import SETTINGS, ConfigurationError, api_prefix
@@ -136,6 +136,11 @@ class JsonErrors:
                  start_response: Callable, exc_info: Any) -> Iterable[bytes]:
         """Pass a uniform JSON error through; turn anything else into one, keeping the non-entity headers."""
         code = _code(status)
+        if not body and environ.get(HEAD_ERROR_KEY) == (code, _content_length(headers)) \
+                and environ.get("REQUEST_METHOD") == "HEAD":
+            # The HEAD of a uniform error (an HTTPError): its headers are those of the GET's, Content-Length included.
+            start_response(status, self._retry_after(code, headers), exc_info)
+            return [body]
         payload = _json(headers, body)
         if environ.get(keys.NOT_AN_ERROR) and (payload is not None or environ.get("REQUEST_METHOD") == "HEAD"):
             start_response(status, headers, exc_info)
@@ -238,6 +243,11 @@ def _is_utf8(body: bytes) -> bool:
 
 def _code(status: str) -> int:
     return int(status[:3])
+
+
+def _content_length(headers: Headers) -> Optional[int]:
+    value = next((value for name, value in headers if name.lower() == "content-length"), None)
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def _phrase(code: int) -> str:
