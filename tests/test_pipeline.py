@@ -287,6 +287,20 @@ def test_migrate_of_an_unreachable_database_is_one_line(tmp_path, capsys, monkey
     assert capsys.readouterr().err.startswith("wsgicliquet migrate: error: storage (storage_url): ")
 
 
+def test_init_is_a_deprecated_alias_of_migrate(tmp_path, capsys, monkeypatch):
+    """PROTOCOL.md §17: Cliquet's ``init`` command still migrates, with a warning."""
+    from wsgicliquet.__main__ import main
+
+    for name in ("STORAGE_URL", "CACHE_URL", "PERMISSION_URL"):
+        monkeypatch.delenv("WSGICLIQUET_" + name, raising=False)
+    ini = tmp_path / "app.ini"
+    ini.write_text("[DEFAULT]\nstorage_url = memory://\ncache_url =\npermission_url =\n")
+    assert main(["init", "--ini", str(ini)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "storage: wsgicliquet.storage.memory ready\n"
+    assert captured.err == "wsgicliquet init is deprecated, use wsgicliquet migrate\n"
+
+
 def test_serve_with_broken_logging_sections_is_one_line(tmp_path, capsys):
     from wsgicliquet.__main__ import main
 

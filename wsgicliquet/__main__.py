@@ -7,7 +7,7 @@ import logging
 import logging.config
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 __all__ = ["main", "settings_from_ini"]
 
@@ -104,6 +104,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from wsgicliquet.settings import load_settings
     from wsgicliquet.storage.exceptions import BackendError
 
+    if args.command == "init":  # Cliquet's former name of the command (PROTOCOL.md §17)
+        print("wsgicliquet init is deprecated, use wsgicliquet migrate", file=sys.stderr)
     settings = load_settings(settings_from_ini(args.ini))
     for kind in ("storage", "cache", "permission"):
         backend = load_backend(kind, settings)
@@ -139,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wsgicliquet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text)
+    def add(name: str, help_text: str, aliases: Sequence[str] = ()) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, aliases=list(aliases))
         sub.add_argument("--ini", default=os.environ.get("WSGICLIQUET_INI"),
                          help="PasteDeploy ini file (default: $WSGICLIQUET_INI)")
         return sub
@@ -153,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("pipeline", "print the middleware chain the ini builds, outermost first").set_defaults(func=cmd_pipeline)
     commands.add_parser("settings", help="print every setting with its default (Markdown)").set_defaults(
         func=cmd_settings, ini=None)
-    migrate = add("migrate", "create backend tables and indexes (idempotent)")
+    migrate = add("migrate", "create backend tables and indexes (idempotent); init is a deprecated alias",
+                  aliases=["init"])
     migrate.add_argument("--dry-run", action="store_true")
     migrate.set_defaults(func=cmd_migrate)
     return parser
