@@ -21,7 +21,12 @@ class BackendError(StorageError):
 
 
 class RecordNotFoundError(StorageError):
-    """No live record (or tombstone, when asked for) with that id."""
+    """No live record (or tombstone, when asked for) with that id; ``object_id`` is the id asked for, and the
+    message is the same on every backend."""
+
+    def __init__(self, object_id: Optional[str] = None) -> None:
+        self.object_id = object_id
+        super().__init__("Record not found" if object_id is None else f"Record {object_id!r} not found")
 
 
 class UnicityError(StorageError):

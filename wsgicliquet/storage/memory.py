@@ -285,7 +285,7 @@ class Storage(StorageBase):
                     record = partition.tombstones.get(object_id)
                 if record is not None:
                     return partition.copy(record)
-        raise RecordNotFoundError(f"Record {object_id!r} not found")
+        raise RecordNotFoundError(object_id)
 
     def update(self, collection_id: str, parent_id: str, object_id: str, record: Record, *,
                unique_fields: Sequence[str] = (), if_match: Optional[int] = None,
@@ -312,7 +312,7 @@ class Storage(StorageBase):
                     return dict(self._bury(partition, object_id, with_deleted, last_modified))
         if if_match is not None:
             raise PreconditionFailed(None)
-        raise RecordNotFoundError(f"Record {object_id!r} not found")
+        raise RecordNotFoundError(object_id)
 
     @staticmethod
     def _bury(partition: _Partition, object_id: str, with_deleted: bool,

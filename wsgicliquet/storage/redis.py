@@ -429,7 +429,7 @@ class Storage(StorageBase):
         tombstones = self._bury(collection_id, parent_id, [object_id], with_deleted, last_modified,
                                 _condition(if_match))
         if not tombstones:
-            raise RecordNotFoundError(f"Record {object_id!r} not found")
+            raise RecordNotFoundError(object_id)
         return tombstones[0]
 
     @wrap_errors
@@ -477,7 +477,7 @@ class Storage(StorageBase):
             return _load(data)
         if score is not None:
             return {"id": object_id, "last_modified": int(score), "deleted": True}
-        raise RecordNotFoundError(f"Record {object_id!r} not found")
+        raise RecordNotFoundError(object_id)
 
     @wrap_errors
     def get_all(self, collection_id: str, parent_id: str, *, filters: Sequence[Filter] = (),

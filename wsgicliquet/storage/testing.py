@@ -427,6 +427,17 @@ class StorageContract:
         with pytest.raises(RecordNotFoundError):
             storage.get(C, P, "nope", include_deleted=True)
 
+    def test_record_not_found_names_the_id(self, storage: Storage) -> None:
+        """The same exception on every backend: callers may show or log it."""
+        storage.delete(C, P, storage.create(C, P, {"id": "gone"})["id"])
+        calls = [lambda: storage.get(C, P, "nope"), lambda: storage.get(C, P, "gone"),
+                 lambda: storage.delete(C, P, "nope"), lambda: storage.delete(C, P, "gone")]
+        for call in calls:
+            with pytest.raises(RecordNotFoundError) as caught:
+                call()
+            assert caught.value.object_id in ("nope", "gone")
+            assert str(caught.value) == f"Record {caught.value.object_id!r} not found"
+
     def test_partitions_are_independent(self, storage: Storage) -> None:
         storage.create(C, P, {"id": "a", "where": "here"})
         storage.create(C, OTHER_P, {"id": "a", "where": "there"})
