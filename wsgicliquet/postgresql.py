@@ -14,7 +14,11 @@ share one connection pool and one transaction per thread: a request's record wri
   holding them.  Every connection also gets a ``statement_timeout`` (``statement_timeout`` seconds, 0 for none; a
   ``statement_timeout`` given in the URL's ``options`` wins), so that a lock held elsewhere (``LOCK TABLE``, a
   migration, a transaction left open) fails the request with :class:`BackendError` instead of holding the thread
-  and its connection for as long as the lock lasts.  Migrations lift it for their own transaction.
+  and its connection for as long as the lock lasts.  A server that does not answer at all (its process stopped, a
+  VM paused: its kernel still acknowledges packets and keepalives, and its own timeout needs it to run) is given up
+  by the client after ``response_timeout`` seconds (the statement timeout plus :data:`RESPONSE_GRACE` by default):
+  one watchdog thread per process shuts the connection's socket down, the blocked call fails with
+  :class:`BackendError` and the connection is dropped.  Migrations lift both limits for their own transaction.
 * **Transactions**: :meth:`Client.transaction` is re-entrant per thread; a connection is taken at the first
   statement, and the outermost block commits (or rolls back on an exception).  A transaction in which a statement
   failed is never committed: its commit raises :class:`BackendError`.  Connections are in autocommit mode and the
@@ -28,7 +32,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import threading
+from time import monotonic, sleep
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from wsgicliquet import jsonio
@@ -45,8 +51,8 @@ try:
 except ImportError:  # pragma: no cover - depends on the installation
     raise missing_extra("postgresql", "psycopg2") from None
 
-__all__ = ["Client", "get_client", "migrate", "SchemaError", "Migration", "METADATA_TABLE", "DEFAULT_POOL_TIMEOUT",
-           "DEFAULT_STATEMENT_TIMEOUT", "DEFAULT_CONNECTION_PARAMETERS", "settings_options", "Backend", "sql", "Json"]
+__all__ = ["Client", "get_client", "migrate", "SchemaError", "Unanswered", "Migration", "METADATA_TABLE", "DEFAULT_POOL_TIMEOUT",
+           "DEFAULT_STATEMENT_TIMEOUT", "RESPONSE_GRACE", "DEFAULT_CONNECTION_PARAMETERS", "settings_options", "Backend", "sql", "Json"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +64,9 @@ DEFAULT_CONNECTION_PARAMETERS = {"connect_timeout": str(DEFAULT_CONNECT_TIMEOUT)
                                  "keepalives_idle": "30", "keepalives_interval": "10", "keepalives_count": "3",
                                  "tcp_user_timeout": "60000"}
 DEFAULT_STATEMENT_TIMEOUT = 10.0
+#: Seconds the client waits for an answer beyond the statement timeout (the result still has to travel) before it
+#: gives up on an unresponsive server, when ``response_timeout`` is not given.
+RESPONSE_GRACE = 5.0
 METADATA_TABLE = "metadata"
 MIGRATE_COMMAND = "wsgicliquet migrate --ini <your .ini file>"
 
@@ -75,6 +84,67 @@ class _ThreadState(threading.local):
         self.conn: Optional[Any] = None
         self.statements = 0   # statements that succeeded in the current transaction
         self.failed = False   # a statement failed: the transaction must not commit
+        self.unlimited = False  # a migration: the client waits for its statements as long as they take
+
+
+class Unanswered(BackendError):
+    """The server did not answer a statement within the client's ``response_timeout``; its connection was closed."""
+
+
+class _Watchdog:
+    """Shuts down the sockets of connections whose statement outlived its deadline, which makes libpq's blocked read
+    fail at once.  One daemon thread per process, started with the first watched statement, waking every
+    :attr:`TICK` seconds: watching a statement is a dict insertion and removal, nothing more on the hot path."""
+
+    TICK = 0.25
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._watched: Dict[int, Tuple[float, Any]] = {}  # id(conn) -> (deadline, conn)
+        self._thread: Optional[threading.Thread] = None
+
+    def watch(self, conn: Any, seconds: float) -> None:
+        with self._lock:
+            self._watched[id(conn)] = (monotonic() + seconds, conn)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="wsgicliquet-postgresql-watchdog",
+                                                daemon=True)
+                self._thread.start()
+
+    def unwatch(self, conn: Any) -> bool:
+        """Stop watching ``conn``; False when its deadline passed and its socket was shut down."""
+        with self._lock:
+            return self._watched.pop(id(conn), None) is not None
+
+    def _run(self) -> None:
+        while True:
+            sleep(self.TICK)
+            now = monotonic()
+            with self._lock:  # held while shutting down: the owner cannot close (and free the descriptor) meanwhile
+                for key, (deadline, conn) in list(self._watched.items()):
+                    if deadline <= now:
+                        del self._watched[key]
+                        _shut_down(conn)
+
+
+def _shut_down(conn: Any) -> None:
+    try:
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+    except (psycopg2.Error, OSError, ValueError):  # closed meanwhile
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+_watchdog = _Watchdog()
+os.register_at_fork(after_in_child=_watchdog._reset)  # the thread does not survive fork(); its lock may be held
 
 
 def _connection_defaults(url: str) -> Dict[str, str]:
@@ -91,13 +161,18 @@ class Client:
     """A connection pool with per-thread, re-entrant transactions; every method raises only BackendError."""
 
     def __init__(self, url: str, pool_size: int = 25, pool_timeout: float = DEFAULT_POOL_TIMEOUT,
-                 statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT) -> None:
+                 statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+                 response_timeout: Optional[float] = None) -> None:
         self.url = url
         self.pool_size = max(1, int(pool_size))
         self.pool_timeout = float(pool_timeout)
         # In ms; None when the URL sets its own (libpq ``options``), or 0 (PostgreSQL's "no limit").
         timeout_ms = max(0, round(float(statement_timeout) * 1000))
         self._statement_timeout_ms = None if "statement_timeout" in url else timeout_ms
+        if response_timeout is None:  # unknown or no statement timeout: no client-side limit either
+            response_timeout = statement_timeout + RESPONSE_GRACE if self._statement_timeout_ms else 0
+        # None: statements are not watched.
+        self._response_timeout = float(response_timeout) if response_timeout and response_timeout > 0 else None
         self._defaults = _connection_defaults(url)
         self._lock = threading.Lock()
         self._state = _ThreadState()
@@ -127,8 +202,8 @@ class Client:
         conn.autocommit = True
         if self._statement_timeout_ms is not None:
             try:
-                _run(conn, f"SET statement_timeout = {int(self._statement_timeout_ms)}")
-            except psycopg2.Error:
+                self._call(conn, f"SET statement_timeout = {int(self._statement_timeout_ms)}")
+            except (psycopg2.Error, Unanswered):
                 conn.close()
                 raise
         # jsonb prints whole floats in full; this decoder gives them back as floats (and is orjson when installed).
@@ -187,6 +262,16 @@ class Client:
     # Transactions -----------------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
+    def _unlimited(self) -> Iterator[None]:
+        """Inside: the client waits for the thread's statements as long as they take (migrations)."""
+        state = self._state
+        previous, state.unlimited = state.unlimited, True
+        try:
+            yield
+        finally:
+            state.unlimited = previous
+
+    @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """Join the thread's transaction, or run one that commits on exit and rolls back on an exception."""
         self._check_fork()
@@ -214,13 +299,21 @@ class Client:
         conn, state.conn = state.conn, None
         if conn is None:
             return
+        if conn.closed and not commit:  # lost (server gone, or given up by the watchdog): nothing to roll back
+            self._release(conn, broken=True)
+            return
         broken = False
         try:
             if commit and (state.failed or conn.info.transaction_status
                            == psycopg2.extensions.TRANSACTION_STATUS_INERROR):
-                _run(conn, "ROLLBACK")
+                self._call(conn, "ROLLBACK")
                 raise BackendError(message="A statement of this transaction failed; it was rolled back")
-            _run(conn, "COMMIT" if commit else "ROLLBACK")
+            self._call(conn, "COMMIT" if commit else "ROLLBACK")
+        except Unanswered as exc:
+            broken = True
+            if commit:
+                raise
+            logger.warning("Rollback failed: %s", exc)
         except psycopg2.Error as exc:
             broken = True
             if commit:
@@ -247,11 +340,12 @@ class Client:
                     state.conn = self._checkout()
                 conn = state.conn
                 try:
-                    with conn.cursor() as cursor:
-                        cursor.execute(_begin(query) if first else query, params)
-                        result = _fetch(cursor, fetch)
+                    result = self._call(conn, _begin(query) if first else query, params, fetch)
                     state.statements += 1
                     return result
+                except Unanswered:
+                    state.failed = True
+                    raise
                 except psycopg2.Error as exc:
                     if conn.closed and state.statements == 0 and attempt == 1:
                         # A pooled connection died while idle (server restart, terminated backend): nothing was
@@ -270,16 +364,12 @@ class Client:
         borrow = self._state.conn is not None
         for attempt in (1, 2):
             conn = self._checkout(wait=not borrow)
-            executed = False
             try:
-                with conn.cursor() as cursor:
-                    cursor.execute(query, params)
-                    executed = True
-                    result = _fetch(cursor, fetch)  # autocommit: the statement committed on its own
+                result = self._call(conn, query, params, fetch)  # autocommit: the statement committed on its own
             except psycopg2.Error as exc:
                 dead = bool(conn.closed)
                 self._release(conn, broken=True)
-                if dead and not executed and attempt == 1:
+                if dead and attempt == 1:
                     self.close()  # see execute(): a dead idle connection, nothing done yet
                     continue
                 raise BackendError(exc) from exc
@@ -289,6 +379,22 @@ class Client:
             self._release(conn)
             return result
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _call(self, conn: Any, query: Any, params: Any = None, fetch: Optional[str] = None) -> Any:
+        """One statement on ``conn``, given up with :class:`Unanswered` when the server does not answer in time."""
+        limit = self._response_timeout
+        if limit is None or self._state.unlimited:
+            with conn.cursor() as cursor:
+                cursor.execute(query, params)
+                return _fetch(cursor, fetch)
+        _watchdog.watch(conn, limit)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(query, params)
+                return _fetch(cursor, fetch)
+        finally:
+            if not _watchdog.unwatch(conn):  # its socket was shut down: whatever happened, the connection is lost
+                raise Unanswered(message=f"PostgreSQL did not answer within {limit:g} s")
 
     def close(self) -> None:
         """Close every idle connection (tests, shutdown); connections in use are closed when given back."""
@@ -334,11 +440,6 @@ def _begin(query: Any) -> Any:
     return "BEGIN;" + query if isinstance(query, str) else sql.Composed([sql.SQL("BEGIN;"), query])
 
 
-def _run(conn: Any, command: str) -> None:
-    with conn.cursor() as cursor:
-        cursor.execute(command)
-
-
 def _fetch(cursor: Any, fetch: Optional[str]) -> Any:
     if fetch == "one":
         return cursor.fetchone()
@@ -361,7 +462,7 @@ def migrate(client: Client, component: str, migrations: Sequence[Migration], dry
     """
     applied: List[str] = []
     try:
-        with client.transaction():
+        with client.transaction(), client._unlimited():
             # A step may rewrite a large table: no statement timeout for this transaction.
             client.execute("SET LOCAL statement_timeout = 0")
             client.execute("SELECT pg_advisory_xact_lock(hashtext('wsgicliquet.migrate'))")
@@ -404,27 +505,29 @@ _clients_lock = threading.Lock()
 
 
 def get_client(url: str, pool_size: int = 25, pool_timeout: float = DEFAULT_POOL_TIMEOUT,
-               statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT) -> Client:
+               statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+               response_timeout: Optional[float] = None) -> Client:
     """The process-wide client of ``url`` (a larger ``pool_size`` grows the shared pool; the timeouts are those of
     the first backend created for the URL)."""
     with _clients_lock:
         client = _clients.get(url)
         if client is None:
             client = _clients[url] = Client(url, pool_size=pool_size, pool_timeout=pool_timeout,
-                                            statement_timeout=statement_timeout)
+                                            statement_timeout=statement_timeout, response_timeout=response_timeout)
         else:
             client.grow(pool_size)
         return client
 
 
 def settings_options(settings: Dict[str, Any], prefix: str) -> Dict[str, Any]:
-    """``url``, ``pool_size``, ``pool_timeout`` and ``statement_timeout`` of a backend from ``<prefix>_url``,
-    ``<prefix>_pool_size``..."""
+    """``url``, ``pool_size``, ``pool_timeout``, ``statement_timeout`` and ``response_timeout`` of a backend from
+    ``<prefix>_url``, ``<prefix>_pool_size``..."""
     url = settings.get(f"{prefix}_url") or ""
     if not url.startswith(("postgresql://", "postgres://")):
         raise ConfigurationError(f"Setting '{prefix}_url' has an invalid value {url!r}: expected postgresql://...")
     options: Dict[str, Any] = {"url": url}
-    for name, kind in (("pool_size", int), ("pool_timeout", float), ("statement_timeout", float)):
+    for name, kind in (("pool_size", int), ("pool_timeout", float), ("statement_timeout", float),
+                       ("response_timeout", float)):
         value = settings.get(f"{prefix}_{name}")
         if value in (None, ""):
             continue

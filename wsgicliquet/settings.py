@@ -118,18 +118,21 @@ SETTINGS: Dict[str, Setting] = _table(
     ("storage_pool_size", 25, "int", "Connection pool size of the storage backend."),
     ("storage_pool_timeout", 30.0, "float", "PostgreSQL: seconds a request waits for a free storage connection before a 503 (Redis: 5 s)."),
     ("storage_statement_timeout", 10.0, "float", "PostgreSQL: longest a storage statement may run (lock waits included) before a 503; 0 for no limit."),
+    ("storage_response_timeout", None, "opt_float", "PostgreSQL: seconds the client waits for a server that does not answer at all (stopped, paused) before a 503; default the statement timeout + 5 s (none when that is 0); 0 for no limit."),
     ("storage_max_request_size", 8 * 1024 * 1024, "int", "Largest request body accepted by the resource app (bytes); larger is 413."),
     ("cache_url", "memory://", "str", "Cache backend URL (same schemes as storage); empty for no cache."),
     ("cache_backend", "", "str", "Dotted path of a cache class, overriding the URL scheme."),
     ("cache_pool_size", 25, "int", "Connection pool size of the cache backend."),
     ("cache_pool_timeout", 30.0, "float", "PostgreSQL: seconds a request waits for a free cache connection before a 503 (Redis: 5 s)."),
     ("cache_statement_timeout", 10.0, "float", "PostgreSQL: longest a cache statement may run (lock waits included) before a 503; 0 for no limit."),
+    ("cache_response_timeout", None, "opt_float", "PostgreSQL: seconds the client waits for a server that does not answer at all (stopped, paused) before a 503; default the statement timeout + 5 s (none when that is 0); 0 for no limit."),
     ("cache_prefix", "", "str", "Prefix added to every cache key."),
     ("permission_url", "memory://", "str", "Permission backend URL (same schemes as storage); empty for none."),
     ("permission_backend", "", "str", "Dotted path of a permission class, overriding the URL scheme."),
     ("permission_pool_size", 25, "int", "Connection pool size of the permission backend."),
     ("permission_pool_timeout", 30.0, "float", "PostgreSQL: seconds a request waits for a free permission connection before a 503 (Redis: 5 s)."),
     ("permission_statement_timeout", 10.0, "float", "PostgreSQL: longest a permission statement may run (lock waits included) before a 503; 0 for no limit."),
+    ("permission_response_timeout", None, "opt_float", "PostgreSQL: seconds the client waits for a server that does not answer at all (stopped, paused) before a 503; default the statement timeout + 5 s (none when that is 0); 0 for no limit."),
     ("redis_key_prefix", "wsgicliquet:", "str", "Prefix of every key the Redis backends write (`<kind>_key_prefix` overrides it per backend)."),
     ("transaction_per_request", True, "bool", "One storage transaction per request (and per batch)."),
     # Resources
@@ -344,7 +347,8 @@ def load_settings(raw: Optional[Mapping[str, Any]] = None, *, environ: Optional[
 # body size would otherwise start fine and then fail every request, or answer nonsense.
 _MINIMUMS: Dict[str, float] = {
     **{f"{kind}_{name}": minimum for kind in ("storage", "cache", "permission")
-       for name, minimum in (("pool_size", 1), ("pool_timeout", 0), ("statement_timeout", 0))},
+       for name, minimum in (("pool_size", 1), ("pool_timeout", 0), ("statement_timeout", 0),
+                                 ("response_timeout", 0))},
     "storage_max_request_size": 1, "paginate_by": 1, "last_modified_margin_ms": 0, "batch_max_requests": 0,
     "batch_max_body_size": 1, "backoff": 0, "backoff_percentage": 0, "retry_after_seconds": 0,
     "cors_max_age_seconds": 0, "statsd_flush_interval_seconds": 0,
