@@ -471,6 +471,7 @@ def migrate(client: Client, component: str, migrations: Sequence[Migration], dry
             current = client.schema_version(component) or 0
             if current == 0:
                 _refuse_foreign_tables(client, component, tables)
+                _refuse_other_encodings(client)
             for version, statements in migrations:
                 if version <= current:
                     continue
@@ -494,6 +495,15 @@ def _refuse_foreign_tables(client: Client, component: str, tables: Sequence[str]
         if client.execute("SELECT to_regclass(%s) IS NOT NULL", (table,), fetch="one")[0]:
             raise SchemaError(message=f"Table {table!r} exists but was not created by wsgicliquet's {component} "
                                       "migrations (a Cliquet database?): use another database or schema")
+
+
+def _refuse_other_encodings(client: Client) -> None:
+    """Records are UTF-8 JSON: a SQL_ASCII or LATIN1 database would refuse (or mangle) every non-ASCII value later,
+    one request at a time."""
+    encoding = client.execute("SHOW server_encoding", fetch="one")[0]
+    if encoding != "UTF8":
+        raise SchemaError(message=f"The PostgreSQL database uses the {encoding} encoding; wsgicliquet needs UTF8 "
+                                  "(createdb --encoding=UTF8 --template=template0 ...)")
 
 
 class _DryRun(Exception):

@@ -11,6 +11,7 @@ import os
 import random
 import threading
 import urllib.parse
+import uuid
 from typing import Any, Dict, Iterator, List, Tuple
 
 import psycopg2
@@ -100,6 +101,20 @@ def test_first_migration_refuses_foreign_tables(empty_schema_url: str) -> None:
     with pytest.raises(pg.SchemaError, match="'records' exists but was not created by wsgicliquet"):
         storage.initialize_schema()
     assert admin_execute(empty_schema_url, "SELECT to_regclass('never_migrated.timestamps')") == [(None,)]
+
+
+def test_first_migration_refuses_a_database_not_in_utf8(postgresql_url: str) -> None:
+    name = f"wsgicliquet_ascii_{uuid.uuid4().hex[:8]}"
+    admin_execute(postgresql_url, f"CREATE DATABASE {name} ENCODING 'SQL_ASCII' TEMPLATE template0")
+    try:
+        parts = urllib.parse.urlsplit(postgresql_url)
+        client = pg.Client(urllib.parse.urlunsplit(parts._replace(path="/" + name)), pool_size=1)
+        with pytest.raises(pg.SchemaError, match="uses the SQL_ASCII encoding; wsgicliquet needs UTF8"):
+            Storage(client).initialize_schema()
+        assert client.schema_version("storage") is None, "nothing was created"
+        client.close()
+    finally:
+        admin_execute(postgresql_url, f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def test_upgrade_from_version_1_keeps_the_records(empty_schema_url: str) -> None:
