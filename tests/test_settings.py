@@ -149,6 +149,19 @@ def test_prefixed_spellings_are_normalized_and_conflicts_refused():
         load_settings({"backoff": "3", "cliquet.backoff": "4"}, environ={})
 
 
+@pytest.mark.parametrize("raw, environ", [
+    pytest.param({"cliquet.project_name": "kinto"}, {}, id="cliquet-prefixed"),
+    pytest.param({"wsgicliquet.project_name": "kinto"}, {}, id="wsgicliquet-prefixed"),
+    pytest.param({}, {"WSGICLIQUET_PROJECT_NAME": "kinto"}, id="environment"),
+])
+def test_project_prefix_follows_the_project_name_however_spelled(raw, environ):
+    """§16.1: project_name is read first, so ``kinto.backoff`` is ``backoff`` whichever spelling named the project."""
+    settings = load_settings({**raw, "kinto.backoff": "4"}, environ=environ)
+    assert settings["project_name"] == "kinto"
+    assert settings["backoff"] == 4
+    assert "kinto.backoff" not in settings
+
+
 @pytest.mark.parametrize("url", ["mysql://localhost/db", "memcached://x", "nothing"])
 def test_unknown_backend_stops_start_up(url):
     with pytest.raises(ConfigurationError) as info:

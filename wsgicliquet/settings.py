@@ -291,9 +291,11 @@ def load_settings(raw: Optional[Mapping[str, Any]] = None, *, environ: Optional[
     given.update(overrides)
     if isinstance(raw, Settings) and not overrides and environ is os.environ:
         return raw  # already loaded: never coerce or read the environment twice
-    project_name = str(given.get("project_name") or "")
+    # Read first (§16.1), whatever its spelling, since it names the ``<project>.`` prefix of the other keys.
+    project_name = environ.get("WSGICLIQUET_PROJECT_NAME", str(
+        next((given[key] for key in ("project_name", *(prefix + "project_name" for prefix in _PREFIXES))
+              if given.get(key)), "")))
     merged = _normalize(given, project_name)
-    project_name = environ.get("WSGICLIQUET_PROJECT_NAME", str(merged.get("project_name") or ""))
 
     settings = Settings((name, setting.default) for name, setting in SETTINGS.items())
     for name, value in merged.items():
