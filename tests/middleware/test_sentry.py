@@ -14,7 +14,7 @@ from wsgicliquet import environ as keys
 from wsgicliquet.errors import HTTPError
 from wsgicliquet.middleware.request_log import RequestLog
 from wsgicliquet.middleware.sentry import Sentry, filter_factory
-from wsgicliquet.settings import load_settings
+from wsgicliquet.settings import ConfigurationError, load_settings
 
 DSN = "https://public@sentry.example.com/1"
 USERID = "basicauth:" + "9f" * 32
@@ -139,6 +139,18 @@ def test_without_dsn_a_pass_through() -> None:
     middleware = Sentry.from_settings(app, load_settings({}, environ={}))
     assert middleware.wrapped is None
     assert middleware({}, lambda *args: None) is body
+
+
+@pytest.mark.parametrize("dsn", [
+    pytest.param("not-a-dsn", id="no-scheme"),
+    pytest.param("https://public@sentry.example.com/", id="no-project"),
+    pytest.param("https://public@sentry.example.com:99999/1", id="port-out-of-range"),
+    pytest.param("https://public@sentry.example.com:x/1", id="port-not-a-number"),
+    pytest.param("https://public@[::1/1", id="unclosed-bracket"),
+])
+def test_bad_dsn_stops_start_up_naming_the_setting(transport: CaptureTransport, dsn: str) -> None:
+    with pytest.raises(ConfigurationError, match="'sentry_dsn'"):
+        Sentry.from_settings(bare_app, load_settings({"sentry_dsn": dsn}, environ={}))
 
 
 def test_settings_and_paste_factory(transport: CaptureTransport, monkeypatch: pytest.MonkeyPatch) -> None:

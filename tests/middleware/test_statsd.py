@@ -248,10 +248,26 @@ def test_disabled_is_a_pass_through() -> None:
     pytest.param("tcp://127.0.0.1:8125", id="not-udp"),
     pytest.param("udp://127.0.0.1:port", id="bad-port"),
     pytest.param("udp://:8125", id="no-host"),
+    pytest.param("udp://[::1:8125", id="unclosed-bracket"),
+    pytest.param("udp://127.0.0.1:0", id="port-zero"),
 ])
 def test_bad_url_fails_at_construction(url: str) -> None:
     with pytest.raises(ConfigurationError, match="statsd_url"):
         StatsdMetrics(view_app, url=url)
+
+
+def test_ipv6_server() -> None:
+    """``udp://[::1]:port`` sends over IPv6 (an IPv4 socket could not even resolve the address)."""
+    try:
+        server = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        server.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    with server:
+        server.settimeout(2)
+        make(view_app, statsd_url="udp://[::1]:%d" % server.getsockname()[1], statsd_flush_interval_seconds=0,
+             project_name="six").get("/bookmarks")
+        assert b"six.view.bookmark-collection.GET:1|c" in server.recv(65535)
 
 
 def test_paste_filter_factory(collector: Collector) -> None:

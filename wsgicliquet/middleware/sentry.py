@@ -53,7 +53,7 @@ def init_sentry(dsn: str, *, environment: Optional[str] = None, release: Optiona
         try:
             sentry_sdk.init(dsn=dsn, environment=environment, release=release, default_integrations=True,
                             auto_enabling_integrations=True, **options)
-        except BadDsn as exc:
+        except (BadDsn, ValueError) as exc:  # a bad port or an unclosed IPv6 bracket fails in urlsplit
             raise ConfigurationError(f"Setting 'sentry_dsn' has an invalid value {dsn!r}: {exc}") from None
         _initialised = (base, extra)
 

@@ -108,15 +108,15 @@ def make_client(url: str, prefix: str) -> Any:
         import statsd
     except ImportError:  # pragma: no cover - depends on the installation
         raise missing_extra("monitoring", "statsd") from None
-    parts = urlsplit(url)
-    try:
-        port = parts.port or 8125
+    try:  # an unclosed IPv6 bracket fails in urlsplit, a bad port when it is read
+        parts = urlsplit(url)
+        port = parts.port
     except ValueError as exc:
         raise ConfigurationError(f"Setting 'statsd_url' has an invalid value {url!r}: {exc}") from None
-    if parts.scheme != "udp" or not parts.hostname:
+    if parts.scheme != "udp" or not parts.hostname or port == 0:
         raise ConfigurationError(f"Setting 'statsd_url' has an invalid value {url!r}: expected udp://host:port")
-    try:
-        return statsd.StatsClient(parts.hostname, port, prefix=prefix or None)
+    try:  # an IPv6 literal (udp://[::1]:8125) needs an IPv6 socket
+        return statsd.StatsClient(parts.hostname, port or 8125, prefix=prefix or None, ipv6=":" in parts.hostname)
     except (OSError, UnicodeError) as exc:
         raise ConfigurationError(f"Setting 'statsd_url' has an invalid value {url!r}: {exc}") from None
 
