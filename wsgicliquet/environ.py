@@ -60,3 +60,8 @@ SUBRESPONSE_HEADERS = "wsgicliquet.subresponse_headers"
 """Set by a header layer above the batch (CORS): a tuple of ``decorate(headers) -> headers`` that the batch
 middleware applies to the headers of each sub-response, so that an entry carries them as a direct call would
 (PROTOCOL.md §8.3)."""
+
+EVENTS = "wsgicliquet.events"
+"""The :class:`~wsgicliquet.events.EventQueue` of the request, set by the layer that notifies its events: the
+``transaction`` layer (around the commit), else the batch middleware (for a whole batch), else the resource app.
+Batch sub-requests share their batch's queue."""

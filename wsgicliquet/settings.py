@@ -141,6 +141,7 @@ SETTINGS: Dict[str, Setting] = _table(
     ("resources", [], "list", "Resource classes served by the resource app (dotted paths `module:Class`)."),
     ("resources_fallback", "", "str", "WSGI app (dotted path `module:app`) serving the paths no resource matches."),
     ("last_modified_margin_ms", 5000, "int", "How far in the future a client-supplied `last_modified` may be (ms)."),
+    ("event_listeners", [], "list", "Names of the listeners of resource events, each configured by `event_listeners.<name>.use` (and `.actions`, `.resources`, its own options)."),
     # Protocol middlewares
     ("version_prefix_redirect_enabled", True, "bool", "307 redirect of unprefixed URLs to the current version."),
     ("trailing_slash_redirect_enabled", True, "bool", "307 redirect of unmatched URLs ending with `/`."),
@@ -185,6 +186,10 @@ PATTERNS: List[Tuple[re.Pattern, str, str]] = [
     (re.compile(r"^middleware\.\w+$"), "str",
      "`off` to leave a layer out of build_pipeline(), or `module:Class` to replace it; an unknown layer is an error."),
     (re.compile(r"^multiauth\.policy\.\w+\..+$"), "str", "Option of an authentication policy."),
+    (re.compile(r"^event_listeners\.\w+\.(actions|resources)$"), "list",
+     "Actions (`create update delete read`, default the first three) and resource names a listener receives."),
+    (re.compile(r"^event_listeners\.\w+\.use$"), "str",
+     "Module with `load_from_config(settings, prefix)` (`wsgicliquet.listeners.redis`), or `module:function`."),
 ]
 
 

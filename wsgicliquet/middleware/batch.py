@@ -30,6 +30,7 @@ from webob import Request
 
 from wsgicliquet import environ as keys, jsonio
 from wsgicliquet.errors import ERRORS, JSON_CONTENT_TYPE, HTTPError, invalid, validation_error
+from wsgicliquet.events import EventQueue, request_queue
 from wsgicliquet.middleware import collect, read_body
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError
@@ -104,7 +105,15 @@ class Batch:
             log = environ[keys.LOG_CONTEXT] = {}
         log["batch_size"] = len(requests)
         subrequests = environ.setdefault(keys.SUBREQUESTS, [])
+        events = request_queue(environ)  # shared by the sub-requests; notified here unless a layer above does
+        try:
+            return self._serve(environ, start_response, requests, subrequests, events)
+        finally:
+            if events is not None:
+                events.discard()
 
+    def _serve(self, environ: Dict[str, Any], start_response: Callable, requests: List["_SubRequest"],
+               subrequests: List[Dict[str, Any]], events: Optional[EventQueue]) -> Iterable[bytes]:
         inherited = _inherited(environ)
         decorators = environ.get(keys.SUBRESPONSE_HEADERS) or ()  # what the layers above add to a direct call
         responses: List[Dict[str, Any]] = []
@@ -127,6 +136,12 @@ class Batch:
                 "body": "" if request.method == "HEAD" else _decode(body),
             })
             bodies.append(body)
+        if events:  # no transaction layer above: the writes are done, notify them now
+            try:
+                events.notify_before()
+            except HTTPError as error:
+                return error(environ, start_response)
+            events.notify_after()
         try:
             payload = jsonio.dumps({"responses": responses})
         except ValueError:  # a body escaped a lone surrogate (no UTF-8 form): embed that one as its text

@@ -2,7 +2,9 @@
 
 Place it above the batch middleware (as ``build_pipeline`` does) so that a batch is one transaction, rolled back
 when the batch ends with a 5xx.  The transaction is committed before the response starts, so an acknowledged
-write is durable.  Backends without transactions (memory) make this a pass-through.
+write is durable.  The request's resource events (:mod:`wsgicliquet.events`) are notified around the commit:
+``ResourceChanged`` inside the transaction (a subscriber's HTTPError becomes the answer, and rolls back),
+``AfterResourceChanged`` once committed.  Backends without transactions (memory) make this a pass-through.
 Setting: ``transaction_per_request`` (default true).
 """
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Iterable, Mapping
 
 from wsgicliquet.backends import load_backend
+from wsgicliquet.errors import HTTPError
+from wsgicliquet.events import request_queue
 from wsgicliquet.middleware import collect
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.storage import Storage
@@ -36,13 +40,28 @@ class Transaction:
     def __call__(self, environ: Dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         if not self.enabled:
             return self.app(environ, start_response)
+        events = request_queue(environ)
         try:
             with self.storage.transaction():
                 status, headers, body, exc_info = collect(self.app, environ)
                 if int(status.split(" ", 1)[0]) >= 500:
                     raise _Rollback()
+                if events:
+                    events.notify_before()
         except _Rollback:
-            pass
+            if events is not None:
+                events.discard()
+        except HTTPError as error:  # a subscriber refused the changes: rolled back
+            if events is not None:
+                events.discard()
+            return error(environ, start_response)
+        except BaseException:
+            if events is not None:
+                events.discard()
+            raise
+        else:
+            if events:
+                events.notify_after()
         start_response(status, headers, exc_info)
         return [body]
 

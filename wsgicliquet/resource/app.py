@@ -28,7 +28,8 @@ from werkzeug.routing.exceptions import RoutingException
 
 from wsgicliquet.backends import import_string, load_backend
 from wsgicliquet.environ import LOG_CONTEXT, PERMISSION, STORAGE, VIEW
-from wsgicliquet.errors import ERRORS, HTTPError, invalid, retry_after_headers, validation_error
+from wsgicliquet.errors import ERRORS, HTTPError, backend_unavailable, invalid, validation_error
+from wsgicliquet.events import EventQueue, Notifier, load_listeners, request_queue
 from wsgicliquet.permission import Permission
 from wsgicliquet.resource.body import empty_response
 from wsgicliquet.resource.handlers import HANDLERS, Call, Options
@@ -73,11 +74,13 @@ class ResourceApp:
                 raise ConfigurationError("Setting 'storage_url' is empty: the resource app needs a storage backend")
         self.storage = storage
         self.fallback = fallback
+        #: The subscribers of the resources' events (:mod:`wsgicliquet.events`): ``app.events.subscribe(...)``.
+        self.events = Notifier()
         self.options = Options(
             storage=storage, max_request_size=self.settings["storage_max_request_size"],
             last_modified_margin_ms=self.settings["last_modified_margin_ms"],
             paginate_by=self.settings["paginate_by"], http_scheme=self.settings["http_scheme"],
-            http_host=self.settings["http_host"])
+            http_host=self.settings["http_host"], events=self.events)
         self.routes: Dict[str, _Route] = {}
         rules = []
         paths: Dict[str, Tuple[str, str]] = {}  # the shape of each path (placeholder names aside): its owner
@@ -107,6 +110,7 @@ class ResourceApp:
             if self.permission is None:
                 raise ConfigurationError(f"Setting 'permission_url' is empty: resources {shareable} need a "
                                          f"permission backend")
+        load_listeners(self.settings, self.events)
         # Matching a path depends on the path alone: the last paths seen (clients poll the same collection and
         # records; a fallback app's views are hit again and again) skip Werkzeug's matcher, about 4 µs for a match
         # and more for a miss, which Werkzeug raises.  A miss is remembered as None.
@@ -131,14 +135,20 @@ class ResourceApp:
             return HTTPError(404, ERRORS.MISSING_RESOURCE)(environ, start_response)
         endpoint, args = matched[0], dict(matched[1])  # the cached answer stays untouched
         environ[VIEW] = endpoint
+        events = self.events
+        # The events of a request no layer above notifies (no transaction, not in a batch) are notified here.
+        queue = request_queue(environ) if events.changes or events.reads else None
         try:
             response = self._dispatch(environ, self.routes[endpoint], args)
+            if queue:
+                _notify(queue)
         except HTTPError as error:
             return error(environ, start_response)
-        except BackendError:
-            seconds = self.settings["retry_after_seconds"]
-            error = HTTPError(503, ERRORS.BACKEND, headers=retry_after_headers(503, seconds))
-            return error(environ, start_response)
+        except BackendError as exc:
+            return backend_unavailable(exc, environ, self.settings["retry_after_seconds"])(environ, start_response)
+        finally:
+            if queue is not None:
+                queue.discard()
         return response(environ, start_response)
 
     def _dispatch(self, environ: Dict[str, Any], route: _Route, args: Dict[str, str]) -> Any:
@@ -163,6 +173,15 @@ class ResourceApp:
         parent_id = resource.get_parent_id(request)
         call = Call(environ, request, resource, spec, self.options, parent_id, object_id, log)
         return HANDLERS[(route.kind, method)](call)
+
+
+def _notify(queue: EventQueue) -> None:
+    try:
+        queue.notify_before()
+    except BaseException:
+        queue.discard()
+        raise
+    queue.notify_after()
 
 
 #: A placeholder of a Werkzeug rule: ``/a/<x>`` and ``/a/<y>`` match the same paths.

@@ -21,8 +21,9 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tup
 
 from webob import Request, Response
 
-from wsgicliquet.environ import USERID
+from wsgicliquet.environ import EVENTS, USERID
 from wsgicliquet.errors import ERRORS, HTTPError, invalid
+from wsgicliquet.events import Notifier
 from wsgicliquet.resource import pagination, preconditions, querystring
 from wsgicliquet.resource.body import empty_response, json_response, read_body
 from wsgicliquet.resource.preconditions import etag_headers
@@ -52,6 +53,7 @@ class Options(NamedTuple):
     paginate_by: Optional[int]
     http_scheme: Optional[str]
     http_host: Optional[str]
+    events: Notifier
 
 
 class Call:
@@ -174,6 +176,25 @@ def _without_timestamp(record: Record) -> Record:
     return {key: value for key, value in record.items() if key != "last_modified"}
 
 
+def _notify(call: Call, action: str, impacted: List[Dict[str, Any]], timestamp: Any) -> None:
+    """Queue the event of ``action`` (callers check first that something listens: no work otherwise)."""
+    queue = call.environ.get(EVENTS)
+    if queue is None:
+        return
+    path = call.environ.get("PATH_INFO", "")
+    try:
+        uri = path.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        uri = path
+    spec = call.spec
+    payload: Dict[str, Any] = dict(call.request.matchdict)
+    payload.update(action=action, uri=uri, user_id=call.environ.get(USERID), resource_name=spec.name,
+                   timestamp=timestamp)
+    if call.object_id is not None:
+        payload[f"{spec.name}_id"] = call.object_id
+    queue.add(call.options.events, payload, impacted)
+
+
 # -- collection ---------------------------------------------------------------------------------------------------
 
 def collection_get(call: Call) -> Response:
@@ -211,6 +232,8 @@ def collection_get(call: Call) -> Response:
         headers.append(("Alert", TO_ALERT))
     if query.fields is not None:
         records = [querystring.project(record, query.fields) for record in records]
+    if call.options.events.reads:
+        _notify(call, "read", [{"new": record} for record in records], timestamp)
     call.log["nb_records"] = len(records)
     call.log["limit"] = limit
     return json_response(200, {"data": records}, headers)
@@ -245,6 +268,8 @@ def collection_post(call: Call) -> Response:
     except UnicityError as error:
         call.resource.authorize("read", error.record["id"])
         return _record_response(call, 200, error.record, written=False)
+    if call.options.events.changes:
+        _notify(call, "create", [{"new": stored}], stored["last_modified"])
     return _record_response(call, 201, stored)
 
 
@@ -268,6 +293,9 @@ def collection_delete(call: Call) -> Response:
         raise preconditions.modified_meanwhile(None, current) from None
     if tombstones:
         call.log["collection_timestamp"] = tombstones[-1]["last_modified"]
+        if call.options.events.changes:
+            _notify(call, "delete", [{"old": tombstone} for tombstone in tombstones],
+                    max(tombstone["last_modified"] for tombstone in tombstones))
     return json_response(200, {"data": tombstones})
 
 
@@ -290,6 +318,8 @@ def record_get(call: Call) -> Response:
     pre.check(timestamp, record, exists=True)
     headers.extend(_cache_headers(call))
     data = record if fields is None else querystring.project(record, fields)
+    if call.options.events.reads:
+        _notify(call, "read", [{"new": record}], timestamp)
     return json_response(200, call.resource.record_body(record, data), headers)
 
 
@@ -336,6 +366,11 @@ def record_put(call: Call) -> Response:
         if error.field == "id":
             raise preconditions.modified_meanwhile(error.record, error.record.get("last_modified")) from None
         raise conflict(error) from None
+    if call.options.events.changes:
+        if live is None:
+            _notify(call, "create", [{"new": stored}], stored["last_modified"])
+        else:
+            _notify(call, "update", [{"new": stored, "old": live}], stored["last_modified"])
     return _record_response(call, 200 if live is not None else 201, stored)
 
 
@@ -350,6 +385,8 @@ def record_patch(call: Call) -> Response:
     existing = _get_live(call)
     pre.check(existing["last_modified"], existing, exists=True)
     stored, base, written = _merge_and_write(call, existing, changes, retry=pre.if_match is None)
+    if written and call.options.events.changes:
+        _notify(call, "update", [{"new": stored, "old": base}], stored["last_modified"])
     behavior = (call.environ.get("HTTP_RESPONSE_BEHAVIOR") or "full").lower()
     data: Any = None
     if behavior in ("light", "diff"):
@@ -413,6 +450,8 @@ def record_delete(call: Call) -> Response:
         raise not_found(call, call.object_id) from None
     except PreconditionFailed as failed:
         raise _precondition_failed(call, failed) from None
+    if call.options.events.changes:
+        _notify(call, "delete", [{"old": tombstone}], tombstone["last_modified"])
     return _record_response(call, 200, tombstone)
 
 
