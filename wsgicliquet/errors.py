@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 from http import HTTPStatus
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from wsgicliquet.types import StartResponse
 
 __all__ = ["ERRORS", "HTTPError", "error_body", "validation_error", "json_error_response",
-           "MESSAGES", "is_error_body", "ERRNO_KEY", "HEAD_ERROR_KEY"]
+           "MESSAGES", "is_error_body", "ERRNO_KEY", "HEAD_ERROR_KEY", "report_exception", "backend_unavailable"]
+
+logger = logging.getLogger(__name__)
 
 
 ERRNO_KEY = "wsgicliquet.errno"
@@ -192,3 +195,23 @@ def unauthorized_or_forbidden(principals: Iterable[str]) -> HTTPError:
     if "system.Authenticated" in principals:
         return HTTPError(403, ERRORS.FORBIDDEN)
     return HTTPError(401, ERRORS.MISSING_AUTH_TOKEN, headers=[("WWW-Authenticate", 'Basic realm="Realm"')])
+
+
+def report_exception(exc: BaseException, environ: Mapping[str, Any]) -> None:
+    """Hand an exception that is answered here, instead of raised, to the Sentry middleware above (when there is
+    one), with this request's user and request id; reporting never changes the answer."""
+    report = environ.get("wsgicliquet.report_exception")
+    if report is not None:
+        try:
+            report(exc, environ)
+        except Exception:
+            pass
+
+
+def backend_unavailable(exc: BaseException, environ: Mapping[str, Any], retry_after_seconds: Optional[int],
+                        log: Optional[logging.Logger] = None) -> HTTPError:
+    """The 503 errno 201 of a backend failure answered where it happened: like one that reaches the JSON error
+    converter, it is logged (to ``log``) at critical with its traceback (PROTOCOL.md §13.2) and reported to Sentry."""
+    report_exception(exc, environ)
+    (log or logger).critical("Backend failure: %s", exc, exc_info=exc)
+    return HTTPError(503, ERRORS.BACKEND, headers=retry_after_headers(503, retry_after_seconds))

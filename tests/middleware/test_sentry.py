@@ -268,3 +268,37 @@ def test_backend_failures_answered_503_are_reported(transport: CaptureTransport)
     [event] = transport.events
     assert event["exception"]["values"][0]["type"] == "BackendError"
     assert (event["user"]["id"], event["tags"]["request_id"]) == (USERID, "r-503")
+
+
+def test_resource_app_backend_failures_are_logged_and_reported(transport: CaptureTransport,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """The resource app answers a backend failure with its 503 itself (it may run without the JSON error layer):
+    it is still logged at critical with its traceback (PROTOCOL.md §13.2) and reported, directly and in a batch."""
+    from wsgicliquet import build_pipeline
+    from wsgicliquet.middleware import sentry as sentry_module
+    from wsgicliquet.resource.app import ResourceApp
+    from wsgicliquet.resource.resource import Resource
+
+    class Bookmark(Resource):
+        schema = {"type": "object"}
+        preserve_unknown = True
+
+    real_init = sentry_module.init_sentry
+    monkeypatch.setattr(sentry_module, "init_sentry",
+                        lambda dsn, **options: real_init(dsn, transport=transport, **options))
+    # Nothing listens on port 1: every storage call fails, for real, as a BackendError.
+    settings = load_settings(dict(sentry_dsn=DSN, userid_hmac_secret="secret", storage_url="redis://127.0.0.1:1/11",
+                                  cache_url="", permission_url="memory://"), environ={})
+    app = webtest.TestApp(build_pipeline(ResourceApp([Bookmark], settings), settings))
+    with caplog.at_level("INFO"):
+        response = app.get("/v1/bookmarks", headers={**basic_auth("alice"), "X-Request-Id": "r-down"}, status=503)
+        assert (response.json["errno"], response.headers["Retry-After"]) == (201, "30")
+        app.post_json("/v1/batch", {"requests": [{"method": "GET", "path": "/bookmarks"}]},
+                      headers={**basic_auth("bob"), "X-Request-Id": "b-down"}, status=503)
+    failures = [record for record in caplog.records if record.getMessage().startswith("Backend failure")]
+    assert [record.levelname for record in failures] == ["CRITICAL", "CRITICAL"]
+    assert all(record.exc_info and record.exc_info[0].__name__ == "BackendError" for record in failures)
+    assert [event["tags"]["request_id"] for event in transport.events] == ["r-down", "b-down"]
+    assert all(event["exception"]["values"][-1]["type"] == "BackendError" for event in transport.events)
+    assert all(event["user"]["id"].startswith("basicauth:") for event in transport.events)

@@ -29,8 +29,8 @@ from http import HTTPStatus
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from wsgicliquet import environ as keys
-from wsgicliquet.errors import (ERRNO_OF_STATUS, ERRORS, HEAD_ERROR_KEY, JSON_CONTENT_TYPE, HTTPError, is_error_body,
-                                retry_after_headers)
+from wsgicliquet.errors import (ERRNO_OF_STATUS, ERRORS, HEAD_ERROR_KEY, JSON_CONTENT_TYPE, HTTPError,
+                                backend_unavailable, is_error_body, report_exception, retry_after_headers)
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import SETTINGS, ConfigurationError, api_prefix
 from wsgicliquet.storage.exceptions import BackendError
@@ -120,15 +120,9 @@ class JsonErrors:
     def _from_exception(self, exc: Exception, environ: Mapping[str, Any]) -> HTTPError:
         if isinstance(exc, HTTPError):
             return exc
-        report = environ.get(keys.REPORT_EXCEPTION)
-        if report is not None:  # Sentry above: the exception ends here, so it is reported here
-            try:
-                report(exc, environ)
-            except Exception:  # reporting never changes the answer
-                pass
         if isinstance(exc, BackendError):
-            logger.critical("Backend failure: %s", exc, exc_info=exc)
-            return HTTPError(503, ERRORS.BACKEND)
+            return backend_unavailable(exc, environ, self.retry_after_seconds, logger)
+        report_exception(exc, environ)  # Sentry above: the exception ends here, so it is reported here
         logger.error("Unexpected error: %s", exc, exc_info=exc)
         return HTTPError(500, ERRORS.UNDEFINED, info=self.error_info_link)
 
