@@ -27,16 +27,18 @@
 Listeners from settings (``event_listeners = redis``, ``event_listeners.redis.use = wsgicliquet.listeners.redis``,
 ``.actions``, ``.resources``, plus the listener's own options) subscribe to the ``After`` events, so that a change
 that was rolled back is never announced.  ``use`` names a module with ``load_from_config(settings, prefix)`` or such
-a function (``module:function``); it returns the callable that receives the events.
+a function (``module:function``); it returns the callable that receives the events.  With StatsD on, each call of a
+listener is timed as ``listeners.<name>`` (PROTOCOL.md §14).
 """
 from __future__ import annotations
 
 import importlib
 import logging
+from time import perf_counter
 from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple, Type
 
 from wsgicliquet.backends import import_string
-from wsgicliquet.environ import EVENTS
+from wsgicliquet.environ import EVENTS, METRICS
 from wsgicliquet.settings import ConfigurationError
 
 __all__ = ["ACTIONS", "ResourceEvent", "ResourceChanged", "AfterResourceChanged", "ResourceRead",
@@ -206,6 +208,7 @@ def load_listeners(settings: Mapping[str, Any], notifier: Notifier) -> None:
         listener = factory(settings, prefix)
         if not callable(listener):
             raise ConfigurationError(f"Setting '{prefix}use': {use!r} gave {listener!r}, which is not callable")
+        listener = _timed(f"listeners.{name}", listener)
         actions = _names(settings.get(prefix + "actions")) or list(DEFAULT_LISTENER_ACTIONS)
         unknown = sorted(set(actions) - set(ACTIONS))
         if unknown:
@@ -217,6 +220,20 @@ def load_listeners(settings: Mapping[str, Any], notifier: Notifier) -> None:
             notifier.subscribe(AfterResourceChanged, listener, actions=changes, resources=resources or None)
         if "read" in actions:
             notifier.subscribe(AfterResourceRead, listener, actions=["read"], resources=resources or None)
+
+
+def _timed(metric: str, listener: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def timed(event: ResourceEvent) -> None:
+        started = perf_counter()
+        try:
+            listener(event)
+        finally:
+            metrics = event.environ.get(METRICS)
+            if metrics is not None:
+                metrics.append(("ms", metric, (perf_counter() - started) * 1000))
+
+    timed.__wrapped__ = listener  # type: ignore[attr-defined]
+    return timed
 
 
 def _factory(use: str, setting: str) -> Callable[[Mapping[str, Any], str], Any]:

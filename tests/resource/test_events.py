@@ -260,13 +260,15 @@ def test_a_listener_from_settings_with_reads_and_a_function(direct) -> None:
     settings = {"event_listeners": "mine", "event_listeners.mine.use": f"{__name__}:load_recorder",
                 "event_listeners.mine.actions": "read delete"}
     app = ResourceApp([Note], load_settings(settings, environ={}))
-    api = webtest.TestApp(app, extra_environ=as_user(unique_user()))
+    metrics: List[tuple] = []  # what the StatsD layer gives the requests below it
+    api = webtest.TestApp(app, extra_environ={**as_user(unique_user()), "wsgicliquet.metrics": metrics})
     created = api.post_json("/notes", {"data": {"n": 1}}, status=201).json["data"]
     api.get(f"/notes/{created['id']}", status=200)
     api.delete(f"/notes/{created['id']}", status=200)
     assert [(type(event).__name__, event.payload["action"]) for event in received] == [
         ("AfterResourceRead", "read"), ("AfterResourceChanged", "delete")]
     assert received_prefixes == ["event_listeners.mine."]
+    assert [(kind, name) for kind, name, _ in metrics] == [("ms", "listeners.mine")] * 2, "each call timed (§14)"
 
 
 received: List[ResourceEvent] = []
