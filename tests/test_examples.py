@@ -184,9 +184,23 @@ def test_bookmarks_are_private(example, user):
     example.get(f"/v1/bookmarks/{created['data']['id']}", headers=other, status=404)
 
 
+def test_bookmark_urls_are_stripped_of_whitespace_as_in_cliquet(example, user):
+    """PROTOCOL.md §20.1: ``"  http://l.org  "`` is stored as ``http://l.org``."""
+    created = example.post_json("/v1/bookmarks", {"data": {"url": "  http://l.org  "}}, headers=user).json["data"]
+    assert created["url"] == "http://l.org"
+    url = f"/v1/bookmarks/{created['id']}"
+    assert example.get(url, headers=user).json["data"]["url"] == "http://l.org"
+    patched = example.patch_json(url, {"data": {"url": "\thttp://m.org\n"}}, headers=user).json["data"]
+    assert patched["url"] == "http://m.org"
+    replaced = example.put_json(url, {"data": {"url": " http://n.org", "note": " kept "}}, headers=user).json["data"]
+    assert (replaced["url"], replaced["note"]) == ("http://n.org", " kept "), "only the URL is stripped"
+
+
 @pytest.mark.parametrize("body, field", [
     pytest.param({"title": "no url"}, "data.url", id="missing-url"),
     pytest.param({"url": "not a uri"}, "data.url", id="not-a-uri"),
+    pytest.param({"url": "   "}, "data.url", id="blank"),
+    pytest.param({"url": "http://a.org/" + "x" * 2048}, "data.url", id="too-long"),
 ])
 def test_bookmarks_validate_the_url(example, user, body, field):
     error = example.post_json("/v1/bookmarks", {"data": body}, headers=user, status=400).json

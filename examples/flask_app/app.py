@@ -27,6 +27,7 @@ from wsgicliquet.errors import HTTPError, invalid, unauthorized_or_forbidden
 from wsgicliquet.pipeline import build_pipeline
 from wsgicliquet.resource import Resource, ResourceApp
 from wsgicliquet.resource.body import parse_json
+from wsgicliquet.resource.schema import URL
 from wsgicliquet.settings import load_settings
 from wsgicliquet.storage import Sort
 
@@ -59,9 +60,10 @@ def status() -> Any:
 
 
 class Bookmark(Resource):
-    """The classic Cliquet resource: ``url`` is required and an absolute URI, any other field is kept."""
+    """The classic Cliquet resource: ``url`` is required and an absolute URI (whitespace stripped), any other field
+    is kept."""
 
-    schema = {"type": "object", "properties": {"url": {"type": "string", "format": "uri"}}, "required": ["url"]}
+    schema = {"type": "object", "properties": {"url": URL}, "required": ["url"]}
     preserve_unknown = True
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from wsgicliquet.errors import HTTPError
 from wsgicliquet.resource.generators import UUID4, Generator
-from wsgicliquet.resource.schema import RecordSchema, check_readonly
+from wsgicliquet.resource.schema import STRIP_WHITESPACE, URL, RecordSchema, check_readonly
 from wsgicliquet.settings import ConfigurationError
 
 SCHEMA = {
@@ -197,3 +197,13 @@ def test_fast_path_answers_exactly_like_jsonschema(schema):
                 except HTTPError as error:
                     outcomes.append(("invalid", error.body["details"]))
             assert outcomes[0] == outcomes[1], data
+
+
+def test_marked_properties_are_stripped_before_validation():
+    schema = RecordSchema({"type": "object", "properties": {
+        "url": URL, "name": {"type": "string", STRIP_WHITESPACE: True, "minLength": 1},
+        "count": {"type": "integer", STRIP_WHITESPACE: True}, "note": {"type": "string"}}}, name="bookmark")
+    assert schema.validate({"url": " http://a.org\n", "name": "\tbob ", "count": 3, "note": " as is "}) == {
+        "url": "http://a.org", "name": "bob", "count": 3, "note": " as is "}
+    assert sorted(problem["name"] for problem in problems(schema, {"url": "  ", "name": "  "})) == ["data.name", "data.url"]
+    assert schema.problems({"url": "  http://b.org  "}, partial=True) == []

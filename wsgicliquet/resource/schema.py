@@ -31,10 +31,17 @@ from wsgicliquet.errors import invalid, validation_error
 from wsgicliquet.settings import ConfigurationError
 from wsgicliquet.storage.query import json_equal
 
-__all__ = ["RecordSchema", "META_FIELDS", "FORMAT_CHECKER", "check_readonly"]
+__all__ = ["RecordSchema", "META_FIELDS", "FORMAT_CHECKER", "check_readonly", "STRIP_WHITESPACE", "URL"]
 
 #: Fields owned by the server, present on every record whatever the schema.
 META_FIELDS = frozenset({"id", "last_modified", "deleted"})
+
+#: Keyword of a top-level property whose string value loses its leading and trailing whitespace before validation
+#: (what Cliquet's ``URL`` node did): ``"  http://a.org "`` is stored as ``"http://a.org"``.
+STRIP_WHITESPACE = "x-strip-whitespace"
+
+#: Cliquet's ``URL`` schema node: an absolute URI of 1 to 2048 characters, whitespace stripped.
+URL: Dict[str, Any] = {"type": "string", "format": "uri", "minLength": 1, "maxLength": 2048, STRIP_WHITESPACE: True}
 
 _MAX_DESCRIPTION = 200
 _IMMUTABLE = frozenset({str, int, float, bool, type(None)})
@@ -84,6 +91,8 @@ class RecordSchema:
         self.fields = frozenset(properties)
         self.defaults = [(key, spec["default"]) for key, spec in properties.items()
                          if isinstance(spec, dict) and "default" in spec]
+        self.stripped = tuple(key for key, spec in properties.items()
+                              if isinstance(spec, dict) and spec.get(STRIP_WHITESPACE) is True)
         self.preserve_unknown = preserve_unknown
         problems = self._problems(self.complete({}))
         self.accepts_empty = not problems
@@ -103,7 +112,8 @@ class RecordSchema:
         return root in self.fields or root in META_FIELDS
 
     def complete(self, data: Mapping[str, Any]) -> Dict[str, Any]:
-        """``data`` without server fields (and undeclared ones unless ``preserve_unknown``), defaults applied."""
+        """``data`` without server fields (and undeclared ones unless ``preserve_unknown``), defaults applied,
+        :data:`STRIP_WHITESPACE` properties stripped."""
         if self.preserve_unknown:
             record = {key: value for key, value in data.items() if key not in META_FIELDS}
         else:
@@ -111,6 +121,10 @@ class RecordSchema:
         for key, default in self.defaults:
             if key not in record:
                 record[key] = default if type(default) in _IMMUTABLE else copy.deepcopy(default)
+        for key in self.stripped:
+            value = record.get(key)
+            if type(value) is str:
+                record[key] = value.strip()
         return record
 
     def validate(self, data: Mapping[str, Any]) -> Dict[str, Any]:
@@ -165,7 +179,7 @@ _FAST_DIALECTS = (Draft4Validator, Draft6Validator, Draft7Validator, Draft201909
 _TYPES: Dict[str, tuple] = {"string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
                             "array": (list,), "object": (dict,), "null": (type(None),)}
 _ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment", "$schema", "readOnly",
-                          "writeOnly", "deprecated"})
+                          "writeOnly", "deprecated", STRIP_WHITESPACE})
 _LIMITS: Dict[str, Callable[[Any, Any], bool]] = {
     "maxLength": lambda value, limit: type(value) is not str or len(value) <= limit,
     "minLength": lambda value, limit: type(value) is not str or len(value) >= limit,
