@@ -470,3 +470,18 @@ def test_classic_lines_stay_one_line_whatever_the_client_sends(capture: Capture)
     assert lines[0].startswith('"GET   /v1/\\n"GET   /v1/" 200 (1 ms) request.summary" 404 (')
     assert "agent=evil\\r\\nUA\\x1b[31m" in lines[0] and "lang=fr\\u2028x" in lines[0]
     assert lines[1].startswith('"GET   /v1/bookmarks\\nx" 404 (') and "agent=a\\nb" in lines[1]
+
+
+def test_start_up_message(caplog: pytest.LogCaptureFixture) -> None:
+    """§15: ``<project_name> <project_version> starting.`` at INFO when the pipeline is built, before any request."""
+    from wsgicliquet.pipeline import build_pipeline
+
+    def app(environ: Dict[str, Any], start_response: Any) -> List[bytes]:
+        start_response("200 OK", [])
+        return [b""]
+
+    with caplog.at_level(logging.INFO, logger="wsgicliquet"):
+        build_pipeline(app, load_settings({"project_name": "arcade", "project_version": "2.3.1", "storage_url": "",
+                                           "cache_url": "", "permission_url": ""}, environ={}))
+    assert [(record.levelname, record.getMessage()) for record in caplog.records
+            if record.getMessage().endswith("starting.")] == [("INFO", "arcade 2.3.1 starting.")]

@@ -126,8 +126,13 @@ class RequestLog:
 
     @classmethod
     def from_settings(cls, app: Callable, settings: Mapping[str, Any]) -> "RequestLog":
-        return cls(app, renderer=str(settings.get("logging_renderer") or "json"),
-                   project_name=str(settings.get("project_name") or ""))
+        """Also logs ``<project_name> <project_version> starting.`` at INFO, as Cliquet did at start-up (§15): one
+        line that shows the logging (and a Sentry logging handler) is wired before any request comes."""
+        layer = cls(app, renderer=str(settings.get("logging_renderer") or "json"),
+                    project_name=str(settings.get("project_name") or ""))
+        _logger.info("%s %s starting.", settings.get("project_name") or "wsgicliquet",
+                     settings.get("project_version") or "")
+        return layer
 
     def __call__(self, environ: Dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         started = perf_counter()
