@@ -31,7 +31,7 @@ from webob import Request
 from wsgicliquet import environ as keys, jsonio
 from wsgicliquet.errors import ERRORS, JSON_CONTENT_TYPE, HTTPError, invalid, validation_error
 from wsgicliquet.events import EventQueue, request_queue
-from wsgicliquet.middleware import collect, read_body
+from wsgicliquet.middleware import answer_options, collect, read_body
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError
 
@@ -41,6 +41,7 @@ BATCH_PATH = "/batch"
 METHODS = ("GET", "HEAD", "DELETE", "TRACE", "POST", "PUT", "PATCH")
 """The methods a sub-request may use, upper case only (§8.1)."""
 
+_ALLOWED = "POST, OPTIONS"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # Batch environ keys a sub-request must not inherit: its own body framing, and what the layers below compute anew.
 _NOT_INHERITED = frozenset({
@@ -92,10 +93,13 @@ class Batch:
     def __call__(self, environ: Dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != BATCH_PATH:
             return self.app(environ, start_response)
+        method = environ.get("REQUEST_METHOD")
+        if method == "OPTIONS":  # as every endpoint: what CORS preflights and clients ask
+            return answer_options(start_response, _ALLOWED)
         environ[keys.VIEW] = "batch"
         try:
-            if environ.get("REQUEST_METHOD") != "POST":
-                raise HTTPError(405, ERRORS.METHOD_NOT_ALLOWED, headers=[("Allow", "POST")])
+            if method != "POST":
+                raise HTTPError(405, ERRORS.METHOD_NOT_ALLOWED, headers=[("Allow", _ALLOWED)])
             requests = _parse(read_body(environ, self.max_body_size), self.max_requests)
         except HTTPError as error:
             return error(environ, start_response)
