@@ -407,3 +407,25 @@ def test_environment_moves_the_backends(kind, ini, request, monkeypatch, user):
     finally:
         for kind_name in ("storage", "cache", "permission"):
             load_backend(kind_name, settings).flush()
+
+
+@pytest.mark.parametrize("module", sorted(PYTHON_FORMS.values()))
+def test_a_storage_failure_in_an_api_view_is_a_503(module, monkeypatch, caplog, user):
+    """The scores view of each framework, its storage unreachable (nothing listens on port 1): the protocol's 503
+    errno 201 with Retry-After, logged at critical, directly and in a batch (Flask and Bottle answered their own
+    500)."""
+    clear_overrides(monkeypatch)
+    example_module = importlib.import_module(module)
+    name = PROJECT_NAMES[module.rpartition(".")[0].replace(".", "/")]
+    app = webtest.TestApp(example_module.app_factory(
+        {}, project_name=name, userid_hmac_secret="s", storage_url="redis://127.0.0.1:1/11", cache_url="",
+        permission_url="memory://"), lint=True)
+    with caplog.at_level("CRITICAL"):
+        response = app.get("/v1/scores", headers=user, status=503)
+        assert (response.json["errno"], response.headers["Retry-After"]) == (201, "30")
+        assert app.post_json("/v1/scores", {"game": "go", "score": 1}, headers=user, status=503).json["errno"] == 201
+        batch = app.post_json("/v1/batch", {"requests": [{"method": "GET", "path": "/scores"}]}, headers=user,
+                              status=503)
+        assert batch.json["errno"] == 201
+    assert [record.levelname for record in caplog.records if record.getMessage().startswith("Backend failure")] \
+        == ["CRITICAL"] * 3

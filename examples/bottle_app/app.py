@@ -35,6 +35,9 @@ WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 app = Bottle()
 api = Bottle()
 """Views served below the version prefix only, next to the resources."""
+# Exceptions of the api views are not turned into Bottle's HTML 500 but reach the JSON error layer, which answers a
+# storage failure with the protocol's 503 errno 201 (any other exception with its 500), logs and reports it.
+api.config["catchall"] = False
 
 PAGE = """<!doctype html>
 <html><head><title>{{title}}</title></head>

@@ -22,14 +22,14 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 from flask import Blueprint, Flask, abort, jsonify, render_template_string, request
 from werkzeug.exceptions import MethodNotAllowed
 
-from wsgicliquet.environ import API_PREFIX, PRINCIPALS, STORAGE, USERID, VIEW
-from wsgicliquet.errors import HTTPError, invalid, unauthorized_or_forbidden
+from wsgicliquet.environ import API_PREFIX, PRINCIPALS, SETTINGS, STORAGE, USERID, VIEW
+from wsgicliquet.errors import HTTPError, backend_unavailable, invalid, unauthorized_or_forbidden
 from wsgicliquet.pipeline import build_pipeline
 from wsgicliquet.resource import Resource, ResourceApp
 from wsgicliquet.resource.body import parse_json
 from wsgicliquet.resource.schema import URL
 from wsgicliquet.settings import load_settings
-from wsgicliquet.storage import Sort
+from wsgicliquet.storage import BackendError, Sort
 
 WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -88,6 +88,14 @@ def scores() -> Any:
         return invalid("body", "score", "Expected {\"game\": string, \"score\": integer}")
     record = storage.create("score", userid, {"game": body["game"], "score": body["score"]})
     return jsonify(data=record), 201
+
+
+@api.errorhandler(BackendError)
+def backend_failure(error: BackendError) -> Any:
+    """A storage failure in an ``api`` view is the protocol's 503 errno 201, logged and reported to Sentry as the
+    resource app's are; Flask would answer its own 500."""
+    settings = request.environ.get(SETTINGS) or {}
+    return backend_unavailable(error, request.environ, settings.get("retry_after_seconds"))
 
 
 app.register_blueprint(api)
