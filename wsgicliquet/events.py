@@ -140,6 +140,16 @@ class Notifier:
             if subscriber.wants(event):
                 subscriber.callback(event)
 
+    def notify_logged(self, event: ResourceEvent) -> None:
+        """Like :meth:`notify`, for what is committed already: a subscriber's exception is logged, and the next
+        subscribers still run, since nothing could undo the change it announces."""
+        for subscriber in self._subscribers:
+            if subscriber.wants(event):
+                try:
+                    subscriber.callback(event)
+                except Exception:
+                    logger.exception("Subscriber %r failed on %r", subscriber.callback, event)
+
 
 class EventQueue:
     """The events of one request (a batch shares its request's queue), merged by resource and action."""
@@ -175,13 +185,17 @@ class EventQueue:
         """``AfterResourceChanged`` and ``AfterResourceRead``, once; a subscriber's exception is logged."""
         events, self._events = self._events, {}
         for (notifier, kind, _, _), (payload, impacted) in events.items():
-            event = _AFTER[kind](payload, impacted, self.environ)
-            for subscriber in notifier._subscribers:
-                if subscriber.wants(event):
-                    try:
-                        subscriber.callback(event)
-                    except Exception:
-                        logger.exception("Subscriber %r failed on %r", subscriber.callback, event)
+            notifier.notify_logged(_AFTER[kind](payload, impacted, self.environ))
+
+    def notify(self) -> None:
+        """Both, for a request (or batch) no transaction wraps: its writes are done, so the ``After`` events follow
+        at once, unless a ``before`` subscriber raised; then nothing more is notified and the exception propagates."""
+        try:
+            self.notify_before()
+        except BaseException:
+            self.discard()
+            raise
+        self.notify_after()
 
     def discard(self) -> None:
         """The request failed and rolled back: nothing is notified."""

@@ -142,10 +142,9 @@ class Batch:
             bodies.append(body)
         if events:  # no transaction layer above: the writes are done, notify them now
             try:
-                events.notify_before()
+                events.notify()
             except HTTPError as error:
                 return error(environ, start_response)
-            events.notify_after()
         try:
             payload = jsonio.dumps({"responses": responses})
         except ValueError:  # a body escaped a lone surrogate (no UTF-8 form): embed that one as its text

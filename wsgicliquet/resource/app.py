@@ -29,7 +29,7 @@ from werkzeug.routing.exceptions import RoutingException
 from wsgicliquet.backends import import_string, load_backend
 from wsgicliquet.environ import LOG_CONTEXT, PERMISSION, STORAGE, VIEW
 from wsgicliquet.errors import ERRORS, HTTPError, backend_unavailable, invalid, validation_error
-from wsgicliquet.events import EventQueue, Notifier, load_listeners, request_queue
+from wsgicliquet.events import Notifier, load_listeners, request_queue
 from wsgicliquet.permission import Permission
 from wsgicliquet.resource.body import empty_response
 from wsgicliquet.resource.handlers import HANDLERS, Call, Options
@@ -141,7 +141,7 @@ class ResourceApp:
         try:
             response = self._dispatch(environ, self.routes[endpoint], args)
             if queue:
-                _notify(queue)
+                queue.notify()
         except HTTPError as error:
             return error(environ, start_response)
         except BackendError as exc:
@@ -173,15 +173,6 @@ class ResourceApp:
         parent_id = resource.get_parent_id(request)
         call = Call(environ, request, resource, spec, self.options, parent_id, object_id, log)
         return HANDLERS[(route.kind, method)](call)
-
-
-def _notify(queue: EventQueue) -> None:
-    try:
-        queue.notify_before()
-    except BaseException:
-        queue.discard()
-        raise
-    queue.notify_after()
 
 
 #: A placeholder of a Werkzeug rule: ``/a/<x>`` and ``/a/<y>`` match the same paths.
