@@ -26,6 +26,9 @@ class _Rollback(Exception):
 
 
 class Transaction:
+    """Run ``app`` in a transaction of ``storage``; the response is buffered, since the commit must come before the
+    status line (a failed commit is a 503, not a 200 that was not durable)."""
+
     def __init__(self, app: Callable, *, storage: Any = None, enabled: bool = True) -> None:
         self.app = app
         self.storage = storage
@@ -49,19 +52,15 @@ class Transaction:
                 if events:
                     events.notify_before()
         except _Rollback:
-            if events is not None:
-                events.discard()
-        except HTTPError as error:  # a subscriber refused the changes: rolled back
-            if events is not None:
-                events.discard()
+            pass
+        except HTTPError as error:  # a subscriber refused the changes (or the app raised its answer): rolled back
             return error(environ, start_response)
-        except BaseException:
-            if events is not None:
-                events.discard()
-            raise
         else:
             if events:
                 events.notify_after()
+        finally:  # rolled back, or notified already: nothing (more) to announce
+            if events is not None:
+                events.discard()
         start_response(status, headers, exc_info)
         return [body]
 
