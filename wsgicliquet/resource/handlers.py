@@ -176,8 +176,9 @@ def _without_timestamp(record: Record) -> Record:
     return {key: value for key, value in record.items() if key != "last_modified"}
 
 
-def _notify(call: Call, action: str, impacted: List[Dict[str, Any]], timestamp: Any) -> None:
-    """Queue the event of ``action`` (callers check first that something listens: no work otherwise)."""
+def _queue_event(call: Call, action: str, impacted: List[Dict[str, Any]], timestamp: Any) -> None:
+    """Queue the event of ``action`` for the layer that notifies the request's events (callers check first that
+    something listens: no work otherwise)."""
     queue = call.environ.get(EVENTS)
     if queue is None:
         return
@@ -233,7 +234,7 @@ def collection_get(call: Call) -> Response:
     if query.fields is not None:
         records = [querystring.project(record, query.fields) for record in records]
     if call.options.events.reads:
-        _notify(call, "read", [{"new": record} for record in records], timestamp)
+        _queue_event(call, "read", [{"new": record} for record in records], timestamp)
     call.log["nb_records"] = len(records)
     call.log["limit"] = limit
     return json_response(200, {"data": records}, headers)
@@ -269,7 +270,7 @@ def collection_post(call: Call) -> Response:
         call.resource.authorize("read", error.record["id"])
         return _record_response(call, 200, error.record, written=False)
     if call.options.events.changes:
-        _notify(call, "create", [{"new": stored}], stored["last_modified"])
+        _queue_event(call, "create", [{"new": stored}], stored["last_modified"])
     return _record_response(call, 201, stored)
 
 
@@ -294,7 +295,7 @@ def collection_delete(call: Call) -> Response:
     if tombstones:
         call.log["collection_timestamp"] = tombstones[-1]["last_modified"]
         if call.options.events.changes:
-            _notify(call, "delete", [{"old": tombstone} for tombstone in tombstones],
+            _queue_event(call, "delete", [{"old": tombstone} for tombstone in tombstones],
                     max(tombstone["last_modified"] for tombstone in tombstones))
     return json_response(200, {"data": tombstones})
 
@@ -319,7 +320,7 @@ def record_get(call: Call) -> Response:
     headers.extend(_cache_headers(call))
     data = record if fields is None else querystring.project(record, fields)
     if call.options.events.reads:
-        _notify(call, "read", [{"new": record}], timestamp)
+        _queue_event(call, "read", [{"new": record}], timestamp)
     return json_response(200, call.resource.record_body(record, data), headers)
 
 
@@ -368,9 +369,9 @@ def record_put(call: Call) -> Response:
         raise conflict(error) from None
     if call.options.events.changes:
         if live is None:
-            _notify(call, "create", [{"new": stored}], stored["last_modified"])
+            _queue_event(call, "create", [{"new": stored}], stored["last_modified"])
         else:
-            _notify(call, "update", [{"new": stored, "old": live}], stored["last_modified"])
+            _queue_event(call, "update", [{"new": stored, "old": live}], stored["last_modified"])
     return _record_response(call, 200 if live is not None else 201, stored)
 
 
@@ -386,7 +387,7 @@ def record_patch(call: Call) -> Response:
     pre.check(existing["last_modified"], existing, exists=True)
     stored, base, written = _merge_and_write(call, existing, changes, retry=pre.if_match is None)
     if written and call.options.events.changes:
-        _notify(call, "update", [{"new": stored, "old": base}], stored["last_modified"])
+        _queue_event(call, "update", [{"new": stored, "old": base}], stored["last_modified"])
     behavior = (call.environ.get("HTTP_RESPONSE_BEHAVIOR") or "full").lower()
     data: Any = None
     if behavior in ("light", "diff"):
@@ -451,7 +452,7 @@ def record_delete(call: Call) -> Response:
     except PreconditionFailed as failed:
         raise _precondition_failed(call, failed) from None
     if call.options.events.changes:
-        _notify(call, "delete", [{"old": tombstone}], tombstone["last_modified"])
+        _queue_event(call, "delete", [{"old": tombstone}], tombstone["last_modified"])
     return _record_response(call, 200, tombstone)
 
 
