@@ -254,7 +254,12 @@ def _factory(use: str, setting: str) -> Callable[[Mapping[str, Any], str], Any]:
     if ":" not in use:
         try:
             module = importlib.import_module(use)
-        except ImportError:
+        except ImportError as exc:
+            # ``use`` may be ``package.module.function``; an import failing inside an existing module (a missing
+            # dependency of the listener) is that module's error, which the fallback would hide.
+            if exc.name is None or not (use == exc.name or use.startswith(exc.name + ".")):
+                raise ConfigurationError(f"Setting {setting!r} has an invalid value {use!r}: cannot import it "
+                                         f"({exc})") from exc
             module = None
         if module is not None:
             factory = getattr(module, "load_from_config", None)

@@ -294,3 +294,18 @@ def load_recorder(settings: Any, prefix: str) -> Any:
 def test_listener_mistakes_stop_start_up_naming_the_setting(settings, message) -> None:
     with pytest.raises(ConfigurationError, match=message):
         ResourceApp([Note], load_settings(settings, environ={}))
+
+
+@pytest.mark.parametrize("use", ["broken_listener", "broken_listeners.listener", "broken_listeners.listener.make"])
+def test_a_listener_module_failing_to_import_names_its_own_error(use, tmp_path, monkeypatch) -> None:
+    """A missing dependency of the listener's module is named, not hidden behind 'no attribute' or 'expected a
+    dotted path' (what importing ``use`` as ``module.function`` says instead)."""
+    broken = "import no_such_dependency_of_the_listener\n\ndef load_from_config(settings, prefix):\n    return print\n"
+    (tmp_path / "broken_listener.py").write_text(broken)
+    (tmp_path / "broken_listeners").mkdir()
+    (tmp_path / "broken_listeners" / "__init__.py").write_text("")
+    (tmp_path / "broken_listeners" / "listener.py").write_text(broken)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings = {"event_listeners": "x", "event_listeners.x.use": use}
+    with pytest.raises(ConfigurationError, match="'event_listeners.x.use'.*no_such_dependency_of_the_listener"):
+        ResourceApp([Note], load_settings(settings, environ={}))
