@@ -30,7 +30,11 @@ VIEW = "wsgicliquet.view"
 """Name of the view that handled the request (``bookmark-collection``, ``hello``, ``batch``), for metrics."""
 
 ERRNO = "wsgicliquet.errno"
-"""Errno of the error response, recorded by :class:`~wsgicliquet.errors.HTTPError`."""
+"""Errno of the error response, recorded by :class:`~wsgicliquet.errors.HTTPError` (for logging and metrics)."""
+
+HEAD_ERROR = "wsgicliquet.head_error"
+"""``(status code, Content-Length)`` of the error an :class:`~wsgicliquet.errors.HTTPError` answered a HEAD with,
+without its body: the JSON error converter recognises it and keeps its headers, those of the GET's error."""
 
 PARENT_REQUEST = "wsgicliquet.parent"
 """On a batch sub-request: the environ of the batch request that runs it."""

@@ -11,6 +11,8 @@ import json
 import logging
 from http import HTTPStatus
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from wsgicliquet.environ import ERRNO, HEAD_ERROR, REPORT_EXCEPTION
 from wsgicliquet.types import StartResponse
 
 __all__ = ["ERRORS", "HTTPError", "error_body", "validation_error", "json_error_response",
@@ -19,12 +21,9 @@ __all__ = ["ERRORS", "HTTPError", "error_body", "validation_error", "json_error_
 logger = logging.getLogger(__name__)
 
 
-ERRNO_KEY = "wsgicliquet.errno"
-"""Environ key where the errno of the error response is recorded (for logging and metrics)."""
-
-HEAD_ERROR_KEY = "wsgicliquet.head_error"
-"""Environ key of ``(status code, Content-Length)`` of the error an :class:`HTTPError` answered a HEAD with, without
-its body: the JSON error converter recognises it and keeps its headers, those of the GET's error."""
+#: The environ keys :class:`HTTPError` writes, under their former names (documented in :mod:`wsgicliquet.environ`).
+ERRNO_KEY = ERRNO
+HEAD_ERROR_KEY = HEAD_ERROR
 
 
 class ERRORS(enum.IntEnum):
@@ -200,7 +199,7 @@ def unauthorized_or_forbidden(principals: Iterable[str]) -> HTTPError:
 def report_exception(exc: BaseException, environ: Mapping[str, Any]) -> None:
     """Hand an exception that is answered here, instead of raised, to the Sentry middleware above (when there is
     one), with this request's user and request id; reporting never changes the answer."""
-    report = environ.get("wsgicliquet.report_exception")
+    report = environ.get(REPORT_EXCEPTION)
     if report is not None:
         try:
             report(exc, environ)
