@@ -34,7 +34,8 @@ import logging
 import os
 import socket
 import threading
-from time import monotonic, sleep
+import time
+from time import monotonic
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from wsgicliquet import jsonio
@@ -109,10 +110,12 @@ class _Watchdog:
     def watch(self, conn: Any, seconds: float) -> None:
         with self._lock:
             self._watched[id(conn)] = (monotonic() + seconds, conn)
+            thread = None
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="wsgicliquet-postgresql-watchdog",
-                                                daemon=True)
-                self._thread.start()
+                thread = self._thread = threading.Thread(target=self._run, name="wsgicliquet-postgresql-watchdog",
+                                                         daemon=True)
+        if thread is not None:  # outside the lock: under gevent, starting a thread switches to other greenlets
+            thread.start()
 
     def unwatch(self, conn: Any) -> bool:
         """Stop watching ``conn``; False when its deadline passed and its socket was shut down."""
@@ -121,7 +124,7 @@ class _Watchdog:
 
     def _run(self) -> None:
         while True:
-            sleep(self.TICK)
+            time.sleep(self.TICK)  # looked up each time: gevent's monkey patching may come after this import
             now = monotonic()
             with self._lock:  # held while shutting down: the owner cannot close (and free the descriptor) meanwhile
                 for key, (deadline, conn) in list(self._watched.items()):
