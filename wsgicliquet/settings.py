@@ -194,11 +194,8 @@ PATTERNS: List[Tuple[re.Pattern, str, str]] = [
 
 
 class Settings(dict):
-    """A plain dict of coerced settings; typed accessors for pattern names come from :func:`coerce`."""
-
-    def project_env_prefix(self) -> Optional[str]:
-        name = self.get("project_name") or ""
-        return env_name(name) if name else None
+    """A plain dict of coerced settings, as :func:`load_settings` returns them: its type tells that defaults and the
+    environment are applied already, so loading it again (each layer's ``from_settings``) costs nothing."""
 
 
 def env_name(name: str) -> str:
@@ -292,10 +289,10 @@ def load_settings(raw: Optional[Mapping[str, Any]] = None, *, environ: Optional[
     """
     if environ is None:
         environ = os.environ
-    given: Dict[str, Any] = dict(raw or {})
-    given.update(overrides)
     if isinstance(raw, Settings) and not overrides and environ is os.environ:
         return raw  # already loaded: never coerce or read the environment twice
+    given: Dict[str, Any] = dict(raw or {})
+    given.update(overrides)
     # Read first (§16.1), whatever its spelling, since it names the ``<project>.`` prefix of the other keys.
     project_name = environ.get("WSGICLIQUET_PROJECT_NAME", str(
         next((given[key] for key in ("project_name", *(prefix + "project_name" for prefix in _PREFIXES))

@@ -222,10 +222,3 @@ def check_conditions(current: Optional[Record], if_match: Optional[int], if_abse
         raise PreconditionFailed(current)
     if if_absent and live is not None:
         raise PreconditionFailed(current)
-
-
-def load_storage(settings: Dict[str, Any]) -> Storage:
-    """The process-wide storage backend configured by ``storage_url`` / ``storage_backend``."""
-    from wsgicliquet.backends import load_backend
-
-    return load_backend("storage", settings)
