@@ -447,13 +447,15 @@ def test_a_redirect_has_no_errno(capture: Capture) -> None:
     assert (line["Fields"]["code"], line["Fields"]["errno"]) == (307, None)
 
 
-def test_paths_are_logged_as_text(capture: Capture) -> None:
+def test_paths_and_headers_are_logged_as_text(capture: Capture) -> None:
     """WSGI gives the path one character per byte; the log shows what the client meant, as for the querystring."""
     app = canonical_app()
-    app.get("/v1/caf%C3%A9/%E2%9C%93%FF?q=%C3%A9", status=404)
+    utf8 = {"User-Agent": "café☃/1.0".encode().decode("latin-1"), "Accept-Language": "fr-\xe9"}  # as WSGI gives
+    app.get("/v1/caf%C3%A9/%E2%9C%93%FF?q=%C3%A9", headers=utf8, status=404)
     app.post_json("/v1/batch", {"requests": [{"method": "GET", "path": "/v1/%C3%A9t%C3%A9"}]})
     request, sub, batch = (event["Fields"] for event in capture.events())
     assert (request["path"], request["querystring"]) == ("/v1/café/\u2713\ufffd", '{"q":"\\u00e9"}')
+    assert (request["agent"], request["lang"]) == ("café☃/1.0", "fr-\ufffd"), "headers too"
     assert (sub["path"], sub["code"], batch["path"]) == ("/v1/été", 404, "/v1/batch")
 
 

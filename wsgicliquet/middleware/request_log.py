@@ -54,15 +54,15 @@ def _querystring(raw: str) -> Dict[str, Any]:
     return result
 
 
-def _decoded_path(path: str) -> str:
-    """The path as text: WSGI gives one character per byte, the client sent UTF-8 (invalid bytes become U+FFFD,
-    as in the querystring)."""
-    if path.isascii():
-        return path
+def _decoded(text: Optional[str]) -> Optional[str]:
+    """A path or header as text: WSGI gives one character per byte, the client sent UTF-8 (invalid bytes become
+    U+FFFD, as in the querystring)."""
+    if not text or text.isascii() or type(text) is not str:
+        return text
     try:
-        return path.encode("latin-1").decode("utf-8", "replace")
+        return text.encode("latin-1").decode("utf-8", "replace")
     except UnicodeEncodeError:  # already text (a caller's own path)
-        return path
+        return text
 
 
 _second: Tuple[int, str] = (-1, "")  # the last second rendered, and its text
@@ -93,11 +93,11 @@ def summary_fields(environ: Mapping[str, Any], *, code: int, duration: float, pa
     authn_type = get(keys.AUTHN_TYPE)
     query = get("QUERY_STRING")
     fields: Dict[str, Any] = {
-        "agent": get("HTTP_USER_AGENT"),
-        "path": _decoded_path(path if path is not None else get("SCRIPT_NAME", "") + get("PATH_INFO", "")),
+        "agent": _decoded(get("HTTP_USER_AGENT")),
+        "path": _decoded(path if path is not None else get("SCRIPT_NAME", "") + get("PATH_INFO", "")),
         "method": str(get("REQUEST_METHOD", "")).upper(),
         "querystring": _querystring(query) if query else {},
-        "lang": get("HTTP_ACCEPT_LANGUAGE"),
+        "lang": _decoded(get("HTTP_ACCEPT_LANGUAGE")),
         "uid": str(userid).split(":", 1)[-1] if userid else None,
         "authn_type": authn_type if authn_type is None or type(authn_type) is str else str(authn_type),
         "errno": get(keys.ERRNO) if code >= 400 else None,
