@@ -10,6 +10,8 @@ Bottle view, or all of them mounted side by side.
 A 4xx sub-response is embedded in the answer and the batch goes on; a 5xx aborts the batch, whose response is then
 that error (so a transaction middleware above rolls the whole batch back).  An exception raised by the app (other
 than an :class:`~wsgicliquet.errors.HTTPError`) propagates, for the error layers above to report and convert.
+The sub-requests share one queue of resource events (:mod:`wsgicliquet.events`), so that a batch of 25 creations is
+one event; it is notified when the batch ends, unless a transaction layer above notifies it around its commit.
 
 Do not use it above layers that must run once per client request (request log, StatsD, CORS, end of life): they
 stay outside; the sub-requests are listed in the environ (``wsgicliquet.subrequests``) for logging instead.

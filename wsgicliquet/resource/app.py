@@ -12,7 +12,8 @@ neutral: it reads the user id and principals the authentication middleware put i
 
 Everything is computed once, at construction: the Werkzeug routing map, the compiled schemas, the settings of
 each endpoint.  Per request: one route match, the checks in this order (404 unknown URL, 405 method, 406 Accept,
-415 Content-Type, 400 URL values, 401 anonymous), then the handler of :mod:`wsgicliquet.resource.handlers`.
+415 Content-Type, 400 URL values, 401 anonymous), then the handler of :mod:`wsgicliquet.resource.handlers`, then,
+when something subscribed and no layer above owns the request's events (a transaction, a batch), their notification.
 """
 from __future__ import annotations
 
