@@ -19,7 +19,7 @@ The same UPDATE that bumps the counter adds the write's change to the number of 
 created or revived, -1 per record deleted), from the rows read under the lock; it commits or rolls back with them.
 Purging tombstones leaves it alone.
 
-Queries: filters, sorting and keyset pagination are SQL on ``data #> path`` with JSON semantics (numbers compare
+Queries: filters, sorting and keyset pagination are SQL on ``data -> key -> ...`` with JSON semantics (numbers compare
 with numbers, strings with strings in code point order, other types never match); the page and the total come back
 in one round trip; nothing is ever truncated (§21.12).  Every value and field name from a request reaches SQL as a
 ``psycopg2.sql.Literal``, never by string formatting.
@@ -235,14 +235,13 @@ def _field(name: str) -> Tuple[sql.Composable, Optional[str]]:
     path = name.split(".")
     if not _storable(path):
         return sql.SQL("NULL::jsonb"), None  # no stored key can be spelled like that
-    # #> also indexes arrays ("0" is an index when the value there is an array): a path crossing a non-object is
-    # missing in the contract, so each object a numeric key is looked up in is checked to be one.
-    objects = [sql.SQL("jsonb_typeof(data #> {}) = 'object'").format(_Literal(path[:i]))
-               for i in range(1, len(path)) if path[i].lstrip("-").isdigit()]
-    if objects:
-        return sql.SQL("(CASE WHEN {} THEN data #> {} END)").format(sql.SQL(" AND ").join(objects),
-                                                                    _Literal(path)), None
-    return sql.SQL("(data #> {})").format(_Literal(path)), None
+    # ``->`` with a text key looks it up in an object and gives NULL on anything else (an array included, "0"
+    # being no index there), which is the contract's "a path crossing a non-object is missing"; and one key lookup
+    # costs about half of ``#>`` with a one-key path array, which it rebuilds for every row.
+    expression: sql.Composable = sql.SQL("data")
+    for part in path:
+        expression = sql.SQL("{} -> {}").format(expression, _Literal(part))
+    return sql.SQL("({})").format(expression), None
 
 
 def _items(value: Any) -> List[Any]:
