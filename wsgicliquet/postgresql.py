@@ -52,8 +52,9 @@ try:
 except ImportError:  # pragma: no cover - depends on the installation
     raise missing_extra("postgresql", "psycopg2") from None
 
-__all__ = ["Client", "get_client", "migrate", "SchemaError", "Unanswered", "Migration", "METADATA_TABLE", "DEFAULT_POOL_TIMEOUT",
-           "DEFAULT_STATEMENT_TIMEOUT", "RESPONSE_GRACE", "DEFAULT_CONNECTION_PARAMETERS", "settings_options", "Backend", "sql", "Json"]
+__all__ = ["Client", "get_client", "migrate", "SchemaError", "Unanswered", "Migration", "METADATA_TABLE",
+           "DEFAULT_POOL_TIMEOUT", "DEFAULT_STATEMENT_TIMEOUT", "RESPONSE_GRACE", "DEFAULT_CONNECTION_PARAMETERS",
+           "settings_options", "Backend", "sql", "Json"]
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +161,16 @@ def _connection_defaults(url: str) -> Dict[str, str]:
     return {name: value for name, value in DEFAULT_CONNECTION_PARAMETERS.items() if name not in given}
 
 
+def _sets_statement_timeout(url: str) -> bool:
+    """Whether the URL's libpq ``options`` set a ``statement_timeout`` (a database or password merely containing
+    the word does not)."""
+    try:
+        options = psycopg2.extensions.parse_dsn(url).get("options") or ""
+    except psycopg2.Error:
+        return False
+    return "statement_timeout" in options
+
+
 class Client:
     """A connection pool with per-thread, re-entrant transactions; every method raises only BackendError."""
 
@@ -171,7 +182,7 @@ class Client:
         self.pool_timeout = float(pool_timeout)
         # In ms; None when the URL sets its own (libpq ``options``), or 0 (PostgreSQL's "no limit").
         timeout_ms = max(0, round(float(statement_timeout) * 1000))
-        self._statement_timeout_ms = None if "statement_timeout" in url else timeout_ms
+        self._statement_timeout_ms = None if _sets_statement_timeout(url) else timeout_ms
         if response_timeout is None:  # unknown or no statement timeout: no client-side limit either
             response_timeout = statement_timeout + RESPONSE_GRACE if self._statement_timeout_ms else 0
         # None: statements are not watched.
@@ -228,6 +239,9 @@ class Client:
         except psycopg2.Error as exc:
             self._give_back(None)
             raise BackendError(exc) from exc
+        except BaseException:  # Unanswered while setting the connection up, an interrupt: the slot is free again
+            self._give_back(None)
+            raise
 
     def _check_fork(self) -> None:
         """In a forked child, forget the parent's connections (kept referenced, so never closed here)."""
@@ -238,6 +252,7 @@ class Client:
                 state = self._state  # the only thread of the child is the one that forked
                 self._orphans.append((self._idle, state.conn))
                 state.depth, state.conn, state.statements, state.failed = 0, None, 0, False
+                state.unlimited = False
                 self._new_pool()
 
     def _give_back(self, conn: Optional[Any]) -> None:
@@ -405,7 +420,6 @@ class Client:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
-
 
     # Schema -----------------------------------------------------------------------------------------------------
 

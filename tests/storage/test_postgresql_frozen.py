@@ -26,6 +26,7 @@ pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
 LIMIT = 1.0  # the client's response timeout in these tests
 # How late the watchdog may be: it wakes every TICK seconds; the rest is for a loaded machine.
 LATE = pg._Watchdog.TICK + 1.5
+_READY = b"Z\x00\x00\x00\x05"  # the server's ReadyForQuery message
 
 
 class FreezableRelay:
@@ -35,6 +36,7 @@ class FreezableRelay:
         self.target = (host, port)
         self.thawed = threading.Event()
         self.thawed.set()
+        self.freeze_when_ready = False  # freeze once the server said it is ready for queries (after the login)
         self.sockets: List[socket.socket] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -60,6 +62,9 @@ class FreezableRelay:
                     sink.shutdown(socket.SHUT_WR)
                     return
                 sink.sendall(data)
+                if self.freeze_when_ready and source.getpeername()[1] == self.target[1] and _READY in data:
+                    self.freeze_when_ready = False
+                    self.freeze()
         except OSError:
             return
 
@@ -135,6 +140,18 @@ def test_a_frozen_server_fails_calls_after_the_response_timeout_then_the_pool_he
     client.close()
 
 
+def test_a_server_frozen_while_a_connection_is_set_up_does_not_cost_a_pool_slot(
+        schema_url: str, relay: FreezableRelay) -> None:  # noqa: F811
+    client = pg.Client(through(schema_url, relay), pool_size=1, pool_timeout=2, statement_timeout=5,
+                       response_timeout=LIMIT)
+    relay.freeze_when_ready = True  # the login succeeds, the SET statement_timeout that follows is not answered
+    assert timed_failure(lambda: client.execute("SELECT 1")) < LIMIT + LATE
+    relay.thaw()
+    assert client.execute("SELECT 1", fetch="one") == (1,), "the only slot of the pool is free again"
+    assert client._in_use == 0
+    client.close()
+
+
 def test_slow_statements_within_the_response_timeout_and_migrations_are_not_cut(
         schema_url: str, relay: FreezableRelay) -> None:  # noqa: F811
     client = pg.Client(through(schema_url, relay), statement_timeout=0, response_timeout=0.5)
@@ -153,6 +170,8 @@ def test_the_default_response_timeout_follows_the_statement_timeout(schema_url: 
     assert pg.Client(schema_url, statement_timeout=0, response_timeout=3)._response_timeout == 3
     own = schema_url + "&options=" + urllib.parse.quote("-c statement_timeout=60000")
     assert pg.Client(own)._response_timeout is None, "a statement timeout unknown to the client: no guess"
+    named = pg.Client("postgresql://statement_timeout:statement_timeout@localhost/app_statement_timeout_tests")
+    assert named._statement_timeout_ms == 10_000 and named._response_timeout == 15, "only options count"
     options = pg.settings_options({"storage_url": schema_url, "storage_response_timeout": "7.5"}, "storage")
     assert pg.Client(**options)._response_timeout == 7.5
 
