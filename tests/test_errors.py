@@ -84,3 +84,15 @@ def test_unauthorized_or_forbidden():
     assert ("WWW-Authenticate", 'Basic realm="Realm"') in anonymous.headers
     user = unauthorized_or_forbidden(["system.Everyone", "system.Authenticated", "basicauth:x"])
     assert (user.code, user.errno, user.headers) == (403, 121, [])
+
+
+def test_a_failing_sentry_report_is_logged_and_never_raised(caplog) -> None:
+    from wsgicliquet.environ import REPORT_EXCEPTION
+    from wsgicliquet.errors import report_exception
+
+    def broken(exc, environ):
+        raise RuntimeError("transport down")
+
+    with caplog.at_level("WARNING", logger="wsgicliquet.errors"):
+        report_exception(ValueError("boom"), {REPORT_EXCEPTION: broken})
+    assert "Could not report ValueError('boom') to Sentry" in caplog.text and "transport down" in caplog.text

@@ -203,8 +203,8 @@ def report_exception(exc: BaseException, environ: Mapping[str, Any]) -> None:
     if report is not None:
         try:
             report(exc, environ)
-        except Exception:
-            pass
+        except Exception:  # a broken Sentry set-up shows in the log instead of failing silently
+            logger.warning("Could not report %r to Sentry", exc, exc_info=True)
 
 
 def backend_unavailable(exc: BaseException, environ: Mapping[str, Any], retry_after_seconds: Optional[int],
