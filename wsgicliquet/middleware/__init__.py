@@ -13,6 +13,14 @@ from wsgicliquet.errors import ERRORS, HTTPError, invalid
 _READ_CHUNK = 64 * 1024
 
 
+def status_code(status: str) -> int:
+    """The code of a WSGI status line (``"404 Not Found"``); 500 for a line no server would send on."""
+    try:
+        return int(status[:3])
+    except ValueError:
+        return 500
+
+
 def answer_options(start_response: Callable[..., Any], allow: str) -> Iterable[bytes]:
     """``200`` with ``Allow`` to an ``OPTIONS`` request: how the CORS middleware learns an endpoint's methods."""
     start_response("200 OK", [("Allow", allow), ("Content-Length", "0")])

@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from wsgicliquet.environ import NOT_AN_ERROR
 from wsgicliquet.errors import retry_after_headers
+from wsgicliquet.middleware import status_code
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError
 from wsgicliquet.types import WSGIApp
@@ -55,7 +56,7 @@ class Backoff:
             headers = list(headers)
             if backoff is not None:
                 headers.append(("Backoff", backoff))
-            code = int(status[:3])
+            code = status_code(status)
             if code in (503, 429) and not environ.get(NOT_AN_ERROR) \
                     and not any(name.lower() == "retry-after" for name, _ in headers):
                 headers.extend(retry_after_headers(code, self.retry_after_seconds))

@@ -33,7 +33,7 @@ from webob import Request
 from wsgicliquet import environ as keys, jsonio
 from wsgicliquet.errors import ERRORS, JSON_CONTENT_TYPE, HTTPError, invalid, validation_error
 from wsgicliquet.events import EventQueue, request_queue
-from wsgicliquet.middleware import answer_options, collect, read_body
+from wsgicliquet.middleware import answer_options, collect, read_body, status_code
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError
 
@@ -126,7 +126,7 @@ class Batch:
         bodies: List[bytes] = []
         for request in requests:
             status_line, headers, body, sub_environ, path = self._run(environ, inherited, request, subrequests)
-            status = _status_code(status_line)
+            status = status_code(status_line)
             if status >= 500:
                 if keys.ERRNO in sub_environ:
                     environ[keys.ERRNO] = sub_environ[keys.ERRNO]
@@ -175,7 +175,7 @@ class Batch:
                 sub_environ, path = _sub_environ(environ, inherited, request, location)
                 status, headers, body = _call(self.app, sub_environ)
         finally:
-            subrequests.append({"environ": sub_environ, "status": _status_code(status),
+            subrequests.append({"environ": sub_environ, "status": status_code(status),
                                 "duration": time.perf_counter() - started})
         return status, headers, body, sub_environ, path
 
@@ -358,7 +358,7 @@ def _call(app: Callable, environ: Dict[str, Any]) -> Tuple[str, List[Tuple[str, 
 
 def _redirect_target(status: str, headers: List[Tuple[str, str]], environ: Dict[str, Any]) -> Optional[str]:
     """The path (and query) to follow a redirect to, when it stays on this host under the batch's script name."""
-    if _status_code(status) not in _REDIRECTS:
+    if status_code(status) not in _REDIRECTS:
         return None
     location = next((value for name, value in headers if name.lower() == "location"), None)
     if not location:
@@ -375,14 +375,10 @@ def _redirect_target(status: str, headers: List[Tuple[str, str]], environ: Dict[
 def _without_trailing_slash(status: str, environ: Dict[str, Any], path_info: str, query: str) -> Optional[str]:
     """Where the version prefix layer would redirect a 404 ending with ``/`` (§1.3): it sits above the batch."""
     stripped = path_info.rstrip("/")
-    if _status_code(status) != 404 or stripped == path_info or not stripped:
+    if status_code(status) != 404 or stripped == path_info or not stripped:
         return None
     target = environ.get("SCRIPT_NAME", "") + stripped
     return quote(target.encode("latin-1"), safe="/") + (f"?{query}" if query else "")
-
-
-def _status_code(status: str) -> int:
-    return int(status.split(" ", 1)[0])
 
 
 def _header_dict(headers: List[Tuple[str, str]]) -> Dict[str, str]:

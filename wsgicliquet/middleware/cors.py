@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Opti
 
 from wsgicliquet import environ as keys
 from wsgicliquet.errors import JSON_CONTENT_TYPE, invalid
-from wsgicliquet.middleware import collect
+from wsgicliquet.middleware import collect, status_code
 from wsgicliquet.pipeline import make_filter_factory
 
 __all__ = ["Cors", "filter_factory", "ALWAYS_EXPOSED", "EXPOSED_IF_PRESENT", "LISTING_EXPOSED", "READ_EXPOSED",
@@ -184,7 +184,7 @@ class Cors:
                    allowed: Optional[str]) -> Iterable[bytes]:
         probe = {key: value for key, value in environ.items() if key not in _PREFLIGHT_KEYS}
         status, headers, body, _ = collect(self.app, probe)  # the path, sent down as a plain OPTIONS request
-        code = int(status[:3])
+        code = status_code(status)
         if 300 <= code < 400 or code in (404, 410) or code >= 500:
             start_response(status, headers)
             return [body]

@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 from wsgicliquet import environ as keys
 from wsgicliquet.errors import (ERRNO_OF_STATUS, ERRORS, HEAD_ERROR_KEY, JSON_CONTENT_TYPE, HTTPError,
                                 backend_unavailable, is_error_body, report_exception, retry_after_headers)
+from wsgicliquet.middleware import status_code
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import SETTINGS, ConfigurationError, api_prefix
 from wsgicliquet.storage.exceptions import BackendError
@@ -91,7 +92,7 @@ class JsonErrors:
         started: List[bool] = []  # the real start_response was called
 
         def hold_errors(status: str, headers: Headers, exc_info: Any = None) -> Callable[[bytes], Any]:
-            if _code(status) >= 400 and governed():
+            if status_code(status) >= 400 and governed():
                 held[:] = [status, list(headers), exc_info]
                 return written.append
             del held[:]
@@ -129,7 +130,7 @@ class JsonErrors:
     def _rewrite(self, status: str, headers: Headers, body: bytes, environ: Dict[str, Any],
                  start_response: Callable, exc_info: Any) -> Iterable[bytes]:
         """Pass a uniform JSON error through; turn anything else into one, keeping the non-entity headers."""
-        code = _code(status)
+        code = status_code(status)
         if not body and environ.get(HEAD_ERROR_KEY) == (code, _content_length(headers)) \
                 and environ.get("REQUEST_METHOD") == "HEAD":
             # The HEAD of a uniform error (an HTTPError): its headers are those of the GET's, Content-Length included.
@@ -233,10 +234,6 @@ def _is_utf8(body: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-def _code(status: str) -> int:
-    return int(status[:3])
 
 
 def _content_length(headers: Headers) -> Optional[int]:

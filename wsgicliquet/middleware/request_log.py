@@ -25,7 +25,7 @@ from wsgicliquet import environ as keys
 from wsgicliquet.backends import import_string
 from wsgicliquet.ids import uuid4
 from wsgicliquet.logs import EVENT_ATTR, FIELDS_ATTR, LOGGER_ATTR, RENDERERS
-from wsgicliquet.middleware import ClosingResponse
+from wsgicliquet.middleware import ClosingResponse, status_code
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError
 from wsgicliquet.types import StartResponse
@@ -199,13 +199,6 @@ def _request_id(header: Optional[str]) -> str:
     return uuid4()
 
 
-def _code(status_line: str) -> int:
-    try:
-        return int(status_line.split(" ", 1)[0])
-    except ValueError:
-        return 500
-
-
 def _without_request_id(headers: List[Tuple[str, str]]) -> List[Tuple[str, str]]:
     """A copy of ``headers`` without the app's own ``X-Request-Id``."""
     for name, _ in headers:
@@ -233,7 +226,7 @@ class _LoggedResponse(ClosingResponse):
         self._iterator: Optional[Iterator[bytes]] = None
 
     def start_response(self, status_line: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Any:
-        self._code = _code(status_line)
+        self._code = status_code(status_line)
         headers = _without_request_id(headers)
         headers.append(("X-Request-Id", self._request_id))
         return self._start_response(status_line, headers, exc_info)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping
 from wsgicliquet.backends import load_backend
 from wsgicliquet.errors import HTTPError
 from wsgicliquet.events import request_queue
-from wsgicliquet.middleware import collect
+from wsgicliquet.middleware import collect, status_code
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.storage import Storage
 
@@ -47,7 +47,7 @@ class Transaction:
         try:
             with self.storage.transaction():
                 status, headers, body, exc_info = collect(self.app, environ)
-                if int(status.split(" ", 1)[0]) >= 500:
+                if status_code(status) >= 500:
                     raise _Rollback()
                 if events:
                     events.notify_before()
