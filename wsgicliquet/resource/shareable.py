@@ -225,6 +225,14 @@ class ShareableResource(Resource):
             self._acls[uri] = self.permission.object_permissions(uri)
         return self._acls[uri]
 
+    def remember_acl(self, uri: str, acl: ACL) -> None:
+        """What this request wrote to the ACL of ``uri``, so that its answer shows it without reading it back."""
+        self._acls[uri] = {**self._acls.get(uri, {}), **acl}
+
+    def forget_acl(self, uri: str) -> None:
+        """The ACL of ``uri`` may have changed meanwhile: read it again when next needed."""
+        self._acls.pop(uri, None)
+
     def new_acl(self, current: Mapping[str, Iterable[str]], replace: bool) -> ACL:
         """The ACL after this write: body permissions replace theirs (all, on ``replace``); the author writes."""
         declared = self.spec.record_permissions
@@ -265,7 +273,7 @@ class SharedStorage:
 
     def _write_acl(self, uri: str, acl: ACL) -> None:
         self._resource.permission.replace_object_permissions(uri, {perm: sorted(p) for perm, p in acl.items()})
-        self._resource._acls[uri] = {**self._resource._acls.get(uri, {}), **acl}
+        self._resource.remember_acl(uri, acl)
 
     def create(self, collection_id: str, parent_id: str, record: Record, *, id_generator: Any = None,
                unique_fields: Sequence[str] = (), **options: Any) -> Record:
@@ -285,7 +293,7 @@ class SharedStorage:
                     return storage.create(collection_id, parent_id, record, unique_fields=unique_fields, **options)
                 except Exception:
                     resource.permission.delete_object_permissions(uri)
-                    resource._acls.pop(uri, None)
+                    resource.forget_acl(uri)
                     raise
             stored = storage.create(collection_id, parent_id, record, id_generator=id_generator,
                                     unique_fields=unique_fields, **options)
@@ -317,7 +325,7 @@ class SharedStorage:
                         self._undo_acl(uri, current, acl)
                     raise
             except Exception:
-                resource._acls.pop(uri, None)  # a retried PATCH reads the ACL again: another write came first
+                resource.forget_acl(uri)  # a retried PATCH reads the ACL again: another write came first
                 raise
 
     def _undo_acl(self, uri: str, before: ACL, written: ACL) -> None:
