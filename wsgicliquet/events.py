@@ -11,7 +11,9 @@
 
 * Each write of a resource queues an event, with action ``create``, ``update`` or ``delete``; a GET or HEAD queues a
   ``read`` event, only when something subscribed to reads.  Events of the same resource and action within one request
-  (a batch included) are merged into one, its ``impacted_records`` listing every record.
+  (a batch included) are merged into one, its ``impacted_records`` listing every record, as long as they concern
+  the same partition and user: Cliquet 3.1.5 merged per resource and action alone, so a batch writing under two
+  parents (or for two users) gave one event carrying the first one's ids.
 * ``ResourceChanged`` (``ResourceRead``) is notified inside the request's transaction, before it commits: a subscriber
   raising :class:`~wsgicliquet.errors.HTTPError` aborts the request with that answer, and the transaction rolls back.
   ``AfterResourceChanged`` (``AfterResourceRead``) is notified once the transaction committed; a subscriber's
@@ -152,18 +154,21 @@ class Notifier:
 
 
 class EventQueue:
-    """The events of one request (a batch shares its request's queue), merged by resource and action."""
+    """The events of one request (a batch shares its request's queue), merged by resource, action and group."""
 
     __slots__ = ("environ", "_events")
 
     def __init__(self, environ: Dict[str, Any]) -> None:
         self.environ = environ
-        # (notifier, kind, resource name, action) -> (payload, impacted records)
-        self._events: Dict[Tuple[Notifier, str, str, str], Tuple[Dict[str, Any], List[Dict[str, Any]]]] = {}
+        # (notifier, kind, resource name, action, group) -> (payload, impacted records)
+        self._events: Dict[Tuple[Any, ...], Tuple[Dict[str, Any], List[Dict[str, Any]]]] = {}
 
-    def add(self, notifier: Notifier, payload: Dict[str, Any], impacted: List[Dict[str, Any]]) -> None:
+    def add(self, notifier: Notifier, payload: Dict[str, Any], impacted: List[Dict[str, Any]],
+            group: Tuple[Any, ...] = ()) -> None:
+        """Queue an event, merged into a queued one of the same resource, action and ``group`` (what its payload
+        says besides: the partition, the user)."""
         action = payload["action"]
-        key = (notifier, "read" if action == "read" else "change", payload["resource_name"], action)
+        key = (notifier, "read" if action == "read" else "change", payload["resource_name"], action, group)
         queued = self._events.get(key)
         if queued is None:
             self._events[key] = (payload, impacted)
@@ -178,13 +183,13 @@ class EventQueue:
 
     def notify_before(self) -> None:
         """``ResourceChanged`` and ``ResourceRead``: an exception (an HTTPError) aborts the request."""
-        for (notifier, kind, _, _), (payload, impacted) in list(self._events.items()):
+        for (notifier, kind, *_), (payload, impacted) in list(self._events.items()):
             notifier.notify(_BEFORE[kind](payload, impacted, self.environ))
 
     def notify_after(self) -> None:
         """``AfterResourceChanged`` and ``AfterResourceRead``, once; a subscriber's exception is logged."""
         events, self._events = self._events, {}
-        for (notifier, kind, _, _), (payload, impacted) in events.items():
+        for (notifier, kind, *_), (payload, impacted) in events.items():
             notifier.notify_logged(_AFTER[kind](payload, impacted, self.environ))
 
     def notify(self) -> None:

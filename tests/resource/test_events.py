@@ -179,7 +179,7 @@ def pipeline(request):
 
         settings["storage_url"] = database_url(request.getfixturevalue("postgresql_url"), RESOURCE_DATABASE)
     clear_backends()
-    app = ResourceApp([Note], settings)
+    app = ResourceApp([Note, Item], settings)
     if request.param == "postgresql":
         app.storage.initialize_schema()
     yield app, webtest.TestApp(build_pipeline(app, settings)), request.param
@@ -205,6 +205,26 @@ def test_a_batch_merges_its_events_per_resource_and_action(pipeline) -> None:
                                                                      responses[1]["body"]["data"]]
     assert create.payload["timestamp"] == responses[1]["body"]["data"]["last_modified"], "the last write's"
     assert create.payload["uri"] == "/notes" and create.environ["PATH_INFO"] == "/batch"
+
+
+def test_a_batch_keeps_apart_the_events_of_other_parents_and_users(pipeline) -> None:
+    app, api, _ = pipeline
+    seen = Recorder(app.events, AfterResourceChanged)
+    alice, bob = _headers(uuid.uuid4().hex), _headers(uuid.uuid4().hex)
+    batch = {"requests": [
+        {"method": "PUT", "path": f"/buckets/a/collections/c/records/{uuid.uuid4()}", "body": {"data": {"n": 1}}},
+        {"method": "PUT", "path": f"/buckets/b/collections/c/records/{uuid.uuid4()}", "body": {"data": {"n": 2}}},
+        {"method": "PUT", "path": f"/buckets/a/collections/c/records/{uuid.uuid4()}", "body": {"data": {"n": 3}}},
+        {"method": "POST", "path": "/notes", "body": {"data": {"n": 4}}},
+        {"method": "POST", "path": "/notes", "body": {"data": {"n": 5}}, "headers": bob}]}
+    responses = api.post_json("/v1/batch", batch, headers=alice, status=200).json["responses"]
+    assert [response["status"] for response in responses] == [201] * 5
+    groups = [(event.payload["resource_name"], event.payload.get("bucket_id"), event.payload["user_id"],
+               sorted(change["new"]["n"] for change in event.impacted_records)) for event in seen.events]
+    alice_id, bob_id = groups[0][2], groups[-1][2]
+    assert alice_id != bob_id and alice_id.startswith("basicauth:")
+    assert groups == [("item", "a", alice_id, [1, 3]), ("item", "b", alice_id, [2]), ("note", None, alice_id, [4]),
+                      ("note", None, bob_id, [5])]
 
 
 def test_a_before_subscriber_refusing_aborts_the_request(pipeline) -> None:

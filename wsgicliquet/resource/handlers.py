@@ -193,7 +193,7 @@ def _queue_event(call: Call, action: str, impacted: List[Dict[str, Any]], timest
                    timestamp=timestamp)
     if call.object_id is not None:
         payload[f"{spec.name}_id"] = call.object_id
-    queue.add(call.options.events, payload, impacted)
+    queue.add(call.options.events, payload, impacted, group=(call.parent_id, payload["user_id"]))
 
 
 # -- collection ---------------------------------------------------------------------------------------------------
