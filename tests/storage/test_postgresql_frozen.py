@@ -19,8 +19,6 @@ from wsgicliquet import postgresql as pg
 from wsgicliquet.storage import BackendError
 from wsgicliquet.storage.postgresql import Storage
 
-from .test_postgresql_locks import schema_url  # noqa: F401 - fixture
-
 pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
 
 LIMIT = 1.0  # the client's response timeout in these tests
@@ -106,7 +104,7 @@ def timed_failure(call: Any) -> float:
 
 
 def test_a_frozen_server_fails_calls_after_the_response_timeout_then_the_pool_heals(
-        schema_url: str, relay: FreezableRelay) -> None:  # noqa: F811
+        schema_url: str, relay: FreezableRelay) -> None:
     client = pg.Client(through(schema_url, relay), pool_size=4, pool_timeout=5, response_timeout=LIMIT)
     storage = Storage(client)
     kept = storage.create("c", "alice", {"n": 1})
@@ -141,7 +139,7 @@ def test_a_frozen_server_fails_calls_after_the_response_timeout_then_the_pool_he
 
 
 def test_a_server_frozen_while_a_connection_is_set_up_does_not_cost_a_pool_slot(
-        schema_url: str, relay: FreezableRelay) -> None:  # noqa: F811
+        schema_url: str, relay: FreezableRelay) -> None:
     client = pg.Client(through(schema_url, relay), pool_size=1, pool_timeout=2, statement_timeout=5,
                        response_timeout=LIMIT)
     relay.freeze_when_ready = True  # the login succeeds, the SET statement_timeout that follows is not answered
@@ -153,7 +151,7 @@ def test_a_server_frozen_while_a_connection_is_set_up_does_not_cost_a_pool_slot(
 
 
 def test_slow_statements_within_the_response_timeout_and_migrations_are_not_cut(
-        schema_url: str, relay: FreezableRelay) -> None:  # noqa: F811
+        schema_url: str, relay: FreezableRelay) -> None:
     client = pg.Client(through(schema_url, relay), statement_timeout=0, response_timeout=0.5)
     assert client.execute("SELECT 1 FROM pg_sleep(0.2)", fetch="one") == (1,)
     with pytest.raises(pg.Unanswered):
@@ -163,7 +161,7 @@ def test_slow_statements_within_the_response_timeout_and_migrations_are_not_cut(
     client.close()
 
 
-def test_the_default_response_timeout_follows_the_statement_timeout(schema_url: str) -> None:  # noqa: F811
+def test_the_default_response_timeout_follows_the_statement_timeout(schema_url: str) -> None:
     assert pg.Client(schema_url, statement_timeout=2)._response_timeout == 2 + pg.RESPONSE_GRACE
     assert pg.Client(schema_url, statement_timeout=0)._response_timeout is None, "no limit on the server: none here"
     assert pg.Client(schema_url, statement_timeout=2, response_timeout=0)._response_timeout is None
@@ -177,7 +175,7 @@ def test_the_default_response_timeout_follows_the_statement_timeout(schema_url: 
 
 
 def test_http_a_frozen_server_is_a_503_with_retry_after_and_the_service_recovers(
-        schema_url: str, relay: FreezableRelay) -> None:  # noqa: F811
+        schema_url: str, relay: FreezableRelay) -> None:
     import webtest
 
     from wsgicliquet import Resource, ResourceApp, build_pipeline
@@ -208,7 +206,7 @@ def test_http_a_frozen_server_is_a_503_with_retry_after_and_the_service_recovers
         clear_backends()
 
 
-def test_connections_of_other_code_in_the_process_are_left_alone(schema_url: str) -> None:  # noqa: F811
+def test_connections_of_other_code_in_the_process_are_left_alone(schema_url: str) -> None:
     """The watchdog only watches the client's own statements: a plain psycopg2 connection may run for longer."""
     client = pg.Client(schema_url, statement_timeout=0, response_timeout=0.3)
     client.execute("SELECT 1")

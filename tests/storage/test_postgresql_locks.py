@@ -11,7 +11,6 @@ import contextlib
 import threading
 import time
 import urllib.parse
-import uuid
 from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import psycopg2
@@ -22,30 +21,10 @@ from wsgicliquet import postgresql as pg
 from wsgicliquet.storage import BackendError
 from wsgicliquet.storage.postgresql import Storage
 
-from .test_postgresql import admin_execute
-
 pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
 
 C, P = "locked", "alice"
 TIMEOUT = 0.5
-
-
-@pytest.fixture
-def schema_url(pg_url: str) -> Iterator[str]:
-    """A URL whose search_path is a fresh schema, migrated; dropped afterwards."""
-    schema = f"wsgicliquet_locks_{uuid.uuid4().hex[:10]}"
-    admin_execute(pg_url, f'CREATE SCHEMA "{schema}"')
-    url = pg_url + ("&" if "?" in pg_url else "?") + urllib.parse.urlencode(
-        {"options": f"-c search_path={schema}", "application_name": schema}, quote_via=urllib.parse.quote)
-    try:
-        client = pg.Client(url, pool_size=1)
-        Storage(client).initialize_schema()
-        client.close()
-        yield url
-    finally:
-        admin_execute(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-                      (schema,))
-        admin_execute(pg_url, f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @contextlib.contextmanager
