@@ -58,9 +58,11 @@ def get_client(url: str, pool_size: int = 25) -> "redis.Redis":
                 "timeout": POOL_TIMEOUT,
                 "socket_timeout": SOCKET_TIMEOUT,
                 "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
-                # One immediate retry on a broken connection (a pooled socket the server closed on restart).
-                # Never on a timeout: the command may have run, and a write must not be applied twice.
-                "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+                # No retry, not even on a broken connection: a connection lost after the command was sent (a
+                # CLIENT KILL, a crash) may have run it, and running a write again answered a PATCH or DELETE
+                # that succeeded with 412 or 404 (a POST with 200).  A pooled socket the server closed while
+                # idle (a restart) is replaced when taken from the pool, before anything is sent.
+                "retry": Retry(NoBackoff(), 0),
             }
             try:
                 pool = redis.BlockingConnectionPool.from_url(url, **options)

@@ -267,3 +267,83 @@ def test_outage_under_load_gives_only_backend_errors_then_recovers(server, outag
     unexpected = [error for error in load.between(0) if error is not None and not isinstance(error, BackendError)]
     assert unexpected == []
     assert after and all(error is None for error in after)
+
+
+class ReplyCutter:
+    """A TCP relay to a Redis server that, when armed, lets the next command through, then drops its reply and
+    closes the connection: the command ran, the client only sees the connection closed (a ``CLIENT KILL``, a
+    network cut or a server crash after a write)."""
+
+    def __init__(self, port: int) -> None:
+        self.target = ("127.0.0.1", port)
+        self.armed = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: List[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    sink.shutdown(socket.SHUT_WR)
+                    return
+                if replies and self.armed.is_set():
+                    self.armed.clear()
+                    for sock in (source, sink):
+                        sock.shutdown(socket.SHUT_RDWR)
+                    return
+                sink.sendall(data)
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self.sockets:
+            sock.close()
+
+
+@pytest.fixture
+def cutter(server):
+    relay = ReplyCutter(server.port)
+    yield relay
+    relay.close()
+
+
+def test_a_write_whose_reply_is_lost_is_a_backend_error_never_run_twice(cutter):
+    # The write ran: sending it again would apply it twice (a second timestamp, a PATCH or DELETE answered 412 or
+    # 404 although it succeeded, a POST answered 200 as if the record had existed before).
+    storage = Storage.from_settings({"storage_url": f"redis://127.0.0.1:{cutter.port}/0"})
+    storage.initialize_schema()  # scripts loaded: the reply cut is the write's, not a NOSCRIPT
+    record = storage.create("c", "p", {"n": 0})
+    writes = [
+        ("update", lambda: storage.update("c", "p", record["id"], {"n": 1}, if_match=record["last_modified"])),
+        ("create", lambda: storage.create("c", "p", {"n": 2}, id_generator=lambda: "fixed")),
+        ("delete", lambda: storage.delete("c", "p", record["id"])),
+    ]
+    for name, write in writes:
+        before = storage.collection_timestamp("c", "p")
+        cutter.armed.set()
+        with pytest.raises(BackendError) as caught:
+            write()
+        assert isinstance(caught.value.__cause__, redis.ConnectionError), (name, caught.value)
+        after = storage.collection_timestamp("c", "p")
+        assert after > before, f"{name} did not run"
+        # Run exactly once: the next write gets the timestamp right after, nothing was written in between.
+        assert len(storage.get_all("c", "p", filters=[Filter("last_modified", before, COMPARISON.GT)],
+                                   include_deleted=True)[0]) == 1, name
+    records, _ = storage.get_all("c", "p", include_deleted=True)
+    assert {(r["id"], r.get("deleted", False)) for r in records} == {(record["id"], True), ("fixed", False)}
+    assert storage.ping()  # the next call gets a fresh connection
