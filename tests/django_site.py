@@ -152,6 +152,14 @@ def notes(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"data": {"note": request.body.decode()}}, status=201)
 
 
+@csrf_exempt
+@require_http_methods(["POST"])
+def broken_after_writing(request: HttpRequest) -> HttpResponse:
+    """A bug after a write: the request's storage transaction must roll the write back."""
+    request.environ[STORAGE].create("reading", request.environ[USERID], {"title": "Lost", "pages": 1})
+    raise RuntimeError("a bug after a write")
+
+
 class WhoAmI(View):
     """A class-based view: who the request is from, which of their bookmarks the resource app stored, and the URLs
     Django builds under ``SCRIPT_NAME=/v1`` (``reverse()``, ``request.path``)."""
@@ -181,6 +189,7 @@ class ApiUrls:
         path("reading", reading, name="reading"),
         path("whoami", csrf_exempt(WhoAmI.as_view()), name="whoami"),
         path("broken", broken),
+        path("broken-after-writing", broken_after_writing),
         path("notes", notes),
         path("slashed/", csrf_exempt(WhoAmI.as_view())),  # Django's habit, kept by a user: APPEND_SLASH applies
     ]

@@ -12,6 +12,10 @@ import webtest
 from django.core.signals import request_finished, request_started
 
 from tests import django_site
+from wsgicliquet.backends import load_backend
+from wsgicliquet.settings import load_settings
+
+PRIVATE_SCHEMA = "wsgicliquet_django"
 
 
 def basic_auth(user: str) -> Dict[str, str]:
@@ -147,6 +151,39 @@ def test_a_storage_failure_in_a_django_view_is_a_503(user, caplog):
         batch = app.post_json("/v1/batch", {"requests": [{"method": "GET", "path": "/reading"}]}, headers=user,
                               status=503)
         assert batch.json["errno"] == 201
+
+
+@pytest.mark.postgresql
+def test_a_django_500_rolls_the_request_back(postgresql_url, user):
+    """On PostgreSQL each request, and each batch, is one storage transaction: the write of a Django view that
+    fails afterwards (Django answers its own 500) is rolled back."""
+    url = _private_postgresql_url(postgresql_url)
+    settings = load_settings({"storage_url": url})
+    storage = load_backend("storage", settings)
+    storage.initialize_schema()
+    try:
+        app = webtest.TestApp(django_site.make_app({"project_name": "club", "userid_hmac_secret": "s",
+                                                    "storage_url": url}), lint=True)
+        assert app.post("/v1/broken-after-writing", headers=user, status=500).json["errno"] == 999
+        batch = {"requests": [{"method": "POST", "path": "/reading", "body": {"title": "Emma", "pages": 474}},
+                              {"method": "POST", "path": "/broken-after-writing"}]}
+        assert app.post_json("/v1/batch", batch, headers=user, status=500).json["errno"] == 999
+        assert app.get("/v1/reading", headers=user).json["data"] == []
+        app.post_json("/v1/reading", {"title": "Emma", "pages": 474}, headers=user, status=201)
+        assert [record["title"] for record in app.get("/v1/reading", headers=user).json["data"]] == ["Emma"]
+    finally:
+        storage.flush()
+
+
+def _private_postgresql_url(url: str) -> str:
+    """``url`` with its own schema, so that other suites flushing the shared test database leave this one alone."""
+    import psycopg2
+    from psycopg2 import sql
+
+    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+        cursor.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(PRIVATE_SCHEMA)))
+    connection.close()
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{PRIVATE_SCHEMA}"
 
 
 # Batch.
