@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from wsgicliquet.resource.body import MAX_DEPTH
 from wsgicliquet.resource.generators import MAX_ID_LENGTH, Generator
 from wsgicliquet.resource.resource import Resource
 
@@ -227,6 +228,19 @@ def test_filter_values_are_data(seeded_backend, value):
         assert response.status_int == 200, (operator, response.body)
         response = seeded_backend.delete(f"/notes?{operator}title={value}", expect_errors=True)
         assert response.status_int == 200, (operator, response.body)
+
+
+@pytest.mark.parametrize("query", ["{}=1", "has_{}=1", "_sort=-{}", "_fields={}"])
+def test_fields_deeper_than_a_body_are_refused_on_every_backend(seeded_backend, query):
+    """PostgreSQL nests one ``->`` per part of a dotted field: a field of 1,000 parts overflowed the stack (a
+    500); no stored record can be deeper than a body (``MAX_DEPTH``), so such a field is a 400 everywhere."""
+    for depth, status in ((MAX_DEPTH - 1, 200), (MAX_DEPTH, 400), (1000, 400)):
+        field = "title" + ".a" * depth
+        for method in ("GET", "DELETE"):
+            if method == "DELETE" and query.startswith("_"):
+                continue
+            response = seeded_backend.request("/notes?" + query.format(field), method=method, expect_errors=True)
+            assert response.status_int == status, (depth, method, response.body[:200])
 
 
 def test_anonymous_bad_input_is_still_401(make_app):

@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl
 
 from wsgicliquet import jsonio
 from wsgicliquet.errors import invalid
+from wsgicliquet.resource.body import MAX_DEPTH
 from wsgicliquet.storage import COMPARISON, Filter, Sort
 
 __all__ = ["ListQuery", "OPERATORS", "parse_query_string", "parse_list", "parse_filters", "parse_sort",
@@ -99,8 +100,9 @@ def parse_query_string(query_string: str) -> List[Tuple[str, str]]:
 
 
 def valid_field(field: str) -> bool:
-    """True when ``field`` is a syntactically acceptable (possibly dotted) field name."""
-    return _FIELD.fullmatch(field) is not None
+    """True when ``field`` is a syntactically acceptable (possibly dotted) field name, no deeper than a body can
+    nest: PostgreSQL nests one ``->`` per part, and a few hundred parts overflowed the stack (a 500)."""
+    return field.count(".") < MAX_DEPTH and _FIELD.fullmatch(field) is not None
 
 
 def _known(field: str, is_known: IsKnown) -> bool:
