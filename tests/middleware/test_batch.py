@@ -479,7 +479,7 @@ class Endless(io.RawIOBase):
 def call(app: Callable, environ: Dict[str, Any]) -> Any:
     captured: List[Any] = []
     environ = {"REQUEST_METHOD": "POST", "SCRIPT_NAME": "/v1", "PATH_INFO": "/batch", "SERVER_NAME": "localhost",
-               "SERVER_PORT": "80", "wsgi.url_scheme": "http", **environ}
+               "SERVER_PORT": "80", "wsgi.url_scheme": "http", "CONTENT_TYPE": "application/json", **environ}
     body = b"".join(app(environ, lambda status, headers, exc_info=None: captured.extend([status, headers])))
     return int(captured[0].split()[0]), dict(captured[1]), json.loads(body)
 
@@ -519,6 +519,28 @@ def test_body_at_the_limit_accepted(echo):
     assert batch(api, {"requests": [{"path": "/echo"}]})["responses"][0]["status"] == 200
     client(echo, max_body_size=len(payload) - 1).post_json("/v1/batch", {"requests": [{"path": "/echo"}]},
                                                            status=413)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
+                                          "application/jsonp", ""])
+def test_body_not_declared_as_json_is_415_and_runs_nothing(echo, content_type):
+    """A page on another site may POST ``text/plain`` or a form here without a preflight, and the browser adds
+    the Basic credentials it remembers for this site: such a body must not run the writes it spells (CSRF)."""
+    body = json.dumps({"requests": [{"method": "DELETE", "path": "/echo"}], "x": "="}).encode()
+    environ = {"CONTENT_TYPE": content_type, "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
+    status, _, error = call(Batch(echo), environ)
+    assert (status, error["errno"]) == (415, ERRORS.INVALID_PARAMETERS)
+    assert error["details"] == [{"location": "header", "name": "Content-Type",
+                                 "description": "Content-Type header should be one of ['application/json']"}]
+    assert echo.calls == []
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "Application/JSON; charset=utf-8"])
+def test_json_content_types_are_accepted(echo, content_type):
+    body = json.dumps({"requests": [{"path": "/echo"}]}).encode()
+    status, _, result = call(Batch(echo), {"CONTENT_TYPE": content_type, "CONTENT_LENGTH": str(len(body)),
+                                           "wsgi.input": io.BytesIO(body)})
+    assert status == 200 and result["responses"][0]["status"] == 200
 
 
 @pytest.mark.parametrize("length", ["abc", "-1"])

@@ -102,6 +102,7 @@ class Batch:
         try:
             if method != "POST":
                 raise HTTPError(405, ERRORS.METHOD_NOT_ALLOWED, headers=[("Allow", _ALLOWED)])
+            _check_content_type(environ)
             requests = _parse(read_body(environ, self.max_body_size), self.max_requests)
         except HTTPError as error:
             return error(environ, start_response)
@@ -178,6 +179,18 @@ class Batch:
             subrequests.append({"environ": sub_environ, "status": status_code(status),
                                 "duration": time.perf_counter() - started})
         return status, headers, body, sub_environ, path
+
+
+def _check_content_type(environ: Dict[str, Any]) -> None:
+    """415 unless the body is declared as JSON, as for every write (PROTOCOL.md §3.1).  A browser sends a
+    ``text/plain`` or form POST to another site without asking it first (no preflight), with the Basic credentials
+    it remembers for that site: such a body must never run the batch's writes (cross-site request forgery)."""
+    media = (environ.get("CONTENT_TYPE") or "").split(";", 1)[0].strip().lower()
+    if media != "application/json" and (media or environ.get("CONTENT_LENGTH") not in (None, "", "0")
+                                       or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()):
+        raise validation_error([{"location": "header", "name": "Content-Type",
+                                 "description": "Content-Type header should be one of ['application/json']"}],
+                               code=415)
 
 
 def _parse(raw: bytes, max_requests: Optional[int]) -> List[_SubRequest]:
