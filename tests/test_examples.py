@@ -265,6 +265,18 @@ def test_scores_view_refuses_bodies_the_resources_refuse(example, user, body):
     assert example.get("/v1/scores", headers=user).json["data"] == []
 
 
+def test_scores_view_refuses_bodies_beyond_the_resources_limit(example, user):
+    """The frameworks read a body whole, whatever its size (a worker held a 2 GB upload in memory): the view reads
+    it as the resources do, 413 errno 113 beyond ``storage_max_request_size``."""
+    padding = b"x" * (8 * 1024 * 1024)
+    body = b'{"game": "g", "score": 1, "padding": "' + padding + b'"}'
+    headers = {**user, "Content-Type": "application/json"}
+    error = example.post("/v1/scores", body, headers=headers, status=413).json
+    assert error["errno"] == 113
+    assert example.get("/v1/scores", headers=user).json["data"] == []
+    assert example.post("/v1/scores", b'{"game": "g", "score": 1}', headers=headers, status=201)
+
+
 def test_scores_view_uses_the_storage_of_the_settings(example, user):
     """The view's records are in the configured backend, in the user's partition, beside the bookmarks."""
     example.post_json("/v1/scores", {"game": "g", "score": 7}, headers=user, status=201)

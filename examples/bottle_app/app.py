@@ -21,16 +21,18 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
 from bottle import Bottle, HTTPResponse, request, template
 
-from wsgicliquet.environ import PRINCIPALS, STORAGE, USERID, VIEW
+from wsgicliquet.environ import PRINCIPALS, SETTINGS, STORAGE, USERID, VIEW
 from wsgicliquet.errors import HTTPError, invalid, unauthorized_or_forbidden
 from wsgicliquet.pipeline import build_pipeline
 from wsgicliquet.resource import Resource, ResourceApp
-from wsgicliquet.resource.body import parse_json
+from wsgicliquet.resource.body import parse_json, read_body
 from wsgicliquet.resource.schema import URL
 from wsgicliquet.settings import load_settings
 from wsgicliquet.storage import Sort
 
 WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+MAX_BODY = 8 * 1024 * 1024
+"""Largest body of the views when the settings do not say (``storage_max_request_size``'s default)."""
 
 app = Bottle()
 api = Bottle()
@@ -88,8 +90,12 @@ def scores() -> HTTPResponse:
     if request.method in ("GET", "HEAD"):  # frameworks send HEAD to the GET view
         records, _total = storage.get_all("score", userid, sorting=[Sort("score", -1)])
         return _json({"data": records})
+    try:  # the resources' limit: Bottle spools any body whole (to disk beyond MEMFILE_MAX), then reads it
+        raw = read_body(environ, (environ.get(SETTINGS) or {}).get("storage_max_request_size", MAX_BODY))
+    except HTTPError as error:  # 413 beyond the limit (nothing read when Content-Length says so), 400 bad length
+        return _error(error)
     try:  # the resources' strict parser: Bottle's request.json lets a too deep body through as a 500
-        body = parse_json(request.body.read()) if request.content_type.startswith("application/json") else None
+        body = parse_json(raw) if request.content_type.startswith("application/json") else None
     except HTTPError:  # not JSON, too deep, NUL or lone surrogate (PostgreSQL cannot store them), beyond 64 bits
         body = None
     if not isinstance(body, dict) or not isinstance(body.get("game"), str) \

@@ -26,12 +26,14 @@ from wsgicliquet.environ import API_PREFIX, PRINCIPALS, SETTINGS, STORAGE, USERI
 from wsgicliquet.errors import HTTPError, backend_unavailable, invalid, unauthorized_or_forbidden
 from wsgicliquet.pipeline import build_pipeline
 from wsgicliquet.resource import Resource, ResourceApp
-from wsgicliquet.resource.body import parse_json
+from wsgicliquet.resource.body import parse_json, read_body
 from wsgicliquet.resource.schema import URL
 from wsgicliquet.settings import load_settings
 from wsgicliquet.storage import BackendError, Sort
 
 WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+MAX_BODY = 8 * 1024 * 1024
+"""Largest body of the views when the settings do not say (``storage_max_request_size``'s default)."""
 
 app = Flask(__name__)
 api = Blueprint("api", __name__)
@@ -79,8 +81,12 @@ def scores() -> Any:
     if request.method in ("GET", "HEAD"):  # frameworks send HEAD to the GET view
         records, _total = storage.get_all("score", userid, sorting=[Sort("score", -1)])
         return jsonify(data=records)
+    try:  # the resources' limit: Flask reads any body whole, a 2 GB upload included
+        raw = read_body(environ, (environ.get(SETTINGS) or {}).get("storage_max_request_size", MAX_BODY))
+    except HTTPError as error:  # 413 beyond the limit (nothing read when Content-Length says so), 400 bad length
+        return error
     try:  # the resources' strict parser: Flask's get_json(silent=True) lets a too deep body through as a 500
-        body = parse_json(request.get_data()) if request.is_json else None
+        body = parse_json(raw) if request.is_json else None
     except HTTPError:  # not JSON, too deep, NUL or lone surrogate (PostgreSQL cannot store them), beyond 64 bits
         body = None
     if not isinstance(body, dict) or not isinstance(body.get("game"), str) \
