@@ -238,10 +238,8 @@ def _field(name: str) -> Tuple[sql.Composable, Optional[str]]:
     # ``->`` with a text key looks it up in an object and gives NULL on anything else (an array included, "0"
     # being no index there), which is the contract's "a path crossing a non-object is missing"; and one key lookup
     # costs about half of ``#>`` with a one-key path array, which it rebuilds for every row.
-    expression: sql.Composable = sql.SQL("data")
-    for part in path:
-        expression = sql.SQL("{} -> {}").format(expression, _Literal(part))
-    return sql.SQL("({})").format(expression), None
+    chain = sql.SQL(" -> ").join([sql.SQL("data"), *(_Literal(part) for part in path)])  # flat: no nesting
+    return sql.Composed([sql.SQL("("), chain, sql.SQL(")")]), None
 
 
 def _items(value: Any) -> List[Any]:
