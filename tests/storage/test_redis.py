@@ -243,6 +243,50 @@ def test_keyset_pagination_returns_every_record_once(storage, sorting, include_d
     assert pages == expected
 
 
+class _CountingScans(Storage):
+    """Counts the reads of a whole partition."""
+
+    scans = 0
+
+    def _scan(self, *args: Any, **kwargs: Any):
+        self.scans += 1
+        return super()._scan(*args, **kwargs)
+
+
+@pytest.mark.parametrize("query", [
+    pytest.param({"filters": [Filter("id", ["r03", "r22", "r09", "nope", 3, "r03"], COMPARISON.IN)]}, id="in"),
+    pytest.param({"filters": [Filter("id", ["r03", "r22", "r09", "r24"], COMPARISON.IN)], "include_deleted": True,
+                  "limit": 3}, id="in-with-tombstones"),
+    pytest.param({"filters": [Filter("id", ["r01", "r05", "r07", "r08"], COMPARISON.IN),
+                              Filter("n", 100, COMPARISON.EQ)], "sorting": [Sort("title", 1), Sort("id", 1)]},
+                 id="in-and-field-filter-sorted"),
+    pytest.param({"filters": [Filter("id", ["r01", "r05", "r07"], COMPARISON.IN),
+                              Filter("id", ["r05", "r07", "r11"], COMPARISON.IN)]}, id="two-in-filters"),
+    pytest.param({"filters": [Filter("id", "r07", COMPARISON.EQ)]}, id="equal"),
+    pytest.param({"filters": [Filter("id", [], COMPARISON.IN)]}, id="empty-list"),
+    pytest.param({"filters": [Filter("id", ["x\udcff", 7, None], COMPARISON.IN)], "include_deleted": True},
+                 id="values-no-id-has"),
+])
+def test_listing_by_ids_reads_those_ids_only(redis_url, memory, query):
+    """An ``in_id`` listing (what a shareable resource adds for a user who reads shared records) fetches the named
+    records, not the whole partition, which may hold everybody's records; answers as the reference backend."""
+    storage = _CountingScans.from_settings({"storage_url": redis_url, "storage_key_prefix": KEY_PREFIX})
+    storage.flush()
+    try:
+        _populate(storage, memory)
+        answers = []
+        for backend in (storage, memory):
+            records, total = backend.get_all("c", "p", **query)
+            answers.append(([(r["id"], r.get("n"), r.get("deleted", False)) for r in records], total))
+        assert answers[0] == answers[1]
+        assert storage.scans == 0
+        doomed = [Filter("id", ["r04", "r05", "r22", "nope"], COMPARISON.IN)]
+        assert [t["id"] for t in storage.delete_all("c", "p", doomed)] == ["r04", "r05"]
+        assert storage.scans == 0
+    finally:
+        storage.flush()
+
+
 def test_settings(redis_url):
     settings = {"storage_url": redis_url, "storage_pool_size": 3}
     backend = Storage.from_settings(settings)

@@ -17,8 +17,9 @@ deletes them all in one script that finds the counter still at ``if_match`` (els
 
 Reads: listings sorted by ``last_modified`` (the default order) whose filters only bound ``last_modified`` (``_since``,
 ``_before``, keyset pagination) are served from the sorted sets: a range of scores, ``limit`` items, and a
-``ZCOUNT`` for the total.  Any other listing reads one snapshot of the records within the timestamp bounds of its
-filters (the whole partition when there are none), and filters, sorts and pages it in Python with
+``ZCOUNT`` for the total.  Any other listing reads one snapshot of the records its filters name by id (``in_id``,
+as a shareable resource restricts a listing), else of those within the timestamp bounds of its filters (the whole
+partition when there are none), and filters, sorts and pages it in Python with
 :mod:`wsgicliquet.storage.query`; its cost grows with what it reads (see ``docs/redis.md``).
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ import heapq
 import json
 import math
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from wsgicliquet import jsonio, redis_client
 from wsgicliquet.ids import uuid4
@@ -320,6 +321,30 @@ def _timestamp_bounds(filters: Sequence[Filter]) -> Optional[_Bounds]:
     return bounds
 
 
+def _named_ids(filters: Sequence[Filter]) -> Optional[List[str]]:
+    """The only ids ``filters`` can match when one of them is ``id == x`` or ``id in [...]`` (sorted, without
+    duplicates; empty when nothing can match), else None.  Ids are strings (encodable in UTF-8, as every stored id
+    is): other values match no record."""
+    named: Optional[Set[str]] = None
+    for filter_ in filters:
+        operator = COMPARISON(filter_.operator)
+        if filter_.field != "id" or operator not in (COMPARISON.EQ, COMPARISON.IN):
+            continue
+        value = filter_.value
+        items = value if operator == COMPARISON.IN and isinstance(value, (list, tuple, set, frozenset)) else [value]
+        ids = {item for item in items if isinstance(item, str) and _encodable(item)}
+        named = ids if named is None else named & ids
+    return None if named is None else sorted(named)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _rules_bounds(pagination_rules: Sequence[Sequence[Filter]]) -> _Bounds:
     """An interval holding every record that some rule may keep (exact matching happens afterwards)."""
     if not pagination_rules:
@@ -497,7 +522,11 @@ class Storage(StorageBase):
 
     def _candidates(self, collection_id: str, parent_id: str, filters: Sequence[Filter], include_deleted: bool
                     ) -> Iterator[Record]:
-        """What ``filters`` may match: the records inside their timestamp bounds, or the whole partition."""
+        """What ``filters`` may match: the records they name by id (a shareable listing's ``in_id``), else those
+        inside their timestamp bounds, else the whole partition."""
+        object_ids = _named_ids(filters)
+        if object_ids is not None:
+            return self._fetch(collection_id, parent_id, object_ids, include_deleted)
         bounding = [filter_ for filter_ in filters if _bounds_timestamp(filter_)]
         if bounding:
             return self._scan_range(collection_id, parent_id, _timestamp_bounds(bounding) or _Bounds(),
@@ -517,6 +546,23 @@ class Storage(StorageBase):
         if include_deleted:
             for object_id, score in results[1]:
                 yield {"id": object_id.decode("utf-8"), "last_modified": score, "deleted": True}
+
+    def _fetch(self, collection_id: str, parent_id: str, object_ids: List[str], include_deleted: bool
+               ) -> Iterator[Record]:
+        """The records (and tombstones) of these ids, read in one snapshot: HMGET (and ZMSCORE) of the ids only."""
+        if not object_ids:
+            return iter(())
+        records, _, deleted, _ = self._keys(collection_id, parent_id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hmget(records, object_ids)
+        if include_deleted:
+            pipe.zmscore(deleted, object_ids)
+        results = pipe.execute()
+        found: List[Record] = [_load(data) for data in results[0] if data is not None]
+        if include_deleted:
+            found.extend({"id": object_id, "last_modified": int(score), "deleted": True}
+                         for object_id, score in zip(object_ids, results[1]) if score is not None)
+        return iter(found)
 
     def _scan_range(self, collection_id: str, parent_id: str, bounds: _Bounds, include_deleted: bool
                     ) -> Iterator[Record]:
