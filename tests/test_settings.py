@@ -321,3 +321,21 @@ def test_a_resource_app_path_that_cannot_be_imported_names_its_setting(raw, name
 
     with pytest.raises(ConfigurationError, match=f"^Setting '{name}' has an invalid value"):
         app_factory({}, resources="examples.flask_app.app:Bookmark", **raw)
+
+
+def test_options_of_named_policies_and_listeners_come_from_the_environment_alone():
+    """A container sets only variables: the option of a policy or listener the ini does not mention still applies,
+    its name taken from the policy or listener list."""
+    environ = {"WSGICLIQUET_MULTIAUTH_POLICIES": "remoteuser basicauth",
+               "WSGICLIQUET_MULTIAUTH_POLICY_REMOTEUSER_ENVIRON_KEY": "HTTP_X_USER",
+               "ARCADE_EVENT_LISTENERS_QUEUE_LISTNAME": "arcade.events",
+               "WSGICLIQUET_EVENT_LISTENERS_QUEUE_LISTNAME": "weaker",
+               "WSGICLIQUET_MULTIAUTH_POLICY_UNLISTED_OPTION": "ignored"}
+    settings = load_settings({"project_name": "arcade", "event_listeners": "queue",
+                              "event_listeners.queue.use": "wsgicliquet.listeners.redis"}, environ=environ)
+    assert settings["multiauth.policy.remoteuser.environ_key"] == "HTTP_X_USER"
+    assert settings["event_listeners.queue.listname"] == "arcade.events", "the project's variable wins"
+    assert "multiauth.policy.unlisted.option" not in settings
+    given = load_settings({"multiauth.policies": "remoteuser", "multiauth.policy.remoteuser.environ_key": "HTTP_A"},
+                          environ={"WSGICLIQUET_MULTIAUTH_POLICY_REMOTEUSER_ENVIRON_KEY": "HTTP_B"})
+    assert given["multiauth.policy.remoteuser.environ_key"] == "HTTP_B", "a variable beats the ini"

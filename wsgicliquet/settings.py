@@ -325,6 +325,21 @@ def load_settings(raw: Optional[Mapping[str, Any]] = None, *, environ: Optional[
                 if name not in SETTINGS and name not in merged and _kind_of(name) is not None:
                     settings[name] = _coerce_variable(name, variable, value)
 
+    # Options of the named authentication policies and event listeners (``multiauth.policy.<name>.<option>``,
+    # ``event_listeners.<name>.<option>``): the names come from their list setting, so a variable names one option
+    # unambiguously even when the ini does not mention it.
+    for list_name, key_prefix in (("multiauth.policies", "multiauth.policy."), ("event_listeners", "event_listeners.")):
+        for name in settings.get(list_name) or ():
+            if not re.fullmatch(r"\w+", str(name)):  # a dotted callable has no options of its own
+                continue
+            base = f"{key_prefix}{name}."
+            for prefix in env_names(base, project_name):  # weakest first
+                for variable, value in environ.items():
+                    if variable.startswith(prefix) and len(variable) > len(prefix):
+                        key = base + variable[len(prefix):].lower()
+                        if key not in merged:
+                            settings[key] = _coerce_variable(key, variable, value)
+
     if not settings["http_api_version"]:
         version = str(settings["project_version"]).strip()
         parts = version.split(".")
