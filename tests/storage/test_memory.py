@@ -7,7 +7,9 @@ import pytest
 
 from wsgicliquet.backends import clear_backends, load_backend
 from wsgicliquet.storage import COMPARISON, Filter, Sort, UnicityError, query
+from wsgicliquet.storage import memory
 from wsgicliquet.storage.memory import Storage
+from wsgicliquet.storage.query import keyset_rules
 from wsgicliquet.storage.testing import StorageContract
 
 
@@ -91,6 +93,45 @@ def test_timestamp_walk_answers_like_a_full_scan(busy, direction, include_delete
             got = storage.get_all("c", "p", filters=filters, sorting=sorting, pagination_rules=rules, limit=limit,
                                   include_deleted=include_deleted)
             assert got == expected
+
+
+@pytest.mark.parametrize("direction", [1, -1], ids=["oldest-first", "newest-first"])
+@pytest.mark.parametrize("include_deleted", [False, True], ids=["live", "with-tombstones"])
+@pytest.mark.parametrize("filters", [
+    pytest.param([Filter("id", ["r30", "r07", "r04", "late", "nope", 4, "r30"], COMPARISON.IN)], id="in"),
+    pytest.param([Filter("id", ["r04", "r08", "r12", "r13", "r20"], COMPARISON.IN), Filter("n", 3, COMPARISON.NOT)],
+                 id="in-and-field"),
+    pytest.param([Filter("id", "r13", COMPARISON.EQ)], id="equal-tombstone"),
+    pytest.param([Filter("id", ["r01", "r02", "r03"], COMPARISON.IN), Filter("id", ["r02", "r03", "r09"],
+                                                                             COMPARISON.IN)], id="two-lists"),
+    pytest.param([Filter("id", [], COMPARISON.IN)], id="empty"),
+])
+def test_listing_by_ids_looks_them_up(busy, monkeypatch, direction, include_deleted, filters):
+    """An ``in_id`` listing (what a shareable resource adds for a user reading shared records) visits the named
+    records only, not the partition, which may hold everybody's; it answers like a full scan."""
+    storage, everything = busy
+    candidates = everything if include_deleted else [record for record in everything if not record.get("deleted")]
+    walks = []
+    monkeypatch.setattr(memory._Partition, "ordered", lambda *args: walks.append(args) or iter(()))
+    for sorting in ([Sort("last_modified", direction)], [Sort("s", 1), Sort("last_modified", direction)]):
+        for limit, rules in ((None, []), (2, keyset_rules(candidates[0], sorting))):
+            expected = query.apply(candidates, filters=filters, sorting=sorting, pagination_rules=rules,
+                                   limit=limit, count=lambda record: not record.get("deleted"))
+            got = storage.get_all("c", "p", filters=filters, sorting=sorting, pagination_rules=rules, limit=limit,
+                                  include_deleted=include_deleted)
+            assert got == expected
+    assert walks == []
+
+
+def test_bulk_delete_by_ids_buries_them_oldest_first():
+    storage = Storage()
+    for index in range(6):
+        storage.create("c", "p", {"id": f"r{index}"})
+    storage.update("c", "p", "r1", {})
+    tombstones = storage.delete_all("c", "p", [Filter("id", ["r4", "r1", "r0", "nope"], COMPARISON.IN)])
+    assert [tombstone["id"] for tombstone in tombstones] == ["r0", "r4", "r1"]
+    assert [record["id"] for record in storage.get_all("c", "p", sorting=[Sort("last_modified", 1)])[0]] == [
+        "r2", "r3", "r5"]
 
 
 def _expected_conflict(storage, record, unique_fields, exclude=None):

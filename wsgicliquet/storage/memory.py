@@ -7,7 +7,8 @@ timestamp order (the default, ``-last_modified``) therefore walks the dicts from
 and stops after ``limit`` records; the total of an unfiltered listing is a ``len()``, and the total of a
 ``last_modified`` range counts the records inside the range only (``_since`` polling visits the changes, not the
 partition).  Other sorts filter the whole partition and sort it (:mod:`wsgicliquet.storage.query`), fed in
-timestamp order so that the stable sort leaves ``last_modified`` as the tie-breaker for free.
+timestamp order so that the stable sort leaves ``last_modified`` as the tie-breaker for free.  A listing or bulk
+delete whose filters name ids (``in_id``, as a shareable resource restricts a listing) looks those ids up instead.
 
 Unique fields are checked against an index per field and partition (built on first use, kept by every write), so
 a write costs the same in a partition of ten records or of a million.  Records handed out are copies (callers may
@@ -25,7 +26,7 @@ from wsgicliquet.ids import uuid4
 
 from . import (COMPARISON, Filter, PreconditionFailed, Record, RecordNotFoundError, Sort, Storage as StorageBase,
                UnicityError, check_conditions)
-from .query import MISSING, apply, compile_filters, compile_rules, copy_record, json_key, resolve
+from .query import MISSING, apply, compile_filters, compile_rules, copy_record, json_key, named_ids, resolve
 
 __all__ = ["Storage"]
 
@@ -133,6 +134,14 @@ class _Partition:
             return iter(records)
         tombstones = reversed(self.tombstones.values()) if descending else self.tombstones.values()
         return heapq.merge(records, tombstones, key=_last_modified, reverse=descending)
+
+    def named(self, object_ids: Sequence[str], descending: bool, include_deleted: bool) -> List[Record]:
+        """The records (and tombstones) of these ids, in ``last_modified`` order."""
+        found = [self.records[object_id] for object_id in object_ids if object_id in self.records]
+        if include_deleted:
+            found += [self.tombstones[object_id] for object_id in object_ids if object_id in self.tombstones]
+        found.sort(key=_last_modified, reverse=descending)
+        return found
 
     def current(self, object_id: str) -> Optional[Record]:
         """A copy of the live record, else of its tombstone, else None (what a failed condition reports)."""
@@ -334,7 +343,10 @@ class Storage(StorageBase):
         with partition.lock:
             if if_match is not None and partition.counter != if_match:
                 raise PreconditionFailed(None)
-            doomed = [object_id for object_id, record in partition.records.items() if keep is None or keep(record)]
+            object_ids = named_ids(filters)
+            candidates = (partition.records.values() if object_ids is None
+                          else partition.named(object_ids, descending=False, include_deleted=False))
+            doomed = [record["id"] for record in candidates if keep is None or keep(record)]
             return [dict(self._bury(partition, object_id, with_deleted)) for object_id in doomed]
 
     def purge_deleted(self, collection_id: str, parent_id: str, before: Optional[int] = None) -> int:
@@ -361,13 +373,18 @@ class Storage(StorageBase):
         # records in its order lets a (stable) sort on the keys before it do the rest.
         keys = list(itertools.takewhile(lambda sort: sort.field != "last_modified", sorting))
         descending = len(keys) == len(sorting) or sorting[len(keys)].direction < 0
+        object_ids = named_ids(filters)
+        candidates: Iterable[Record]
         with partition.lock:
-            if not keys:
+            if object_ids is not None:  # an ``in_id`` listing (a shareable resource's): those records only
+                candidates = partition.named(object_ids, descending, include_deleted)
+            elif not keys:
                 page, total = self._walk(partition, filters, pagination_rules, limit, include_deleted, descending)
+                return [partition.copy(record) for record in page], total
             else:
                 candidates = partition.ordered(descending, include_deleted)
-                page, total = apply(candidates, filters=filters, sorting=keys, pagination_rules=pagination_rules,
-                                    limit=limit, count=_is_live if include_deleted else None)
+            page, total = apply(candidates, filters=filters, sorting=keys, pagination_rules=pagination_rules,
+                                limit=limit, count=_is_live if include_deleted else None)
             return [partition.copy(record) for record in page], total
 
     @staticmethod

@@ -32,12 +32,13 @@ import functools
 import heapq
 import json
 from operator import ge, gt, le, lt
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from . import COMPARISON, Filter, Record, Sort
 
 __all__ = ["MISSING", "resolve", "json_equal", "json_key", "sort_value", "compile_filter", "compile_filters",
-           "compile_rules", "matches", "matches_rules", "sort_records", "apply", "keyset_rules", "copy_record"]
+           "compile_rules", "matches", "matches_rules", "sort_records", "apply", "keyset_rules", "copy_record",
+           "named_ids"]
 
 Predicate = Callable[[Record], bool]
 
@@ -467,6 +468,30 @@ def _select(records: Iterable[Record], keep: Optional[Predicate], page_filter: O
         if page_filter is None or page_filter(record):
             selected.append(record)
     return selected, total
+
+
+def named_ids(filters: Sequence[Filter]) -> Optional[List[str]]:
+    """The only ids ``filters`` can match when one of them is ``id == x`` or ``id in [...]`` (sorted, without
+    duplicates; empty when nothing can match), else None.  Ids are strings (encodable in UTF-8, as every stored id
+    is): other values match no record."""
+    named: Optional[Set[str]] = None
+    for filter_ in filters:
+        operator = COMPARISON(filter_.operator)
+        if filter_.field != "id" or operator not in (COMPARISON.EQ, COMPARISON.IN):
+            continue
+        value = filter_.value
+        items = value if operator == COMPARISON.IN and isinstance(value, (list, tuple, set, frozenset)) else [value]
+        ids = {item for item in items if isinstance(item, str) and _encodable(item)}
+        named = ids if named is None else named & ids
+    return None if named is None else sorted(named)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 _COLUMNS = ("last_modified", "id")  # fields of one type in every record

@@ -28,7 +28,7 @@ import heapq
 import json
 import math
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from wsgicliquet import jsonio, redis_client
 from wsgicliquet.ids import uuid4
@@ -36,7 +36,7 @@ from wsgicliquet.redis_client import escape, wrap_errors
 
 from . import (COMPARISON, Filter, PreconditionFailed, Record, RecordNotFoundError, Sort, Storage as StorageBase,
                UnicityError)
-from .query import MISSING, apply, compile_filters, compile_rules, resolve
+from .query import MISSING, apply, compile_filters, compile_rules, named_ids, resolve
 
 __all__ = ["Storage"]
 
@@ -321,30 +321,6 @@ def _timestamp_bounds(filters: Sequence[Filter]) -> Optional[_Bounds]:
     return bounds
 
 
-def _named_ids(filters: Sequence[Filter]) -> Optional[List[str]]:
-    """The only ids ``filters`` can match when one of them is ``id == x`` or ``id in [...]`` (sorted, without
-    duplicates; empty when nothing can match), else None.  Ids are strings (encodable in UTF-8, as every stored id
-    is): other values match no record."""
-    named: Optional[Set[str]] = None
-    for filter_ in filters:
-        operator = COMPARISON(filter_.operator)
-        if filter_.field != "id" or operator not in (COMPARISON.EQ, COMPARISON.IN):
-            continue
-        value = filter_.value
-        items = value if operator == COMPARISON.IN and isinstance(value, (list, tuple, set, frozenset)) else [value]
-        ids = {item for item in items if isinstance(item, str) and _encodable(item)}
-        named = ids if named is None else named & ids
-    return None if named is None else sorted(named)
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _rules_bounds(pagination_rules: Sequence[Sequence[Filter]]) -> _Bounds:
     """An interval holding every record that some rule may keep (exact matching happens afterwards)."""
     if not pagination_rules:
@@ -524,7 +500,7 @@ class Storage(StorageBase):
                     ) -> Iterator[Record]:
         """What ``filters`` may match: the records they name by id (a shareable listing's ``in_id``), else those
         inside their timestamp bounds, else the whole partition."""
-        object_ids = _named_ids(filters)
+        object_ids = named_ids(filters)
         if object_ids is not None:
             return self._fetch(collection_id, parent_id, object_ids, include_deleted)
         bounding = [filter_ for filter_ in filters if _bounds_timestamp(filter_)]
