@@ -139,6 +139,11 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + char if char in "*?[]\\" else char for char in text)
 
 
+def match_pattern(glob: str) -> str:
+    """The ``MATCH`` pattern of ``SCAN``/``SSCAN`` for a glob whose only wildcard is ``*`` (the rest literal)."""
+    return "*".join(_glob_escape(part) for part in glob.split("*"))
+
+
 def escape(part: str) -> str:
     """Make a key segment colon-free (``%`` and ``:`` are percent-encoded), so segments never run into each other."""
     return part.replace("%", "%25").replace(":", "%3A")

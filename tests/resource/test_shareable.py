@@ -899,3 +899,29 @@ def test_in_the_full_pipeline_with_batch():
     load_backend("permission", settings).add_user_principal(member, GROUP)
     response = app.get(url, headers=basic_headers("member"))
     assert [record["id"] for record in response.json["data"]] == [created["body"]["data"]["id"]]
+
+
+def test_a_restricted_listing_lists_the_shared_ids_once():
+    """Authorizing a reader only asks whether anything is shared; the ids are listed once, after the collection
+    timestamp (with many shares, listing them twice doubled the cost of every read)."""
+    calls = {"listed": 0, "asked": 0}
+
+    class Counting(MemoryPermission):
+        def principals_accessible_objects(self, *args, **kwargs):
+            calls["listed"] += 1
+            return super().principals_accessible_objects(*args, **kwargs)
+
+        def has_accessible_objects(self, *args, **kwargs):
+            calls["asked"] += 1
+            return super().has_accessible_objects(*args, **kwargs)
+
+    api = Api(Counting(), [shareable()])
+    api.permission.add_principal_to_ace(api.url, f"{api.name}:create", api.userid("owner"))
+    first = api.create(text="a", permissions={"read": [api.userid("reader")]})
+    api.create(text="b")
+    calls.update(listed=0, asked=0)
+    assert api.ids("reader") == {first}
+    assert calls == {"listed": 1, "asked": 1}
+    calls.update(listed=0, asked=0)
+    api.request("stranger", "GET", api.url, status=403)
+    assert calls == {"listed": 0, "asked": 1}

@@ -111,6 +111,14 @@ class Permission(abc.ABC):
                                       get_bound_permissions: Optional[BoundPermissions] = None) -> Set[str]:
         """Object ids (matching the ``*`` glob ``object_id_match``) on which a principal has the permission."""
 
+    def has_accessible_objects(self, principals: Iterable[str], permission: str,
+                               object_id_match: Optional[str] = None,
+                               get_bound_permissions: Optional[BoundPermissions] = None) -> bool:
+        """Whether :meth:`principals_accessible_objects` would find any object: an authorization that only needs to
+        know whether the user was granted something asks this, and backends answer it without listing them all."""
+        return bool(self.principals_accessible_objects(principals, permission, object_id_match,
+                                                        get_bound_permissions))
+
     @abc.abstractmethod
     def object_permissions(self, object_id: str, permissions: Optional[Iterable[str]] = None
                            ) -> Dict[str, Set[str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import re
 import threading
-from typing import Any, Dict, Iterable, Mapping, Optional, Set
+from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Set
 
 from . import BoundPermissions, Permission as PermissionBase, check_storable, checked_replacement
 
@@ -88,18 +88,25 @@ class Permission(PermissionBase):
     def principals_accessible_objects(self, principals: Iterable[str], permission: str,
                                       object_id_match: Optional[str] = None,
                                       get_bound_permissions: Optional[BoundPermissions] = None) -> Set[str]:
+        return set(self._accessible(principals, permission, object_id_match, get_bound_permissions))
+
+    def has_accessible_objects(self, principals: Iterable[str], permission: str,
+                               object_id_match: Optional[str] = None,
+                               get_bound_permissions: Optional[BoundPermissions] = None) -> bool:
+        return any(True for _ in self._accessible(principals, permission, object_id_match, get_bound_permissions))
+
+    def _accessible(self, principals: Iterable[str], permission: str, object_id_match: Optional[str],
+                    get_bound_permissions: Optional[BoundPermissions]) -> Iterator[str]:
         principals = set(principals)
         pattern = object_id_match or "*"
         pairs = list(get_bound_permissions(pattern, permission)) if get_bound_permissions else [(pattern, permission)]
         matchers = [(_glob(obj_pattern), perm) for obj_pattern, perm in pairs]
-        found: Set[str] = set()
         with self._lock:
             for object_id, permissions in self._aces.items():
                 for regex, perm in matchers:
                     if principals & permissions.get(perm, set()) and regex.match(object_id):
-                        found.add(object_id)
+                        yield object_id
                         break
-        return found
 
     def object_permissions(self, object_id: str, permissions: Optional[Iterable[str]] = None
                            ) -> Dict[str, Set[str]]:

@@ -121,19 +121,30 @@ class Permission(Backend, PermissionBase):
     def principals_accessible_objects(self, principals: Iterable[str], permission: str,
                                       object_id_match: Optional[str] = None,
                                       get_bound_permissions: Optional[BoundPermissions] = None) -> Set[str]:
+        rows = self._accessible("SELECT DISTINCT ace.object_id", "", principals, permission, object_id_match,
+                                get_bound_permissions)
+        return {row[0] for row in rows}
+
+    def has_accessible_objects(self, principals: Iterable[str], permission: str,
+                               object_id_match: Optional[str] = None,
+                               get_bound_permissions: Optional[BoundPermissions] = None) -> bool:
+        return bool(self._accessible("SELECT 1", "LIMIT 1", principals, permission, object_id_match,
+                                     get_bound_permissions))
+
+    def _accessible(self, select: str, limit: str, principals: Iterable[str], permission: str,
+                    object_id_match: Optional[str], get_bound_permissions: Optional[BoundPermissions]) -> List[Any]:
         principals = [principal for principal in principals if _storable(principal)]
         match = object_id_match or "*"
         pairs = list(get_bound_permissions(match, permission)) if get_bound_permissions else [(match, permission)]
         pairs = [(glob, perm) for glob, perm in pairs if _storable(glob) and _storable(perm)]
         if not principals or not pairs:
-            return set()
-        rows = self._run("""
-            SELECT DISTINCT ace.object_id FROM access_control_entries AS ace
+            return []
+        return self._run(f"""
+            {select} FROM access_control_entries AS ace
             JOIN unnest(%s::text[], %s::text[]) AS bound(pattern, permission)
               ON ace.permission = bound.permission AND ace.object_id LIKE bound.pattern ESCAPE '\\'
-            WHERE ace.principal = ANY(%s::text[])
+            WHERE ace.principal = ANY(%s::text[]) {limit}
             """, ([glob_to_like(glob) for glob, _ in pairs], [perm for _, perm in pairs], principals), fetch="all")
-        return {row[0] for row in rows}
 
     def object_permissions(self, object_id: str, permissions: Optional[Iterable[str]] = None
                            ) -> Dict[str, Set[str]]:

@@ -223,6 +223,22 @@ class Permission(BasePermission):
         return found
 
     @wrap_errors
+    def has_accessible_objects(self, principals: Iterable[str], permission: str,
+                               object_id_match: Optional[str] = None,
+                               get_bound_permissions: Optional[BoundPermissions] = None) -> bool:
+        """``SSCAN ... MATCH`` of the same indexes, stopping at the first object found."""
+        pattern = object_id_match or "*"
+        pairs = list(get_bound_permissions(pattern, permission)) if get_bound_permissions else [(pattern, permission)]
+        pairs = [(glob, perm) for glob, perm in pairs if is_storable(glob) and is_storable(perm)]
+        principals = [principal for principal in principals if is_storable(principal)]
+        for glob, perm in pairs:
+            match = redis_client.match_pattern(glob)
+            for principal in principals:
+                for _ in self.client.sscan_iter(self._objects(perm, principal), match=match, count=1000):
+                    return True
+        return False
+
+    @wrap_errors
     def object_permissions(self, object_id: str, permissions: Optional[Iterable[str]] = None
                            ) -> Dict[str, Set[str]]:
         if not is_storable(object_id):

@@ -194,6 +194,30 @@ class PermissionContract:
         assert permission.principals_accessible_objects([ALICE], "read", "/buckets/b2/*", bound) == {
             "/buckets/b2/collections/c1", "/buckets/b2/collections/c2"}
 
+    def test_has_accessible_objects_agrees_with_the_listing(self, permission: Permission) -> None:
+        for object_id in ("/buckets/b1", "/a[b]/1", "/a\\b/1", "/a?b/1", "/a*b/1", "/aXc/1", "/ab/2"):
+            permission.add_principal_to_ace(object_id, "read", ALICE)
+        permission.add_principal_to_ace("/buckets/b2/collections/c2", "write", ALICE)
+        permission.add_principal_to_ace("/buckets/b3", "write", BOB)
+        queries = [
+            ([ALICE], "read", None, None), ([ALICE], "read", "/buckets/*", None), ([BOB], "read", None, None),
+            ([], "read", None, None), ([ALICE], "write", "/nothing*", None),
+            # Only * is special: ?, [ and \ are themselves.
+            ([ALICE], "read", "/a[b]/*", None), ([ALICE], "read", "/a?b/*", None), ([ALICE], "read", "/a?c/*", None),
+            ([ALICE], "read", "/a[b]/2*", None), ([ALICE], "read", "/a\\b/*", None), ([ALICE], "read", "/a*b/1", None),
+            ([ALICE], "read", "/buckets/b2/*", bound_permissions),
+            ([BOB], "read", "/buckets/b3/collections/*", bound_permissions),
+            ([BOB], "read", "/buckets/b4/*", bound_permissions),
+            (["remoteuser:a\x00b"], "read", None, None), ([ALICE], "re\x00ad", None, None),
+        ]
+        answers = []
+        for principals, perm, match, bound in queries:
+            expected = bool(permission.principals_accessible_objects(principals, perm, match, bound))
+            answer = permission.has_accessible_objects(principals, perm, match, bound)
+            assert answer is expected, (principals, perm, match)
+            answers.append(answer)
+        assert answers.count(True) == 8 and answers.count(False) == 8
+
     # --- strings a backend may not store ------------------------------------------------------------------------
 
     # NUL: PostgreSQL text cannot hold one; a lone surrogate: not encodable as UTF-8, so neither Redis nor PostgreSQL

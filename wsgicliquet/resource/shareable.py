@@ -147,6 +147,13 @@ class ShareableResource(Resource):
         return {object_id[len(prefix):] for object_id in objects
                 if object_id.startswith(prefix) and "/" not in object_id[len(prefix):]}
 
+    def has_shared(self, permission: str) -> bool:
+        """Whether the user holds ``permission`` on some object below this collection, found without listing them
+        all (an object nested deeper below a record counts too: the listing is then empty, never forbidden)."""
+        return self.permission.has_accessible_objects(
+            self.principals, permission, object_id_match=self.collection_uri + "/*",
+            get_bound_permissions=self.get_bound_permissions)
+
     # -- authorization seam ----------------------------------------------------------------------------------
 
     def authorize(self, permission: str, object_id: Optional[str] = None) -> None:
@@ -160,14 +167,17 @@ class ShareableResource(Resource):
         if self.is_granted(permission, uri):
             return
         if object_id is None and permission in ("read", "write"):
-            if permission == "read" and self.is_granted("create", self.collection_uri):
-                self._restricted[permission] = None
-                return
-            ids = self.shared_ids(permission)
-            if ids:
-                # A listing reads the ids again after the collection timestamp (see listing_filters).
-                self._restricted[permission] = None if permission == "read" else ids
-                return
+            if permission == "read":
+                # A listing reads the shared ids after the collection timestamp (see listing_filters): here, only
+                # whether there are any.
+                if self.is_granted("create", self.collection_uri) or self.has_shared("read"):
+                    self._restricted[permission] = None
+                    return
+            else:
+                ids = self.shared_ids(permission)
+                if ids:
+                    self._restricted[permission] = ids
+                    return
         raise unauthorized_or_forbidden(self.principals)
 
     def listing_filters(self, permission: str) -> List[Filter]:
