@@ -65,6 +65,11 @@ SUBRESPONSE_HEADERS = "wsgicliquet.subresponse_headers"
 middleware applies to the headers of each sub-response, so that an entry carries them as a direct call would
 (PROTOCOL.md §8.3)."""
 
+BATCH_VIEWS = "wsgicliquet.batch_views"
+"""Set on a batch request by the layers above the batch that serve paths of their own (the heartbeat): a dict of
+path -> WSGI app, through which the batch middleware runs a sub-request for that path, since the layers below it
+would answer 404."""
+
 EVENTS = "wsgicliquet.events"
 """The :class:`~wsgicliquet.events.EventQueue` of the request, set by the layer that notifies its events: the
 ``transaction`` layer (around the commit), else the batch middleware (for a whole batch), else the resource app.

@@ -275,3 +275,30 @@ def test_head_of_a_failing_heartbeat_is_the_report_not_an_error(layers):
     assert head.body == b""
     assert "Retry-After" not in got.headers and "Retry-After" not in head.headers
     assert head.headers["Content-Type"] == got.headers["Content-Type"]
+
+
+@pytest.mark.parametrize("healthy", [True, False], ids=["healthy", "failing"])
+def test_batch_sub_requests_reach_the_heartbeat_views(monkeypatch, tmp_path, healthy):
+    """The heartbeat sits above the batch: its views are served to sub-requests too, and a failing heartbeat is an
+    entry of the batch (a report, not an error aborting it), as in Cliquet where they are ordinary views."""
+    import base64
+
+    from wsgicliquet import build_pipeline
+
+    monkeypatch.setattr(heartbeat_module, "CHECKS", {"oauth": lambda: healthy})
+    version = tmp_path / "version.json"
+    version.write_text('{"version": "1.2.3"}')
+    settings = {"storage_url": "", "cache_url": "", "permission_url": "", "userid_hmac_secret": "s",
+                "version_json_path": str(version)}
+    app = webtest.TestApp(build_pipeline(bare_app, settings))
+    batch = {"requests": [{"path": "/__heartbeat__"}, {"path": "/v1/__lbheartbeat__"}, {"path": "/__version__"},
+                          {"path": "/__heartbeat__", "method": "HEAD"}, {"path": "/nothing"}]}
+    auth = {"Authorization": "Basic " + base64.b64encode(b"alice:pw").decode()}
+    responses = app.post_json("/v1/batch", batch, headers=auth, status=200).json["responses"]
+    assert [(entry["path"], entry["status"]) for entry in responses] == [
+        ("/v1/__heartbeat__", 200 if healthy else 503), ("/v1/__lbheartbeat__", 200), ("/v1/__version__", 200),
+        ("/v1/__heartbeat__", 200 if healthy else 503), ("/v1/nothing", 404)]
+    assert responses[0]["body"] == {"oauth": healthy} and responses[2]["body"] == {"version": "1.2.3"}
+    assert responses[1]["body"] == {} and responses[3]["body"] == ""
+    direct = app.get("/v1/__heartbeat__", status=200 if healthy else 503)
+    assert direct.json == responses[0]["body"]

@@ -128,7 +128,7 @@ class Batch:
         for request in requests:
             status_line, headers, body, sub_environ, path = self._run(environ, inherited, request, subrequests)
             status = status_code(status_line)
-            if status >= 500:
+            if status >= 500 and not sub_environ.get(keys.NOT_AN_ERROR):  # a report (a failing heartbeat) is an entry
                 if keys.ERRNO in sub_environ:
                     environ[keys.ERRNO] = sub_environ[keys.ERRNO]
                 headers = [(name, value) for name, value in headers if name.lower() != "content-length"]
@@ -166,8 +166,9 @@ class Batch:
         status = failed
         sub_environ, path = _sub_environ(environ, inherited, request, request.path)
         path_info, query = sub_environ["PATH_INFO"], sub_environ["QUERY_STRING"]
+        views = environ.get(keys.BATCH_VIEWS)
         try:
-            status, headers, body = _call(self.app, sub_environ)
+            status, headers, body = _call(views.get(path_info, self.app) if views else self.app, sub_environ)
             location = _redirect_target(status, headers, environ)
             if location is None and self.trailing_slash_redirect:
                 location = _without_trailing_slash(status, environ, path_info, query)

@@ -33,6 +33,7 @@ from wsgicliquet import environ as keys
 from wsgicliquet.backends import load_backend
 from wsgicliquet.errors import ERRORS, JSON_CONTENT_TYPE, HTTPError
 from wsgicliquet.middleware import answer_options
+from wsgicliquet.middleware.batch import BATCH_PATH
 from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError
 from wsgicliquet.types import WSGIApp
@@ -72,6 +73,7 @@ class Heartbeat:
         if timeout <= 0:
             raise ConfigurationError(f"Setting 'heartbeat_timeout_seconds' must be positive, not {timeout!r}")
         self.app = app
+        self._batch_views: Dict[str, WSGIApp] = dict.fromkeys(_VIEWS, self)
         self.timeout = timeout
         self.version_json_path = version_json_path
         self.readonly = readonly
@@ -105,8 +107,12 @@ class Heartbeat:
                    version_json_path=settings["version_json_path"], readonly=settings["readonly"])
 
     def __call__(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        view = _VIEWS.get(environ.get("PATH_INFO", ""))
+        path = environ.get("PATH_INFO", "")
+        view = _VIEWS.get(path)
         if view is None:
+            if path == BATCH_PATH:  # a batch below may have sub-requests for these views
+                views = environ.get(keys.BATCH_VIEWS)
+                environ[keys.BATCH_VIEWS] = self._batch_views if views is None else {**views, **self._batch_views}
             return self.app(environ, start_response)
         method = environ.get("REQUEST_METHOD", "GET")
         if method == "OPTIONS":  # CORS preflights ask which methods the endpoint has
