@@ -17,8 +17,8 @@
 * ``ResourceChanged`` (``ResourceRead``) is notified inside the request's transaction, before it commits: a subscriber
   raising :class:`~wsgicliquet.errors.HTTPError` aborts the request with that answer, and the transaction rolls back.
   ``AfterResourceChanged`` (``AfterResourceRead``) is notified once the transaction committed; a subscriber's
-  exception is logged, never raised.  Without a transaction (the ``transaction`` layer off, the memory backend), both
-  are notified when the request (or the batch) ends.
+  exception is logged, never raised.  Without a transaction (the ``transaction`` layer off, the memory and Redis
+  backends), both are notified when the request (or the batch) ends, a failed batch's included: its writes stay.
 * ``payload``: ``action``, ``uri`` (path below the version prefix), ``user_id`` (prefixed, or None), ``resource_name``,
   ``timestamp``, ``<resource_name>_id`` on record URLs, and every placeholder of the URL (``id``, parent ids).
   ``impacted_records``: ``{"new": record}`` (create, read), ``{"new": record, "old": before}`` (update),

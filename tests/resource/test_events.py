@@ -179,7 +179,7 @@ def pipeline(request):
 
         settings["storage_url"] = database_url(request.getfixturevalue("postgresql_url"), RESOURCE_DATABASE)
     clear_backends()
-    app = ResourceApp([Note, Item], settings)
+    app = ResourceApp([Note, Item, Crash], settings)
     if request.param == "postgresql":
         app.storage.initialize_schema()
     yield app, webtest.TestApp(build_pipeline(app, settings)), request.param
@@ -225,6 +225,28 @@ def test_a_batch_keeps_apart_the_events_of_other_parents_and_users(pipeline) -> 
     assert alice_id != bob_id and alice_id.startswith("basicauth:")
     assert groups == [("item", "a", alice_id, [1, 3]), ("item", "b", alice_id, [2]), ("note", None, alice_id, [4]),
                       ("note", None, bob_id, [5])]
+
+
+class Crash(Note):
+    """A resource whose hook fails: a 500 in the middle of a batch."""
+
+    def process_record(self, new, old=None):
+        raise RuntimeError("hook failed")
+
+
+def test_a_batch_failing_midway_announces_only_the_writes_that_stay(pipeline) -> None:
+    app, api, backend = pipeline
+    seen = Recorder(app.events, AfterResourceChanged)
+    user = _headers(uuid.uuid4().hex)
+    batch = {"requests": [{"method": "POST", "path": "/notes", "body": {"data": {"n": 1}}},
+                          {"method": "POST", "path": "/crashs", "body": {"data": {"n": 2}}},
+                          {"method": "POST", "path": "/notes", "body": {"data": {"n": 3}}}]}
+    api.post_json("/v1/batch", batch, headers=user, status=500)
+    kept = [record["n"] for record in api.get("/v1/notes", headers=user).json["data"]]
+    if backend == "postgresql":  # rolled back: nothing to announce
+        assert kept == [] and seen.events == []
+    else:  # no transaction: the first creation stays, and is announced
+        assert kept == [1] and seen.summary() == [("create", "note", 1)]
 
 
 def test_a_before_subscriber_refusing_aborts_the_request(pipeline) -> None:

@@ -21,6 +21,7 @@ the version prefix layer above would redirect it).
 """
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -38,6 +39,8 @@ from wsgicliquet.pipeline import make_filter_factory
 from wsgicliquet.settings import ConfigurationError
 
 __all__ = ["Batch", "filter_factory", "METHODS"]
+
+logger = logging.getLogger(__name__)
 
 BATCH_PATH = "/batch"
 METHODS = ("GET", "HEAD", "DELETE", "TRACE", "POST", "PUT", "PATCH")
@@ -129,6 +132,8 @@ class Batch:
             status_line, headers, body, sub_environ, path = self._run(environ, inherited, request, subrequests)
             status = status_code(status_line)
             if status >= 500 and not sub_environ.get(keys.NOT_AN_ERROR):  # a report (a failing heartbeat) is an entry
+                if events:  # no transaction above to undo the writes already done: they stay, so they are announced
+                    _announce(events)
                 if keys.ERRNO in sub_environ:
                     environ[keys.ERRNO] = sub_environ[keys.ERRNO]
                 headers = [(name, value) for name, value in headers if name.lower() != "content-length"]
@@ -180,6 +185,15 @@ class Batch:
             subrequests.append({"environ": sub_environ, "status": status_code(status),
                                 "duration": time.perf_counter() - started})
         return status, headers, body, sub_environ, path
+
+
+def _announce(events: EventQueue) -> None:
+    """Notify the events of the writes a failed batch did and cannot undo; the batch answers its error whatever a
+    subscriber does (a refusal cannot undo them either)."""
+    try:
+        events.notify()
+    except Exception:
+        logger.exception("A subscriber refused the changes of a failed batch, which stay")
 
 
 def _check_content_type(environ: Dict[str, Any]) -> None:
