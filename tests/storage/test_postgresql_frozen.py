@@ -10,11 +10,12 @@ import socket
 import threading
 import time
 import urllib.parse
-from typing import Any, Iterator, List
+from typing import Any, Iterator
 
 import psycopg2
 import pytest
 
+from tests.relay import Relay
 from wsgicliquet import postgresql as pg
 from wsgicliquet.storage import BackendError
 from wsgicliquet.storage.postgresql import Storage
@@ -27,44 +28,23 @@ LATE = pg._Watchdog.TICK + 1.5
 _READY = b"Z\x00\x00\x00\x05"  # the server's ReadyForQuery message
 
 
-class FreezableRelay:
-    """Forwards connections from a local port to ``host:port``; :meth:`freeze` holds every byte back."""
+class FreezableRelay(Relay):
+    """A relay that :meth:`freeze` makes hold every byte back, connections kept open."""
 
     def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
         self.thawed = threading.Event()
         self.thawed.set()
         self.freeze_when_ready = False  # freeze once the server said it is ready for queries (after the login)
-        self.sockets: List[socket.socket] = []
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(host, port)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self.sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while True:
-                data = source.recv(65536)
-                self.thawed.wait()
-                if not data:
-                    sink.shutdown(socket.SHUT_WR)
-                    return
-                sink.sendall(data)
-                if self.freeze_when_ready and source.getpeername()[1] == self.target[1] and _READY in data:
-                    self.freeze_when_ready = False
-                    self.freeze()
-        except OSError:
-            return
+    def forward(self, data: bytes, source: socket.socket, sink: socket.socket, to_client: bool) -> bool:
+        self.thawed.wait()
+        if not super().forward(data, source, sink, to_client):
+            return False
+        if self.freeze_when_ready and to_client and _READY in data:
+            self.freeze_when_ready = False
+            self.freeze()
+        return True
 
     def freeze(self) -> None:
         self.thawed.clear()
@@ -74,9 +54,7 @@ class FreezableRelay:
 
     def close(self) -> None:
         self.thaw()
-        self.listener.close()
-        for sock in self.sockets:
-            sock.close()
+        super().close()
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from typing import Any, Callable, List, Optional, Tuple
 import pytest
 import redis
 
+from tests.relay import Relay
 from wsgicliquet.cache.redis import Cache
 from wsgicliquet.permission.redis import Permission
 from wsgicliquet.storage import COMPARISON, BackendError, Filter, Sort
@@ -271,50 +272,22 @@ def test_outage_under_load_gives_only_backend_errors_then_recovers(server, outag
     assert after and all(error is None for error in after)
 
 
-class ReplyCutter:
-    """A TCP relay to a Redis server that, when armed, lets the next command through, then drops its reply and
-    closes the connection: the command ran, the client only sees the connection closed (a ``CLIENT KILL``, a
-    network cut or a server crash after a write)."""
+class ReplyCutter(Relay):
+    """A relay to a Redis server that, when armed, lets the next command through, then drops its reply and closes
+    the connection: the command ran, the client only sees the connection closed (a ``CLIENT KILL``, a network cut
+    or a server crash after a write)."""
 
     def __init__(self, port: int) -> None:
-        self.target = ("127.0.0.1", port)
         self.armed = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.sockets: List[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__("127.0.0.1", port)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self.sockets += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
-        try:
-            while True:
-                data = source.recv(65536)
-                if not data:
-                    sink.shutdown(socket.SHUT_WR)
-                    return
-                if replies and self.armed.is_set():
-                    self.armed.clear()
-                    for sock in (source, sink):
-                        sock.shutdown(socket.SHUT_RDWR)
-                    return
-                sink.sendall(data)
-        except OSError:
-            return
-
-    def close(self) -> None:
-        self.listener.close()
-        for sock in self.sockets:
-            sock.close()
+    def forward(self, data: bytes, source: socket.socket, sink: socket.socket, to_client: bool) -> bool:
+        if data and to_client and self.armed.is_set():
+            self.armed.clear()
+            for sock in (source, sink):
+                sock.shutdown(socket.SHUT_RDWR)
+            return False
+        return super().forward(data, source, sink, to_client)
 
 
 @pytest.fixture
