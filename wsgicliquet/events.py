@@ -41,7 +41,7 @@ from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Opti
 
 from wsgicliquet.backends import import_string
 from wsgicliquet.environ import EVENTS, METRICS
-from wsgicliquet.settings import ConfigurationError
+from wsgicliquet.settings import ConfigurationError, coerce
 
 __all__ = ["ACTIONS", "ResourceEvent", "ResourceChanged", "AfterResourceChanged", "ResourceRead",
            "AfterResourceRead", "Notifier", "EventQueue", "request_queue", "load_listeners"]
@@ -228,12 +228,12 @@ def load_listeners(settings: Mapping[str, Any], notifier: Notifier) -> None:
         if not callable(listener):
             raise ConfigurationError(f"Setting '{prefix}use': {use!r} gave {listener!r}, which is not callable")
         listener = _timed(f"listeners.{name}", listener)
-        actions = _names(settings.get(prefix + "actions")) or list(DEFAULT_LISTENER_ACTIONS)
+        actions = _names(settings, prefix + "actions") or list(DEFAULT_LISTENER_ACTIONS)
         unknown = sorted(set(actions) - set(ACTIONS))
         if unknown:
             raise ConfigurationError(f"Setting '{prefix}actions' has unknown actions {unknown}: expected some of "
                                      f"{list(ACTIONS)}")
-        resources = _names(settings.get(prefix + "resources"))
+        resources = _names(settings, prefix + "resources")
         changes = [action for action in actions if action != "read"]
         if changes:
             notifier.subscribe(AfterResourceChanged, listener, actions=changes, resources=resources or None)
@@ -277,9 +277,7 @@ def _factory(use: str, setting: str) -> Callable[[Mapping[str, Any], str], Any]:
     return factory  # type: ignore[no-any-return]
 
 
-def _names(value: Any) -> List[str]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return value.split()
-    return [str(item) for item in value]
+def _names(settings: Mapping[str, Any], name: str) -> List[str]:
+    """A list setting, parsed as every list setting is (spaces or commas) when given raw."""
+    value = settings.get(name)
+    return [] if value is None else coerce(name, value)
