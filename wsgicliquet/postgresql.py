@@ -402,14 +402,10 @@ class Client:
         """One statement on ``conn``, given up with :class:`Unanswered` when the server does not answer in time."""
         limit = self._response_timeout
         if limit is None or self._state.unlimited:
-            with conn.cursor() as cursor:
-                cursor.execute(query, params)
-                return _fetch(cursor, fetch)
+            return _statement(conn, query, params, fetch)
         _watchdog.watch(conn, limit)
         try:
-            with conn.cursor() as cursor:
-                cursor.execute(query, params)
-                return _fetch(cursor, fetch)
+            return _statement(conn, query, params, fetch)
         finally:
             if not _watchdog.unwatch(conn):  # its socket was shut down: whatever happened, the connection is lost
                 raise Unanswered(message=f"PostgreSQL did not answer within {limit:g} s")
@@ -455,6 +451,12 @@ class Client:
 def _begin(query: Any) -> Any:
     """``query`` preceded by BEGIN, sent together (a multi-statement string runs its statements in order)."""
     return "BEGIN;" + query if isinstance(query, str) else sql.Composed([sql.SQL("BEGIN;"), query])
+
+
+def _statement(conn: Any, query: Any, params: Any, fetch: Optional[str]) -> Any:
+    with conn.cursor() as cursor:
+        cursor.execute(query, params)
+        return _fetch(cursor, fetch)
 
 
 def _fetch(cursor: Any, fetch: Optional[str]) -> Any:
