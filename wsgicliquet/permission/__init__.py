@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import abc
 import re
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from wsgicliquet.storage.exceptions import BackendError
 
 __all__ = ["Permission", "BackendError", "BoundPermissions", "MAX_PRINCIPAL_LENGTH", "check_storable",
-           "is_storable", "checked_replacement"]
+           "is_storable", "checked_replacement", "bound_pairs"]
 
 #: Longest principal (user id, group) the resource app and the authentication middleware accept: every backend
 #: stores it in any script, PostgreSQL's indexes included (an index entry holds at most about 2,700 bytes, and a
@@ -47,6 +47,15 @@ def checked_replacement(object_id: str, permissions: Mapping[str, Optional[Itera
 
 
 BoundPermissions = Callable[[str, str], Iterable[Tuple[str, str]]]
+
+
+def bound_pairs(object_id: str, permission: str, get_bound_permissions: Optional[BoundPermissions], *,
+                storable: bool = False) -> List[Tuple[str, str]]:
+    """The ``(object, permission)`` pairs that grant ``permission`` on ``object_id`` (``object_id`` may be a glob),
+    itself alone without ``get_bound_permissions``; with ``storable``, only those a backend can hold (the others
+    match nothing)."""
+    pairs = list(get_bound_permissions(object_id, permission)) if get_bound_permissions else [(object_id, permission)]
+    return [(obj, perm) for obj, perm in pairs if is_storable(obj) and is_storable(perm)] if storable else pairs
 
 
 class Permission(abc.ABC):
@@ -93,9 +102,8 @@ class Permission(abc.ABC):
                                                 get_bound_permissions: Optional[BoundPermissions] = None
                                                 ) -> Set[str]:
         """Union of the principals of every bound ``(object, permission)`` pair."""
-        pairs = get_bound_permissions(object_id, permission) if get_bound_permissions else [(object_id, permission)]
         principals: Set[str] = set()
-        for obj, perm in pairs:
+        for obj, perm in bound_pairs(object_id, permission, get_bound_permissions):
             principals |= self.object_permission_principals(obj, perm)
         return principals
 

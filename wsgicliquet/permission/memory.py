@@ -6,7 +6,7 @@ import re
 import threading
 from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Set
 
-from . import BoundPermissions, Permission as PermissionBase, check_storable, checked_replacement
+from . import BoundPermissions, Permission as PermissionBase, bound_pairs, check_storable, checked_replacement
 
 __all__ = ["Permission"]
 
@@ -98,8 +98,7 @@ class Permission(PermissionBase):
     def _accessible(self, principals: Iterable[str], permission: str, object_id_match: Optional[str],
                     get_bound_permissions: Optional[BoundPermissions]) -> Iterator[str]:
         principals = set(principals)
-        pattern = object_id_match or "*"
-        pairs = list(get_bound_permissions(pattern, permission)) if get_bound_permissions else [(pattern, permission)]
+        pairs = bound_pairs(object_id_match or "*", permission, get_bound_permissions)
         matchers = [(_glob(obj_pattern), perm) for obj_pattern, perm in pairs]
         with self._lock:
             for object_id, permissions in self._aces.items():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set
 
-from wsgicliquet.permission import (BoundPermissions, Permission as PermissionBase, check_storable,
+from wsgicliquet.permission import (BoundPermissions, Permission as PermissionBase, bound_pairs, check_storable,
                                     checked_replacement)
 from wsgicliquet.permission import is_storable as _storable
 from wsgicliquet.postgresql import Backend, Migration
@@ -106,9 +106,7 @@ class Permission(Backend, PermissionBase):
                                                 get_bound_permissions: Optional[BoundPermissions] = None
                                                 ) -> Set[str]:
         """One query for every bound ``(object, permission)`` pair."""
-        pairs = list(get_bound_permissions(object_id, permission)) if get_bound_permissions else [
-            (object_id, permission)]
-        pairs = [(obj, perm) for obj, perm in pairs if _storable(obj) and _storable(perm)]
+        pairs = bound_pairs(object_id, permission, get_bound_permissions, storable=True)
         if not pairs:
             return set()
         rows = self._run("""
@@ -134,9 +132,7 @@ class Permission(Backend, PermissionBase):
     def _accessible(self, select: str, limit: str, principals: Iterable[str], permission: str,
                     object_id_match: Optional[str], get_bound_permissions: Optional[BoundPermissions]) -> List[Any]:
         principals = [principal for principal in principals if _storable(principal)]
-        match = object_id_match or "*"
-        pairs = list(get_bound_permissions(match, permission)) if get_bound_permissions else [(match, permission)]
-        pairs = [(glob, perm) for glob, perm in pairs if _storable(glob) and _storable(perm)]
+        pairs = bound_pairs(object_id_match or "*", permission, get_bound_permissions, storable=True)
         if not principals or not pairs:
             return []
         return self._run(f"""

@@ -14,7 +14,7 @@ import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set
 
 from wsgicliquet import redis_client
-from wsgicliquet.permission import BoundPermissions, check_storable, checked_replacement, is_storable
+from wsgicliquet.permission import BoundPermissions, bound_pairs, check_storable, checked_replacement, is_storable
 from wsgicliquet.permission import Permission as BasePermission
 from wsgicliquet.redis_client import escape, wrap_errors
 
@@ -198,8 +198,8 @@ class Permission(BasePermission):
                                                 get_bound_permissions: Optional[BoundPermissions] = None
                                                 ) -> Set[str]:
         """One SUNION over the ACEs of every bound pair."""
-        pairs = get_bound_permissions(object_id, permission) if get_bound_permissions else [(object_id, permission)]
-        keys = [self._ace(obj, perm) for obj, perm in pairs if is_storable(obj) and is_storable(perm)]
+        keys = [self._ace(obj, perm) for obj, perm in bound_pairs(object_id, permission, get_bound_permissions,
+                                                                  storable=True)]
         return _strings(self.client.sunion(keys)) if keys else set()
 
     @wrap_errors
@@ -207,9 +207,7 @@ class Permission(BasePermission):
                                       object_id_match: Optional[str] = None,
                                       get_bound_permissions: Optional[BoundPermissions] = None) -> Set[str]:
         """Reads the ``objects:<permission>:<principal>`` indexes, then keeps the ids matching each glob."""
-        pattern = object_id_match or "*"
-        pairs = list(get_bound_permissions(pattern, permission)) if get_bound_permissions else [(pattern, permission)]
-        pairs = [(glob, perm) for glob, perm in pairs if is_storable(glob) and is_storable(perm)]
+        pairs = bound_pairs(object_id_match or "*", permission, get_bound_permissions, storable=True)
         principals = [principal for principal in principals if is_storable(principal)]
         if not principals or not pairs:
             return set()
@@ -227,11 +225,8 @@ class Permission(BasePermission):
                                object_id_match: Optional[str] = None,
                                get_bound_permissions: Optional[BoundPermissions] = None) -> bool:
         """``SSCAN ... MATCH`` of the same indexes, stopping at the first object found."""
-        pattern = object_id_match or "*"
-        pairs = list(get_bound_permissions(pattern, permission)) if get_bound_permissions else [(pattern, permission)]
-        pairs = [(glob, perm) for glob, perm in pairs if is_storable(glob) and is_storable(perm)]
         principals = [principal for principal in principals if is_storable(principal)]
-        for glob, perm in pairs:
+        for glob, perm in bound_pairs(object_id_match or "*", permission, get_bound_permissions, storable=True):
             match = redis_client.match_pattern(glob)
             for principal in principals:
                 for _ in self.client.sscan_iter(self._objects(perm, principal), match=match, count=1000):
