@@ -293,10 +293,9 @@ def collection_delete(call: Call) -> Response:
         current = call.storage.collection_timestamp(spec.collection_id, call.parent_id)
         raise preconditions.modified_meanwhile(None, current) from None
     if tombstones:
-        call.log["collection_timestamp"] = tombstones[-1]["last_modified"]
+        timestamp = call.log["collection_timestamp"] = tombstones[-1]["last_modified"]  # buried oldest first
         if call.options.events.changes:
-            _queue_event(call, "delete", [{"old": tombstone} for tombstone in tombstones],
-                    max(tombstone["last_modified"] for tombstone in tombstones))
+            _queue_event(call, "delete", [{"old": tombstone} for tombstone in tombstones], timestamp)
     return json_response(200, {"data": tombstones})
 
 
