@@ -15,6 +15,10 @@ PRINCIPALS = "wsgicliquet.principals"
 AUTHN_TYPE = "wsgicliquet.authn_type"
 """Name of the authentication policy that identified the user (``basicauth``)."""
 
+CHALLENGES = "wsgicliquet.challenges"
+"""The ``WWW-Authenticate`` values of the configured policies (``Basic realm="Realm"`` for Basic Auth, none for a
+trusted front server's user), for the 401 of :func:`~wsgicliquet.errors.unauthorized_or_forbidden`."""
+
 STORAGE = "wsgicliquet.storage"
 CACHE = "wsgicliquet.cache"
 PERMISSION = "wsgicliquet.permission"

@@ -189,11 +189,18 @@ def retry_after_headers(code: int, seconds: Optional[int]) -> List[Tuple[str, st
     return []
 
 
-def unauthorized_or_forbidden(principals: Iterable[str]) -> HTTPError:
-    """401 (with ``WWW-Authenticate``) for an anonymous request, 403 for an authenticated one (§11.4)."""
+def unauthorized_or_forbidden(principals: Iterable[str], challenges: Optional[Iterable[str]] = None) -> HTTPError:
+    """401 for an anonymous request, 403 for an authenticated one (§11.4).
+
+    The 401 carries one ``WWW-Authenticate`` per value of ``challenges``: pass the request's
+    ``environ["wsgicliquet.challenges"]`` (the schemes the authentication middleware's policies accept, none for a
+    trusted front server alone); None gives the protocol's ``Basic realm="Realm"``.
+    """
     if "system.Authenticated" in principals:
         return HTTPError(403, ERRORS.FORBIDDEN)
-    return HTTPError(401, ERRORS.MISSING_AUTH_TOKEN, headers=[("WWW-Authenticate", 'Basic realm="Realm"')])
+    if challenges is None:
+        challenges = ('Basic realm="Realm"',)
+    return HTTPError(401, ERRORS.MISSING_AUTH_TOKEN, headers=[("WWW-Authenticate", value) for value in challenges])
 
 
 def report_exception(exc: BaseException, environ: Mapping[str, Any]) -> None:

@@ -9,7 +9,9 @@ Policies are tried in order; the first that returns a user id wins, and the id i
 
 - ``wsgicliquet.principals``: ``system.Everyone``; when identified also ``system.Authenticated``, the prefixed id,
   the legacy ``<policy>_<id>`` form, and the user's groups from the permission backend (``user_principals``);
-- ``wsgicliquet.userid`` and ``wsgicliquet.authn_type`` (the policy name), only when identified.
+- ``wsgicliquet.userid`` and ``wsgicliquet.authn_type`` (the policy name), only when identified;
+- ``wsgicliquet.challenges``: the ``WWW-Authenticate`` values of the policies (their ``challenge`` attribute), for
+  the 401 of an anonymous request: ``Basic realm="Realm"`` when Basic Auth is accepted, as Cliquet's policies said.
 
 A policy is any callable ``policy(environ) -> user id or None`` (:class:`Policy`).  Built in: ``basicauth``
 (:class:`BasicAuth`, HMAC of the credentials, no account database) and ``remoteuser`` (:class:`RemoteUser`, a user
@@ -49,7 +51,8 @@ _GROUPS_MEMO = "wsgicliquet.auth.groups"
 class Policy(Protocol):
     """Identify the user of a request: return their id (without prefix), or None to let the next policy try.
 
-    A ``name`` attribute, when present, is the default prefix of the ids it returns.
+    A ``name`` attribute, when present, is the default prefix of the ids it returns; a ``challenge`` attribute, the
+    ``WWW-Authenticate`` value a 401 announces it with (none when absent).
     """
 
     def __call__(self, environ: Mapping[str, Any]) -> Optional[str]: ...
@@ -64,6 +67,7 @@ class BasicAuth:
     """
 
     name = "basicauth"
+    challenge = 'Basic realm="Realm"'
 
     def __init__(self, secret: str = "", *, cache_size: Union[int, str] = 1024) -> None:
         if not secret:
@@ -110,6 +114,7 @@ class RemoteUser:
     """
 
     name = "remoteuser"
+    challenge = None  # the front server authenticates: a Basic challenge would ask for a password nothing checks
 
     def __init__(self, environ_key: str = "REMOTE_USER") -> None:
         self.environ_key = environ_key
@@ -211,6 +216,8 @@ class Authentication:
         No policy switches the middleware off."""
         self.app = app
         self.policies = [self._resolve(spec, userid_hmac_secret) for spec in policies]
+        challenges = (getattr(policy, "challenge", None) for _, policy in self.policies)
+        self.challenges = tuple(challenge for challenge in challenges if challenge)
         self.permission = permission
         self.enabled = bool(self.policies)
 
@@ -252,6 +259,7 @@ class Authentication:
         if not self.enabled:
             return self.app(environ, start_response)
         name, userid = self.identify(environ)
+        environ[keys.CHALLENGES] = self.challenges
         if userid is None:
             environ.pop(keys.USERID, None)
             environ.pop(keys.AUTHN_TYPE, None)

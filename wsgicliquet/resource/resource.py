@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Dict, FrozenSet, List, Mapping, Optional, Sequ
 from webob import Request
 
 from wsgicliquet.backends import import_string
-from wsgicliquet.environ import PRINCIPALS, USERID
+from wsgicliquet.environ import CHALLENGES, PRINCIPALS, USERID
 from wsgicliquet.errors import invalid, unauthorized_or_forbidden
 from wsgicliquet.resource.generators import MAX_ID_LENGTH, Generator
 from wsgicliquet.resource.schema import RecordSchema, check_readonly
@@ -105,7 +105,8 @@ class Resource:
         """
         userid = request.environ.get(USERID)
         if not userid:
-            raise unauthorized_or_forbidden(request.environ.get(PRINCIPALS, ("system.Everyone",)))
+            raise unauthorized_or_forbidden(request.environ.get(PRINCIPALS, ("system.Everyone",)),
+                                            request.environ.get(CHALLENGES))
         if not self.spec.placeholders:
             return userid
         return userid + self.spec.parent_template.format(**self.matchdict)

@@ -36,7 +36,7 @@ import re
 import sys
 from typing import Any, ClassVar, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from wsgicliquet.environ import PERMISSION, PRINCIPALS, USERID
+from wsgicliquet.environ import CHALLENGES, PERMISSION, PRINCIPALS, USERID
 from wsgicliquet.errors import invalid, unauthorized_or_forbidden, validation_error
 from wsgicliquet.permission import MAX_PRINCIPAL_LENGTH, Permission
 from wsgicliquet.resource.body import envelope_data, parse_json
@@ -178,7 +178,7 @@ class ShareableResource(Resource):
                 if ids:
                     self._restricted[permission] = ids
                     return
-        raise unauthorized_or_forbidden(self.principals)
+        raise unauthorized_or_forbidden(self.principals, self.request.environ.get(CHALLENGES))
 
     def listing_filters(self, permission: str) -> List[Filter]:
         """An ``in_id`` filter when the collection is not readable (writable) as a whole.
