@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
 from bottle import Bottle, HTTPResponse, request, template
 
-from wsgicliquet.environ import PRINCIPALS, SETTINGS, STORAGE, USERID, VIEW
+from wsgicliquet.environ import CHALLENGES, PRINCIPALS, SETTINGS, STORAGE, USERID, VIEW
 from wsgicliquet.errors import HTTPError, invalid, unauthorized_or_forbidden
 from wsgicliquet.pipeline import build_pipeline
 from wsgicliquet.resource import Resource, ResourceApp
@@ -85,7 +85,7 @@ def scores() -> HTTPResponse:
     environ[VIEW] = "scores"
     userid = environ.get(USERID)
     if userid is None:
-        return _error(unauthorized_or_forbidden(environ.get(PRINCIPALS, ())))
+        return _error(unauthorized_or_forbidden(environ.get(PRINCIPALS, ()), environ.get(CHALLENGES)))
     storage = environ[STORAGE]
     if request.method in ("GET", "HEAD"):  # frameworks send HEAD to the GET view
         records, _total = storage.get_all("score", userid, sorting=[Sort("score", -1)])

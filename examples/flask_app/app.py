@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 from flask import Blueprint, Flask, abort, jsonify, render_template_string, request
 from werkzeug.exceptions import MethodNotAllowed
 
-from wsgicliquet.environ import API_PREFIX, PRINCIPALS, SETTINGS, STORAGE, USERID, VIEW
+from wsgicliquet.environ import API_PREFIX, CHALLENGES, PRINCIPALS, SETTINGS, STORAGE, USERID, VIEW
 from wsgicliquet.errors import HTTPError, backend_unavailable, invalid, unauthorized_or_forbidden
 from wsgicliquet.pipeline import build_pipeline
 from wsgicliquet.resource import Resource, ResourceApp
@@ -76,7 +76,8 @@ def scores() -> Any:
     environ[VIEW] = "scores"
     userid = environ.get(USERID)
     if userid is None:
-        return unauthorized_or_forbidden(environ.get(PRINCIPALS, ()))  # an HTTPError is a WSGI response
+        # An HTTPError is a WSGI response; the challenges are those of the configured authentication policies.
+        return unauthorized_or_forbidden(environ.get(PRINCIPALS, ()), environ.get(CHALLENGES))
     storage = environ[STORAGE]
     if request.method in ("GET", "HEAD"):  # frameworks send HEAD to the GET view
         records, _total = storage.get_all("score", userid, sorting=[Sort("score", -1)])

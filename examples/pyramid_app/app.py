@@ -25,7 +25,7 @@ from pyramid.httpexceptions import HTTPMethodNotAllowed
 from pyramid.request import Request
 from pyramid.response import Response
 
-from wsgicliquet.environ import API_PREFIX, PRINCIPALS, SETTINGS, STORAGE, USERID, VIEW
+from wsgicliquet.environ import API_PREFIX, CHALLENGES, PRINCIPALS, SETTINGS, STORAGE, USERID, VIEW
 from wsgicliquet.errors import HTTPError, invalid, unauthorized_or_forbidden
 from wsgicliquet.pipeline import build_pipeline
 from wsgicliquet.resource import Resource, ResourceApp
@@ -75,7 +75,7 @@ def scores(request: Request) -> Response:
     environ[VIEW] = "scores"
     userid = environ.get(USERID)
     if userid is None:
-        return _error(unauthorized_or_forbidden(environ.get(PRINCIPALS, ())))
+        return _error(unauthorized_or_forbidden(environ.get(PRINCIPALS, ()), environ.get(CHALLENGES)))
     storage = environ[STORAGE]
     if request.method in ("GET", "HEAD"):  # frameworks send HEAD to the GET view
         records, _total = storage.get_all("score", userid, sorting=[Sort("score", -1)])
