@@ -198,6 +198,35 @@ def test_http_answers_503_with_retry_after_during_the_outage(server):
         clear_backends()
 
 
+def test_a_full_server_refuses_writes_and_still_answers_every_read(server):
+    """At maxmemory (noeviction) Redis refuses what may grow memory, and also any command queued in a MULTI: the
+    reads must not use one, or a full server takes listings with filters, shareable listings and record reads with
+    their tombstone down with the writes."""
+    storage, cache, permission = _backends(f"redis://127.0.0.1:{server.port}/0")
+    live = storage.create("c", "p", {"title": "kept"})
+    buried = storage.delete("c", "p", storage.create("c", "p", {"title": "gone"})["id"])
+    cache.set("k", "v", 100)
+    permission.add_principal_to_ace("/o", "read", "u")
+    ids = [live["id"], buried["id"]]
+    storage.client.config_set("maxmemory-policy", "noeviction")
+    storage.client.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(BackendError, match="maxmemory"):
+            storage.create("c", "p", {"title": "refused"})
+        assert storage.get("c", "p", live["id"], include_deleted=True) == live
+        assert storage.get("c", "p", buried["id"], include_deleted=True) == buried
+        assert storage.get_all("c", "p", sorting=[Sort("title", 1)]) == ([live], 1)
+        assert storage.get_all("c", "p", filters=[Filter("title", "kept", COMPARISON.EQ)]) == ([live], 1)
+        assert storage.get_all("c", "p", filters=[Filter("id", ids, COMPARISON.IN)], include_deleted=True,
+                               sorting=[Sort("title", 1)])[0] == [live, buried]
+        assert storage.get_all("c", "p", sorting=[Sort("title", 1)], include_deleted=True)[0] == [live, buried]
+        assert cache.get("k") == "v"
+        assert permission.principals_accessible_objects(["u"], "read") == {"/o"}
+    finally:
+        storage.client.config_set("maxmemory", 0)
+    assert storage.create("c", "p", {"title": "after"})["last_modified"] > buried["last_modified"]
+
+
 class Load:
     """Threads writing and listing without pause; every outcome is logged with its start time."""
 

@@ -197,6 +197,31 @@ if ARGV[6] ~= "" then total = redis.call("ZCOUNT", modified, ARGV[6], ARGV[7]) e
 return {live, bodies, tombstones, total}
 """
 
+# KEYS: records, deleted.
+# ARGV: include tombstones ("1" | "0"), then the ids to read (none: the whole partition).
+# Returns {bodies, tombstones}: with ids, the JSON of each id's record and the score of each id's tombstone (nil when
+# there is none); without, every record JSON and {id, score, ...} of every tombstone.  A script rather than a MULTI:
+# a full server (maxmemory, noeviction) refuses every command queued in a MULTI, reads included, but runs a script
+# that writes nothing.
+_SNAPSHOT = """
+local records, deleted, tombstones = KEYS[1], KEYS[2], ARGV[1] == "1"
+if #ARGV == 1 then
+  return {redis.call("HVALS", records), tombstones and redis.call("ZRANGE", deleted, 0, -1, "WITHSCORES") or {}}
+end
+local bodies, scores = {}, {}
+-- In chunks: unpack() of more than about 8,000 values fails ("too many results to unpack").
+for first = 2, #ARGV, 1000 do
+  local last = math.min(first + 999, #ARGV)
+  local chunk = redis.call("HMGET", records, unpack(ARGV, first, last))
+  for i = 1, #chunk do bodies[#bodies + 1] = chunk[i] end
+  if tombstones then
+    chunk = redis.call("ZMSCORE", deleted, unpack(ARGV, first, last))
+    for i = 1, #chunk do scores[#scores + 1] = chunk[i] end
+  end
+end
+return {bodies, scores}
+"""
+
 _BOUND_OPERATORS = (COMPARISON.EQ, COMPARISON.GT, COMPARISON.MIN, COMPARISON.LT, COMPARISON.MAX)
 #: Ids deleted per script call by delete_all, so that a huge deletion does not block Redis in one go.
 _DELETE_BATCH = 500
@@ -346,6 +371,7 @@ class Storage(StorageBase):
         self._write = client.register_script(_WRITE)
         self._delete = client.register_script(_DELETE)
         self._range = client.register_script(_RANGE)
+        self._snapshot = client.register_script(_SNAPSHOT)
 
     @classmethod
     def from_settings(cls, settings: Dict[str, Any], prefix: str = "storage") -> "Storage":
@@ -361,7 +387,7 @@ class Storage(StorageBase):
     def initialize_schema(self, dry_run: bool = False) -> None:
         """Load the scripts (they are also loaded on first use, and again after a server restart)."""
         if not dry_run:
-            redis_client.load_scripts(self.client, [self._write, self._delete, self._range])
+            redis_client.load_scripts(self.client, [self._write, self._delete, self._range, self._snapshot])
 
     @wrap_errors
     def flush(self) -> None:
@@ -465,15 +491,11 @@ class Storage(StorageBase):
     @wrap_errors
     def get(self, collection_id: str, parent_id: str, object_id: str, *,
             include_deleted: bool = False) -> Record:
-        records, _, deleted, _ = self._keys(collection_id, parent_id)
         if not include_deleted:
-            data = self.client.hget(records, object_id)
+            data = self.client.hget(self._keys(collection_id, parent_id)[0], object_id)
             score = None
         else:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.hget(records, object_id)
-            pipe.zscore(deleted, object_id)
-            data, score = pipe.execute()
+            (data,), (score,) = self._read(collection_id, parent_id, [object_id], True)
         if data is not None:
             return _load(data)
         if score is not None:
@@ -511,34 +533,29 @@ class Storage(StorageBase):
 
     def _scan(self, collection_id: str, parent_id: str, include_deleted: bool) -> Iterator[Record]:
         """Every record (and tombstone) of the partition, read in one snapshot, decoded one at a time."""
-        records, _, deleted, _ = self._keys(collection_id, parent_id)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hvals(records)
-        if include_deleted:
-            pipe.zrange(deleted, 0, -1, withscores=True, score_cast_func=int)
-        results = pipe.execute()
-        for data in results[0]:
+        bodies, tombstones = self._read(collection_id, parent_id, [], include_deleted)
+        for data in bodies:
             yield _load(data)
-        if include_deleted:
-            for object_id, score in results[1]:
-                yield {"id": object_id.decode("utf-8"), "last_modified": score, "deleted": True}
+        for i in range(0, len(tombstones), 2):
+            yield {"id": tombstones[i].decode("utf-8"), "last_modified": int(tombstones[i + 1]), "deleted": True}
 
     def _fetch(self, collection_id: str, parent_id: str, object_ids: List[str], include_deleted: bool
                ) -> Iterator[Record]:
         """The records (and tombstones) of these ids, read in one snapshot: HMGET (and ZMSCORE) of the ids only."""
         if not object_ids:
             return iter(())
-        records, _, deleted, _ = self._keys(collection_id, parent_id)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hmget(records, object_ids)
-        if include_deleted:
-            pipe.zmscore(deleted, object_ids)
-        results = pipe.execute()
-        found: List[Record] = [_load(data) for data in results[0] if data is not None]
-        if include_deleted:
-            found.extend({"id": object_id, "last_modified": int(score), "deleted": True}
-                         for object_id, score in zip(object_ids, results[1]) if score is not None)
+        bodies, scores = self._read(collection_id, parent_id, object_ids, include_deleted)
+        found: List[Record] = [_load(data) for data in bodies if data is not None]
+        found.extend({"id": object_id, "last_modified": int(score), "deleted": True}
+                     for object_id, score in zip(object_ids, scores) if score is not None)
         return iter(found)
+
+    def _read(self, collection_id: str, parent_id: str, object_ids: Sequence[str], include_deleted: bool
+              ) -> Tuple[List[Optional[bytes]], List[Optional[bytes]]]:
+        """One snapshot of records and tombstones (see ``_SNAPSHOT``): of these ids, else of the whole partition."""
+        records, _, deleted, _ = self._keys(collection_id, parent_id)
+        bodies, tombstones = self._snapshot(keys=[records, deleted], args=[int(include_deleted), *object_ids])
+        return bodies, tombstones
 
     def _scan_range(self, collection_id: str, parent_id: str, bounds: _Bounds, include_deleted: bool
                     ) -> Iterator[Record]:
