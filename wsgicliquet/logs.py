@@ -144,14 +144,13 @@ class MozlogFormatter(JsonFormatter):
 
     def _summary(self, record: logging.LogRecord, fields: Dict[str, Any]) -> str:
         """What ``JsonFormatter.format`` renders for a request log record, built directly."""
-        rendered: Dict[str, Any] = {}
+        rendered = dict(fields)  # most values stay as they are
         same = True  # whether orjson writes these fields exactly as the standard encoder does
         plain = _PLAIN
         for key, value in fields.items():
             if type(value) not in plain:
-                value = _mozlog_value(value)
+                value = rendered[key] = _mozlog_value(value)
                 same = same and type(value) in _ORJSON_SAME
-            rendered[key if type(key) is str else str(key)] = value
         levelno = record.levelno
         log_data = {
             "Timestamp": int(record.created * 1000) * 1_000_000,
@@ -163,12 +162,13 @@ class MozlogFormatter(JsonFormatter):
             "EnvVersion": "2.0",
             "Fields": rendered,
         }
+        if self._encode is not None and same and orjson is not None:
+            try:  # orjson refuses a key that is not exactly a string, an integer beyond 64 bits, a lone surrogate
+                return self.prefix + orjson.dumps(log_data).decode()
+            except (TypeError, ValueError):
+                pass
+        log_data["Fields"] = {key if type(key) is str else str(key): value for key, value in rendered.items()}
         if self._encode is not None:
-            if same and orjson is not None:
-                try:
-                    return self.prefix + orjson.dumps(log_data).decode()
-                except (TypeError, ValueError):  # an integer beyond 64 bits, a lone surrogate
-                    pass
             return self.prefix + self._encode(log_data)
         return self.serialize_log_record(log_data)
 

@@ -16,7 +16,7 @@ import webtest
 
 from wsgicliquet import environ as keys
 from wsgicliquet.errors import ERRORS, HTTPError
-from wsgicliquet.logs import ClassicFormatter, MozlogFormatter
+from wsgicliquet.logs import EVENT_ATTR, FIELDS_ATTR, ClassicFormatter, MozlogFormatter
 from wsgicliquet.middleware.request_log import RequestLog, filter_factory, local_iso
 from wsgicliquet.settings import ConfigurationError, load_settings
 
@@ -253,6 +253,18 @@ def test_summary_line_is_what_the_json_formatter_renders(capture: Capture, conte
     generic = super(MozlogFormatter, formatter).format(record)
     assert formatter.format(record) == generic
     assert record.getMessage() == generic
+
+
+@pytest.mark.parametrize("fields", [
+    pytest.param({1: "one", "1": "again", None: True, "ratio": 0.5}, id="keys-and-floats"),
+    pytest.param({"name": "n", str.__new__(type("Key", (str,), {}), "sub"): [1, "a"]}, id="string-subclass-key"),
+])
+def test_fields_given_by_other_code_render_as_the_generic_path(fields: Dict[Any, Any]) -> None:
+    """A record carrying fields (not made by the request log) may have keys that are not strings."""
+    record = logging.LogRecord("request.summary", logging.INFO, __file__, 0, "request.summary", (), None)
+    record.__dict__.update({EVENT_ATTR: "request.summary", FIELDS_ATTR: fields})
+    formatter = MozlogFormatter(logger_name="myapp")
+    assert formatter.format(record) == super(MozlogFormatter, formatter).format(record)
 
 
 def test_a_broken_handler_never_breaks_the_request(capture: Capture) -> None:
