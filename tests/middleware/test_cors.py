@@ -163,6 +163,33 @@ def test_a_write_exposes_only_what_it_carries():
     assert sorted(exposed(response)) == sorted(ALWAYS + ["ETag", "Last-Modified"])
 
 
+def test_each_list_of_header_names_gets_its_own_decoration():
+    """What is added depends on the names of the response's headers, and is remembered by those names: the same app
+    answering with many different lists (more than are remembered), with and without an origin, is decorated as each
+    list requires."""
+    def app(environ, start_response):
+        number = int(environ["PATH_INFO"].strip("/"))
+        headers = [("Content-Type", "text/plain"), (f"X-Number-{number}", "1")]
+        if number % 3 == 1:
+            headers.append(("ETag", '"1"'))
+        if number % 3 == 2:
+            headers.append(("Vary", "Accept"))
+        start_response("200 OK", headers)
+        return [b"ok"]
+
+    client = webtest.TestApp(Cors(app), lint=True)
+    for number in [*range(600), *range(10)]:
+        origin = {"Origin": "https://a.example"} if number % 2 else {}
+        response = client.get(f"/{number}", headers=origin)
+        assert response.headers[f"X-Number-{number}"] == "1"
+        assert response.headers.getall("Vary") == ["Accept, Authorization" if number % 3 == 2 else "Authorization"]
+        if origin:
+            assert exposed(response) == ALWAYS + (["ETag"] if number % 3 == 1 else [])
+        else:
+            assert "Access-Control-Allow-Origin" not in response.headers
+            assert "Access-Control-Expose-Headers" not in response.headers
+
+
 def test_app_expose_headers_are_merged():
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain"), ("Access-Control-Expose-Headers", "X-Score, ETag"),

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import operator
 import re
 from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
@@ -75,6 +76,9 @@ def _with_implied(present: FrozenSet[str]) -> FrozenSet[str]:
         return present | _READ
     return present
 _OWN_HEADERS = frozenset({"access-control-allow-origin", "access-control-expose-headers", "vary"})
+_NAME = operator.itemgetter(0)
+_UNKNOWN = object()
+_PLANS = 256  # header name lists remembered (each endpoint has a few; an app could make them up)
 _PREFLIGHT_KEYS = ("HTTP_ORIGIN", "HTTP_ACCESS_CONTROL_REQUEST_METHOD", "HTTP_ACCESS_CONTROL_REQUEST_HEADERS")
 # Headers of the probe's answer that describe it, not the preflight answer built from it.
 _PROBE_ONLY = frozenset({"allow", "content-type", "content-length", "content-encoding", "transfer-encoding",
@@ -102,6 +106,14 @@ class Cors:
         self._exposed_value = ", ".join(_unique(self.expose_headers))
         # One value per combination of EXPOSED_IF_PRESENT headers (at most 2 ** 10 of them).
         self._exposed_with = functools.lru_cache(maxsize=None)(self._exposed_of)
+        # What _decorate adds to a response, by the names of its headers (a few lists per endpoint).
+        self._plans: Dict[Tuple[str, ...], Optional[str]] = {}
+        # The decoration of a request and the tuple of it alone, made once for the values of ``allowed`` that do not
+        # name an origin.
+        self._decorations: Dict[Optional[str], Tuple[Callable[[Headers], Headers], Tuple[Callable, ...]]] = {}
+        for allowed in ("*", None):
+            decorate = functools.partial(self._decorate, allowed)
+            self._decorations[allowed] = (decorate, (decorate,))
 
     def _exposed_of(self, present: FrozenSet[str]) -> str:
         present = _with_implied(present)
@@ -126,23 +138,53 @@ class Cors:
             return self.app(environ, start_response)
         origin = environ.get("HTTP_ORIGIN")
         allowed = self.allowed_origin(origin)
-
-        decorate = functools.partial(self._decorate, allowed=allowed)
+        known = self._decorations.get(allowed)
+        if known is None:  # an origin of an explicit list
+            decorate = functools.partial(self._decorate, allowed)
+            alone: Tuple[Callable[[Headers], Headers], ...] = (decorate,)
+        else:
+            decorate, alone = known
 
         def add_cors(status: str, headers: Headers, exc_info: Any = None) -> Callable[[bytes], Any]:
             return start_response(status, decorate(headers), exc_info)
 
         # A batch below gives each sub-response the headers a direct call would get (PROTOCOL.md §8.3).
         decorators = environ.get(keys.SUBRESPONSE_HEADERS)
-        environ[keys.SUBRESPONSE_HEADERS] = (*decorators, decorate) if decorators else (decorate,)
+        environ[keys.SUBRESPONSE_HEADERS] = (*decorators, decorate) if decorators else alone
 
         if origin and self._origin is not None and environ.get("REQUEST_METHOD") == "OPTIONS" and \
                 "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
             return self._preflight(environ, add_cors, origin, allowed)
         return self.app(environ, add_cors)
 
-    def _decorate(self, headers: Headers, allowed: Optional[str]) -> Headers:
+    def _decorate(self, allowed: Optional[str], headers: Headers) -> Headers:
         """The response headers with ``Vary`` merged and, for an allowed origin, the CORS headers."""
+        names = tuple(map(_NAME, headers))
+        exposed_value = self._plans.get(names, _UNKNOWN)
+        if exposed_value is _UNKNOWN:
+            exposed_value = self._plan(names)
+        if exposed_value is None:  # the app sent Vary or CORS headers of its own
+            return self._merge(headers, allowed)
+        result = list(headers)
+        if allowed:
+            result.append(("Access-Control-Allow-Origin", allowed))
+            result.append(("Access-Control-Expose-Headers", exposed_value))
+        if self._vary_value:
+            result.append(("Vary", self._vary_value))
+        return result
+
+    def _plan(self, names: Tuple[str, ...]) -> Optional[str]:
+        """The ``Access-Control-Expose-Headers`` value of a response with these header names, None when one of them
+        must be merged (``Vary``, CORS headers of the app's own); remembered."""
+        lowered = {name.lower() for name in names}
+        plan = None if lowered & _OWN_HEADERS else self._exposed_with(frozenset(lowered & _IF_PRESENT))
+        if len(self._plans) >= _PLANS:
+            self._plans.clear()
+        self._plans[names] = plan
+        return plan
+
+    def _merge(self, headers: Headers, allowed: Optional[str]) -> Headers:
+        """:meth:`_decorate` of a response that has ``Vary`` or CORS headers: each is merged."""
         result: Headers = []
         vary: Optional[List[str]] = None
         exposed: Optional[List[str]] = None  # what the app itself exposes
