@@ -198,26 +198,24 @@ return {live, bodies, tombstones, total}
 """
 
 # KEYS: records, deleted.
-# ARGV: include tombstones ("1" | "0"), then the ids to read (none: the whole partition).
+# ARGV: the ids to read (none: the whole partition).
 # Returns {bodies, tombstones}: with ids, the JSON of each id's record and the score of each id's tombstone (nil when
 # there is none); without, every record JSON and {id, score, ...} of every tombstone.  A script rather than a MULTI:
 # a full server (maxmemory, noeviction) refuses every command queued in a MULTI, reads included, but runs a script
 # that writes nothing.
 _SNAPSHOT = """
-local records, deleted, tombstones = KEYS[1], KEYS[2], ARGV[1] == "1"
-if #ARGV == 1 then
-  return {redis.call("HVALS", records), tombstones and redis.call("ZRANGE", deleted, 0, -1, "WITHSCORES") or {}}
+local records, deleted = KEYS[1], KEYS[2]
+if #ARGV == 0 then
+  return {redis.call("HVALS", records), redis.call("ZRANGE", deleted, 0, -1, "WITHSCORES")}
 end
 local bodies, scores = {}, {}
 -- In chunks: unpack() of more than about 8,000 values fails ("too many results to unpack").
-for first = 2, #ARGV, 1000 do
+for first = 1, #ARGV, 1000 do
   local last = math.min(first + 999, #ARGV)
   local chunk = redis.call("HMGET", records, unpack(ARGV, first, last))
   for i = 1, #chunk do bodies[#bodies + 1] = chunk[i] end
-  if tombstones then
-    chunk = redis.call("ZMSCORE", deleted, unpack(ARGV, first, last))
-    for i = 1, #chunk do scores[#scores + 1] = chunk[i] end
-  end
+  chunk = redis.call("ZMSCORE", deleted, unpack(ARGV, first, last))
+  for i = 1, #chunk do scores[#scores + 1] = chunk[i] end
 end
 return {bodies, scores}
 """
@@ -552,9 +550,12 @@ class Storage(StorageBase):
 
     def _read(self, collection_id: str, parent_id: str, object_ids: Sequence[str], include_deleted: bool
               ) -> Tuple[List[Optional[bytes]], List[Optional[bytes]]]:
-        """One snapshot of records and tombstones (see ``_SNAPSHOT``): of these ids, else of the whole partition."""
+        """One snapshot of records (and tombstones): of these ids, else of the whole partition.  The records alone
+        are one command; with the tombstones, one read-only script (see ``_SNAPSHOT``)."""
         records, _, deleted, _ = self._keys(collection_id, parent_id)
-        bodies, tombstones = self._snapshot(keys=[records, deleted], args=[int(include_deleted), *object_ids])
+        if not include_deleted:
+            return (self.client.hmget(records, object_ids) if object_ids else self.client.hvals(records)), []
+        bodies, tombstones = self._snapshot(keys=[records, deleted], args=object_ids)
         return bodies, tombstones
 
     def _scan_range(self, collection_id: str, parent_id: str, bounds: _Bounds, include_deleted: bool
