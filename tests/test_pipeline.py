@@ -1,4 +1,5 @@
 """build_pipeline: canonical order, switching off and replacing layers, the list form, PasteDeploy, the CLI."""
+import pathlib
 import textwrap
 
 import pytest
@@ -162,6 +163,32 @@ def test_paste_deploy_pipeline_and_cli(tmp_path, capsys):
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("Tag_cors")
     assert "hello_app" in printed[1]
+
+
+@pytest.mark.parametrize("variable, value, check", [
+    pytest.param("WSGICLIQUET_MIDDLEWARE_REQUEST_LOG", "off", lambda labels: "RequestLog" not in labels, id="off"),
+    pytest.param("WSGICLIQUET_MIDDLEWARE_CORS", f"{__name__}:Tag_cors",
+                 lambda labels: "Tag_cors" in labels and "Cors" not in labels, id="replaced"),
+])
+def test_layer_switches_reach_the_filters_of_an_explicit_pipeline(monkeypatch, variable, value, check):
+    """``pipeline.ini`` names every layer itself; the environment still switches one off or replaces it, as it does
+    for ``app.ini`` (the switch was silently ignored)."""
+    from paste.deploy import loadapp
+
+    ini = pathlib.Path(__file__).parent.parent / "examples" / "flask_app" / "pipeline.ini"
+    monkeypatch.setenv(variable, value)
+    labels = [line.strip().split(" ")[0] for line in describe(loadapp(f"config:{ini}"))]
+    assert check(labels)
+    assert labels.count("JsonErrors") == 2 and "Backoff" in labels
+
+
+def test_a_layer_switch_naming_no_layer_stops_an_explicit_pipeline(monkeypatch):
+    from paste.deploy import loadapp
+
+    ini = pathlib.Path(__file__).parent.parent / "examples" / "flask_app" / "pipeline.ini"
+    monkeypatch.setenv("WSGICLIQUET_MIDDLEWARE_CORSS", "off")
+    with pytest.raises(ConfigurationError, match="middleware.corss"):
+        loadapp(f"config:{ini}")
 
 
 def test_cli_requires_an_ini(monkeypatch, capsys):

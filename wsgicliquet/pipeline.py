@@ -160,12 +160,23 @@ def build_pipeline(app: WSGIApp, settings: Optional[Mapping[str, Any]] = None, *
 def make_filter_factory(cls: Any) -> Callable[..., Callable[[WSGIApp], WSGIApp]]:
     """A PasteDeploy ``filter_factory`` for a middleware class with ``from_settings(app, settings)``.
 
-    Settings are the ``[DEFAULT]`` section (``global_conf``) overridden by the filter's own section.
+    Settings are the ``[DEFAULT]`` section (``global_conf``) overridden by the filter's own section.  The filter of
+    a canonical layer obeys ``middleware.<name>`` as :func:`build_pipeline` does (``off`` leaves it out, a dotted
+    path replaces it), so that an environment switch (``WSGICLIQUET_MIDDLEWARE_PROFILER=off``) works on an
+    explicit ``[pipeline:main]`` too, instead of being ignored.
     """
+    default = f"{cls.__module__}:{cls.__qualname__}"
+    name = next((layer for layer, path in CANONICAL if path == default), None)
 
     def filter_factory(global_conf: Mapping[str, Any], **local_conf: Any) -> Callable[[WSGIApp], WSGIApp]:
         settings = load_settings({**global_conf, **local_conf})
-        return lambda app: cls.from_settings(app, settings)
+        chosen = cls
+        if name is not None:
+            _check_layer_names(settings)
+            chosen = _middleware_class(name, default, settings)
+            if chosen is None:
+                return lambda app: app
+        return lambda app: chosen.from_settings(app, settings)
 
     filter_factory.__doc__ = f"PasteDeploy filter factory of :class:`{cls.__module__}.{cls.__name__}`."
     return filter_factory
