@@ -83,35 +83,31 @@ class JsonErrors:
         # Decided now, as the app below may rewrite PATH_INFO (Werkzeug's dispatcher, the version prefix); a request
         # the version prefix routes (even /v2 beside a governed /v1) is governed from then on.
         governed_path = self.governs(environ)
-
-        def governed() -> bool:
-            return governed_path or keys.API_PREFIX in environ
-
-        held: List[Any] = []  # [status, headers, exc_info] of an error response held back for inspection
+        held: Optional[Tuple[str, Headers, Any]] = None  # an error response held back for inspection
         written: List[bytes] = []  # what the app wrote through write() while held
-        started: List[bool] = []  # the real start_response was called
+        started = False  # the real start_response was called
 
         def hold_errors(status: str, headers: Headers, exc_info: Any = None) -> Callable[[bytes], Any]:
-            if status_code(status) >= 400 and governed():
-                held[:] = [status, list(headers), exc_info]
+            nonlocal held, started
+            if status_code(status) >= 400 and (governed_path or keys.API_PREFIX in environ):
+                held = (status, list(headers), exc_info)
                 return written.append
-            del held[:]
-            started.append(True)
+            held, started = None, True
             return start_response(status, headers, exc_info)
 
         try:
             result = self.app(environ, hold_errors)
-            if not held and (isinstance(result, (list, tuple)) or type(result) is _Prefetched
-                             or _is_file_wrapper(result, environ)):
+            if held is None and (isinstance(result, (list, tuple)) or type(result) is _Prefetched
+                                 or _is_file_wrapper(result, environ)):
                 # Nothing can fail when the body starts (its first chunk is already read by an inner JsonErrors,
                 # or the server streams the file itself).
                 return result
             first, rest = _read_first(result)
-            if not held:
+            if held is None:
                 return _Prefetched(first, rest, result)
             body = b"".join(itertools.chain(written, first, _drained(rest, result)))
         except Exception as exc:
-            if not isinstance(exc, HTTPError) and not governed():
+            if not isinstance(exc, HTTPError) and not (governed_path or keys.API_PREFIX in environ):
                 raise
             exc_info = (type(exc), exc, exc.__traceback__) if started else None
             return self._respond(self._from_exception(exc, environ), environ, start_response, exc_info)
