@@ -278,7 +278,9 @@ class Authentication:
         if permission is None:
             return []
         parent = environ.get(keys.PARENT_REQUEST)
-        memo = parent.setdefault(_GROUPS_MEMO, {}) if isinstance(parent, dict) else {}
+        if not isinstance(parent, dict):
+            return sorted(permission.user_principals(userid))
+        memo = parent.setdefault(_GROUPS_MEMO, {})
         groups = memo.get(userid)
         if groups is None:
             groups = memo[userid] = sorted(permission.user_principals(userid))

@@ -27,6 +27,8 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 def is_storable(value: str) -> bool:
     """Whether every backend can store ``value``: reads and removals asked about any other string find nothing."""
+    if value.isascii():  # most ids: only a NUL to look for, without the regular expression (a fourth of the cost)
+        return "\x00" not in value
     return _UNSTORABLE.search(value) is None
 
 
