@@ -6,6 +6,7 @@ PasteDeploy ``filter_factory``.  Configuration is computed once in ``__init__``;
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from wsgicliquet.errors import ERRORS, HTTPError, invalid
@@ -13,6 +14,7 @@ from wsgicliquet.errors import ERRORS, HTTPError, invalid
 _READ_CHUNK = 64 * 1024
 
 
+@functools.lru_cache(maxsize=256)  # an app answers with a few lines, and several layers read each
 def status_code(status: str) -> int:
     """The code of a WSGI status line (``"404 Not Found"``); 500 for a line no server would send on."""
     try:
