@@ -177,7 +177,7 @@ class VersionPrefix:
         match = _VERSIONED_PATH.match(path)
         if match is None:
             return self._unprefixed(path, environ, start_response)
-        prefix, rest = match.group(1), match.group(2) or ""
+        prefix, rest = match.groups("")  # no rest: ""
         version_app = self.versions.get(prefix)
         if version_app is None:
             return self.unknown_version(environ, start_response)
