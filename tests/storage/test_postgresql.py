@@ -147,9 +147,9 @@ def test_upgrade_from_version_2_counts_the_live_records(empty_schema_url: str) -
     stamps = {parent_id: storage.client.execute(
         "SELECT last_modified FROM timestamps WHERE parent_id = %s", (parent_id,), fetch="one")[0]
         for parent_id in ("p", "tombstones", "emptied")}
-    with pytest.raises(pg.SchemaError, match="version 2, this release needs 3"):
+    with pytest.raises(pg.SchemaError, match=f"version 2, this release needs {SCHEMA_VERSION}"):
         storage.get_all("c", "p")
-    assert pg.migrate(client, "storage", MIGRATIONS) == ["storage 3"]
+    assert pg.migrate(client, "storage", MIGRATIONS)[0] == "storage 3"
     assert check_live_counts(empty_schema_url) == {("c", "p"): 2, ("c", "tombstones"): 0, ("c", "emptied"): 0,
                                                    ("c", "by-hand"): 1}
     assert {parent_id: storage.collection_timestamp("c", parent_id) for parent_id in stamps} == stamps
@@ -160,6 +160,27 @@ def test_upgrade_from_version_2_counts_the_live_records(empty_schema_url: str) -
     storage.delete("c", "by-hand", "g")
     assert check_live_counts(empty_schema_url) == {("c", "p"): 3, ("c", "tombstones"): 0, ("c", "emptied"): 0,
                                                    ("c", "by-hand"): 0}
+    client.close()
+
+
+def test_upgrade_from_version_3_keeps_counting(empty_schema_url: str) -> None:
+    """Version 4 only replaces wsgicliquet_write(): what version 3 wrote is read and written on as before."""
+    client = pg.Client(empty_schema_url, pool_size=2)
+    assert pg.migrate(client, "storage", MIGRATIONS[:3])[-1] == "storage 3"
+    write = "SELECT * FROM wsgicliquet_write(%s, 'c', 'p', %s, '{}', NULL, NULL, FALSE, FALSE, NULL, NULL)"
+    for action, object_id in [("write", "a"), ("write", "b"), ("write", "c"), ("tombstone", "b")]:
+        admin_execute(empty_schema_url, write, (action, object_id))
+    storage = Storage(client)
+    stamp = admin_execute(empty_schema_url, "SELECT last_modified FROM timestamps")[0][0]
+    assert pg.migrate(client, "storage", MIGRATIONS) == ["storage 4"]
+    kept = storage.get("c", "p", "a")
+    with storage.transaction():
+        revived = storage.create("c", "p", {"id": "b", "n": 1})  # over its tombstone
+        storage.delete("c", "p", "c", with_deleted=False)
+        created = storage.create("c", "p", {"id": "d"})
+    assert stamp < revived["last_modified"] < created["last_modified"] == storage.collection_timestamp("c", "p")
+    assert check_live_counts(empty_schema_url) == {("c", "p"): 3}
+    assert storage.get_all("c", "p") == ([created, revived, kept], 3)
     client.close()
 
 
@@ -215,6 +236,93 @@ def test_a_waiting_writer_is_stamped_after_the_holder_commits(storage: Storage) 
     assert stamps["waiter"] > stamps["holder"]
     # Another partition is never blocked.
     assert storage.create(C, "bob", {})["last_modified"] > 0
+
+
+def locked_elsewhere(url: str, parent_id: str) -> bool:
+    """Whether another transaction holds the lock of partition ``(C, parent_id)`` (its counter row)."""
+    try:
+        admin_execute(url, "SELECT 1 FROM timestamps WHERE collection_id = %s AND parent_id = %s "
+                           "FOR NO KEY UPDATE NOWAIT", (C, parent_id))
+    except psycopg2.errors.LockNotAvailable:
+        return True
+    return False
+
+
+def test_a_transaction_writing_many_times_holds_the_lock_until_commit(storage: Storage, pg_url: str) -> None:
+    """The lock is taken by the first write of a partition in a transaction only; it is held for every later write,
+    refused ones included, whatever other partitions are written in between, until the commit."""
+    storage.create(C, P, {"id": "taken"})
+    storage.create(C, "bob", {})
+    holder_wrote, release = threading.Event(), threading.Event()
+    stamps: Dict[str, List[int]] = {"holder": []}
+
+    def holder() -> None:
+        with storage.transaction():
+            for index in range(3):
+                stamps["holder"].append(storage.create(C, P, {"n": index})["last_modified"])
+                stamps["holder"].append(storage.create(C, "bob", {"n": index})["last_modified"])
+            with pytest.raises(UnicityError):
+                storage.create(C, P, {"id": "taken"})
+            holder_wrote.set()
+            release.wait(5)
+            stamps["holder"].append(storage.create(C, P, {"n": 3})["last_modified"])
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert holder_wrote.wait(5)
+    assert locked_elsewhere(pg_url, P) and locked_elsewhere(pg_url, "bob")
+    waiter = threading.Thread(target=lambda: stamps.__setitem__("waiter", [storage.create(C, P, {})["last_modified"]]))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive(), "a writer of the partition waits for the transaction that wrote it to commit"
+    release.set()
+    thread.join(5)
+    waiter.join(5)
+    assert stamps["waiter"][0] > max(stamps["holder"])
+    assert not locked_elsewhere(pg_url, P) and not locked_elsewhere(pg_url, "bob")
+    assert storage.get_all(C, P)[1] == 6
+
+
+def test_a_savepoint_rolled_back_gives_the_lock_back_and_the_next_write_takes_it_again(storage: Storage,
+                                                                                       pg_url: str) -> None:
+    storage.create(C, P, {})
+    with storage.transaction():
+        storage.client.execute("SAVEPOINT before_the_lock")
+        storage.create(C, P, {"n": 1})
+        assert locked_elsewhere(pg_url, P)
+        storage.client.execute("ROLLBACK TO SAVEPOINT before_the_lock")
+        assert not locked_elsewhere(pg_url, P)
+        created = storage.create(C, P, {"n": 2})
+        assert locked_elsewhere(pg_url, P), "the write after the rollback locked the partition again"
+    assert storage.get_all(C, P)[0][0] == created and storage.get_all(C, P)[1] == 2
+
+
+def test_a_write_over_a_tombstone_being_purged_stores_the_record(storage: Storage, pg_url: str) -> None:
+    """purge_deleted() takes no partition lock: a write that found the tombstone may find it gone when it writes."""
+    storage.create(C, P, {"id": "x"})
+    storage.delete(C, P, "x")
+    purging, purged = threading.Event(), threading.Event()
+
+    def purge() -> None:
+        with storage.transaction():
+            assert storage.purge_deleted(C, P) == 1
+            purging.set()
+            purged.wait(5)
+
+    purger = threading.Thread(target=purge)
+    purger.start()
+    assert purging.wait(5)
+    written: Dict[str, Any] = {}
+    writer = threading.Thread(target=lambda: written.update(storage.create(C, P, {"id": "x", "n": 1})))
+    writer.start()
+    writer.join(0.3)
+    assert writer.is_alive(), "the write waits for the tombstone the purge is deleting"
+    purged.set()
+    purger.join(5)
+    writer.join(5)
+    assert written["n"] == 1
+    assert storage.get(C, P, "x") == written
+    assert check_live_counts(pg_url) == {(C, P): 1}
 
 
 # --- listings ------------------------------------------------------------------------------------------------------

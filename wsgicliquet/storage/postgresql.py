@@ -8,13 +8,13 @@ Tables (created by ``wsgicliquet migrate``; see docs/postgresql.md):
   D1) and the partition's number of live records, so that ``Total-Records`` of an unfiltered listing is one row
   read instead of a count of the partition (which costs as much as the partition is large).
 
-Timestamps: every write first locks the partition's counter row (an upsert that changes nothing), then checks
-its conditions (``if_match``, ``if_absent``: the row read after the lock is the latest committed one; for
-``delete_all``, ``if_match`` against the counter value the locking upsert returns) and unicity, then bumps the
-counter to ``GREATEST(counter + 1, candidate)`` and writes the row; for one record all of this is one call of
-the ``wsgicliquet_write()`` function (one round trip, plans cached per connection).  The row lock is held until
-the transaction commits, so writers of one partition are serialized and commit order equals timestamp order; no
-two writes can ever get the same value (PROTOCOL.md §21.2-21.4).  Reads never write (§21.6).
+Timestamps: every write first holds the partition's counter row locked (taken by the first write of the partition
+in a transaction), then checks its conditions (``if_match``, ``if_absent``: the row read after the lock is the
+latest committed one; for ``delete_all``, ``if_match`` against the counter value the locking upsert returns) and
+unicity, then bumps the counter to ``GREATEST(counter + 1, candidate)`` and writes the row; for one record all of
+this is one call of the ``wsgicliquet_write()`` function (one round trip, plans cached per connection).  The row
+lock is held until the transaction commits, so writers of one partition are serialized and commit order equals
+timestamp order; no two writes can ever get the same value (PROTOCOL.md §21.2-21.4).  Reads never write (§21.6).
 The same UPDATE that bumps the counter adds the write's change to the number of live records (+1 for a record
 created or revived, -1 per record deleted), from the rows read under the lock; it commits or rolls back with them.
 Purging tombstones leaves it alone.
@@ -35,8 +35,8 @@ from wsgicliquet.storage import COMPARISON, Filter, Record, Sort, Storage as Sto
 from wsgicliquet.storage.exceptions import PreconditionFailed, RecordNotFoundError, UnicityError
 
 # wsgicliquet_write(), the single-record write of migration step 2; step 3 replaces it with the same body plus the
-# count of live records in its counter UPDATE ({live}).  Migrations that already ran are never edited: the SQL of
-# each step stays what it was.
+# count of live records in its counter UPDATE ({live}), step 4 with _WRITE_FUNCTION_4.  Migrations that already ran
+# are never edited: the SQL of each step stays what it was.
 _WRITE_FUNCTION = """\
     CREATE OR REPLACE FUNCTION wsgicliquet_write(
         p_action TEXT, p_cid TEXT, p_pid TEXT, p_id TEXT, p_data JSONB, p_candidate BIGINT,
@@ -96,6 +96,94 @@ _WRITE_FUNCTION = """\
 _COUNT_LIVE = """,
             live = t.live + CASE WHEN p_action = 'write' THEN (NOT found_live)::int ELSE -found_live::int END"""
 
+# Step 4: the same function, cheaper when a transaction writes a partition many times (a batch).
+#
+# * The partition lock is taken once per transaction: the first write of the partition locks its counter row (FOR NO
+#   KEY UPDATE, as the counter UPDATE itself would; the upsert only when the row is missing) and notes it in the
+#   transaction-local setting wsgicliquet.locked_partition; the following writes of that partition find it there
+#   and skip the lock, which they hold already.  The setting goes back with the lock: at the end of the transaction,
+#   and when a savepoint taken before the lock is rolled back.  It names the transaction, so that a value set for a
+#   whole session by hand can never stand for a lock.  Step 3 locked with an upsert that rewrote the row at every
+#   write: each write of a batch added two versions of that row, which every later statement of the batch reading
+#   it walked through (none can be pruned before the commit).
+# * The record is inserted, or updated when the read under the lock found it, instead of an INSERT ... ON CONFLICT
+#   (a speculative insertion: one more index probe and WAL record).  Only writers holding the partition lock insert
+#   a partition's records, so no insert can race this one; purge_deleted() deletes tombstones without it, so an
+#   update that finds its tombstone gone inserts instead.
+# * The timestamp written comes back with RETURN NEXT instead of a query.
+_WRITE_FUNCTION_4 = """\
+    CREATE OR REPLACE FUNCTION wsgicliquet_write(
+        p_action TEXT, p_cid TEXT, p_pid TEXT, p_id TEXT, p_data JSONB, p_candidate BIGINT,
+        p_if_match BIGINT, p_if_absent BOOLEAN, p_if_live BOOLEAN, p_paths JSONB, p_values JSONB)
+    RETURNS TABLE (tag INT, id TEXT, last_modified BIGINT, deleted BOOLEAN, data JSONB)
+    LANGUAGE plpgsql VOLATILE AS $$
+    #variable_conflict use_column
+    DECLARE
+        cur RECORD;
+        found_row BOOLEAN;
+        found_live BOOLEAN;
+        stamp BIGINT;
+        clash RECORD;
+        held TEXT := txid_current() || ' ' || length(p_cid) || ' ' || p_cid || p_pid;
+    BEGIN
+        IF current_setting('wsgicliquet.locked_partition', TRUE) IS DISTINCT FROM held THEN
+            PERFORM FROM timestamps t WHERE t.collection_id = p_cid AND t.parent_id = p_pid FOR NO KEY UPDATE;
+            IF NOT FOUND THEN
+                INSERT INTO timestamps AS t (collection_id, parent_id, last_modified) VALUES (p_cid, p_pid, 0)
+                ON CONFLICT (collection_id, parent_id) DO UPDATE SET last_modified = t.last_modified;
+            END IF;
+            PERFORM set_config('wsgicliquet.locked_partition', held, TRUE);
+        END IF;
+        SELECT r.id, r.last_modified, r.deleted, r.data INTO cur FROM records r
+        WHERE r.collection_id = p_cid AND r.parent_id = p_pid AND r.id = p_id;
+        found_row := FOUND;
+        found_live := found_row AND NOT cur.deleted;
+        IF (p_if_match IS NOT NULL AND NOT (found_live AND cur.last_modified = p_if_match))
+           OR (p_if_absent AND found_live) OR (p_if_live AND NOT found_live) THEN
+            IF found_row THEN
+                RETURN QUERY SELECT -1, cur.id, cur.last_modified, cur.deleted, cur.data;
+            END IF;
+            RETURN QUERY SELECT 0, NULL::TEXT, NULL::BIGINT, NULL::BOOLEAN, NULL::JSONB;
+            RETURN;
+        END IF;
+        FOR i IN 1 .. coalesce(jsonb_array_length(p_values), 0) LOOP
+            EXECUTE format('SELECT id, last_modified, deleted, data FROM records WHERE collection_id = $1 '
+                           'AND parent_id = $2 AND NOT deleted AND id <> $3 AND data #> %L = $4 '
+                           'ORDER BY last_modified LIMIT 1',
+                           ARRAY(SELECT jsonb_array_elements_text(p_paths -> (i - 1))))
+            INTO clash USING p_cid, p_pid, p_id, p_values -> (i - 1);
+            IF clash.id IS NOT NULL THEN
+                RETURN QUERY SELECT i, clash.id, clash.last_modified, clash.deleted, clash.data;
+                RETURN;
+            END IF;
+        END LOOP;
+        UPDATE timestamps t SET last_modified = GREATEST(t.last_modified + 1,
+            COALESCE(p_candidate, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)),
+            live = t.live + CASE WHEN p_action = 'write' THEN (NOT found_live)::int ELSE -found_live::int END
+        WHERE t.collection_id = p_cid AND t.parent_id = p_pid
+        RETURNING t.last_modified INTO stamp;
+        IF p_action = 'write' THEN
+            IF found_row THEN
+                UPDATE records r SET last_modified = stamp, deleted = FALSE, data = p_data
+                WHERE r.collection_id = p_cid AND r.parent_id = p_pid AND r.id = p_id;
+            END IF;
+            IF NOT found_row OR NOT FOUND THEN
+                INSERT INTO records (collection_id, parent_id, id, last_modified, deleted, data)
+                VALUES (p_cid, p_pid, p_id, stamp, FALSE, p_data);
+            END IF;
+        ELSIF p_action = 'tombstone' THEN
+            UPDATE records r SET last_modified = stamp, deleted = TRUE, data = '{"deleted": true}'
+            WHERE r.collection_id = p_cid AND r.parent_id = p_pid AND r.id = p_id;
+        ELSE
+            DELETE FROM records r WHERE r.collection_id = p_cid AND r.parent_id = p_pid AND r.id = p_id;
+        END IF;
+        tag := -2;
+        last_modified := stamp;
+        RETURN NEXT;
+    END
+    $$;
+"""
+
 __all__ = ["Storage", "MIGRATIONS", "SCHEMA_VERSION"]
 
 MIGRATIONS: List[Migration] = [
@@ -135,6 +223,9 @@ MIGRATIONS: List[Migration] = [
     FROM records GROUP BY collection_id, parent_id
     ON CONFLICT (collection_id, parent_id) DO UPDATE SET live = EXCLUDED.live;
 """ + _WRITE_FUNCTION.replace("{live}", _COUNT_LIVE)),
+    # The partition lock once per transaction, and the record written without a speculative insertion (see
+    # _WRITE_FUNCTION_4); the tables are unchanged.
+    (4, _WRITE_FUNCTION_4),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -157,9 +248,9 @@ UPDATE timestamps SET last_modified = GREATEST(last_modified + %(count)s,
 WHERE collection_id = %(cid)s AND parent_id = %(pid)s
 RETURNING last_modified
 """
-# Every single-record write is one round trip: wsgicliquet_write() (migrations 2 and 3) takes the partition lock,
-# reads the target row, checks the conditions and unique fields, and only when nothing blocks bumps the counter (and
-# the count of live records) and writes.  A VOLATILE plpgsql function takes a fresh snapshot for each of its
+# Every single-record write is one round trip: wsgicliquet_write() (migrations 2 to 4) takes the partition lock
+# (once per transaction since step 4), reads the target row, checks the conditions and unique fields, and only when
+# nothing blocks bumps the counter (and the count of live records) and writes.  A VOLATILE plpgsql function takes a fresh snapshot for each of its
 # statements (READ COMMITTED), so everything read after the lock is the latest committed state; its plans are cached
 # per connection.  It answers tagged rows: written (the new timestamp), else the target row and "refused" (a
 # condition failed), or the unique field clash.
