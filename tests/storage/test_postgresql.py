@@ -296,6 +296,18 @@ def test_a_savepoint_rolled_back_gives_the_lock_back_and_the_next_write_takes_it
         assert locked_elsewhere(pg_url, P), "the write after the rollback locked the partition again"
     assert storage.get_all(C, P)[0][0] == created and storage.get_all(C, P)[1] == 2
 
+def test_a_flush_inside_a_transaction_lets_the_next_writes_lock_again(storage: Storage) -> None:
+    """flush() deletes the counter rows, those locked by its own transaction included: the next write of such a
+    partition creates and locks the row again instead of counting on the lock noted before."""
+    with storage.transaction():
+        storage.create(C, P, {"n": 1})
+        storage.flush()
+        created = storage.create(C, P, {"n": 2})
+        deleted = storage.delete(C, P, storage.create(C, P, {"n": 3})["id"])
+    assert storage.get_all(C, P) == ([created], 1)
+    assert storage.collection_timestamp(C, P) == deleted["last_modified"] > created["last_modified"]
+
+
 
 def test_a_write_over_a_tombstone_being_purged_stores_the_record(storage: Storage, pg_url: str) -> None:
     """purge_deleted() takes no partition lock: a write that found the tombstone may find it gone when it writes."""

@@ -588,9 +588,11 @@ class Storage(Backend, StorageBase):
         return self.client.execute(query, params, fetch)
 
     def flush(self) -> None:
+        # The counter rows go, those this transaction locked too: its next writes must create and lock them again.
         with self.client.transaction():
             self._ready()
-            self._execute("DELETE FROM records; DELETE FROM timestamps;")
+            self._execute("DELETE FROM records; DELETE FROM timestamps; "
+                          "SELECT set_config('wsgicliquet.locked_partition', '', TRUE);")
 
     def collection_timestamp(self, collection_id: str, parent_id: str) -> int:
         with self.client.transaction():
