@@ -164,7 +164,7 @@ def test_upgrade_from_version_2_counts_the_live_records(empty_schema_url: str) -
 
 
 def test_upgrade_from_version_3_keeps_counting(empty_schema_url: str) -> None:
-    """Version 4 only replaces wsgicliquet_write(): what version 3 wrote is read and written on as before."""
+    """Versions 4 and 5 only replace wsgicliquet_write(): what version 3 wrote is read and written on as before."""
     client = pg.Client(empty_schema_url, pool_size=2)
     assert pg.migrate(client, "storage", MIGRATIONS[:3])[-1] == "storage 3"
     write = "SELECT * FROM wsgicliquet_write(%s, 'c', 'p', %s, '{}', NULL, NULL, FALSE, FALSE, NULL, NULL)"
@@ -172,7 +172,7 @@ def test_upgrade_from_version_3_keeps_counting(empty_schema_url: str) -> None:
         admin_execute(empty_schema_url, write, (action, object_id))
     storage = Storage(client)
     stamp = admin_execute(empty_schema_url, "SELECT last_modified FROM timestamps")[0][0]
-    assert pg.migrate(client, "storage", MIGRATIONS) == ["storage 4"]
+    assert pg.migrate(client, "storage", MIGRATIONS) == [f"storage {v}" for v in range(4, SCHEMA_VERSION + 1)]
     kept = storage.get("c", "p", "a")
     with storage.transaction():
         revived = storage.create("c", "p", {"id": "b", "n": 1})  # over its tombstone
@@ -306,6 +306,17 @@ def test_a_flush_inside_a_transaction_lets_the_next_writes_lock_again(storage: S
         deleted = storage.delete(C, P, storage.create(C, P, {"n": 3})["id"])
     assert storage.get_all(C, P) == ([created], 1)
     assert storage.collection_timestamp(C, P) == deleted["last_modified"] > created["last_modified"]
+
+
+def test_a_counter_row_deleted_under_a_held_lock_fails_the_write_instead_of_writing_without_a_timestamp(
+        storage: Storage) -> None:
+    kept = storage.create(C, P, {"n": 1})
+    with pytest.raises(BackendError, match="has no counter row"):
+        with storage.transaction():
+            storage.create(C, P, {"n": 2})
+            storage.client.execute("DELETE FROM timestamps")  # by hand: flush() would let the next write lock again
+            storage.delete(C, P, kept["id"], with_deleted=False)
+    assert storage.get_all(C, P) == ([kept], 1)
 
 
 

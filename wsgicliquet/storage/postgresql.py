@@ -35,8 +35,8 @@ from wsgicliquet.storage import COMPARISON, Filter, Record, Sort, Storage as Sto
 from wsgicliquet.storage.exceptions import PreconditionFailed, RecordNotFoundError, UnicityError
 
 # wsgicliquet_write(), the single-record write of migration step 2; step 3 replaces it with the same body plus the
-# count of live records in its counter UPDATE ({live}), step 4 with _WRITE_FUNCTION_4.  Migrations that already ran
-# are never edited: the SQL of each step stays what it was.
+# count of live records in its counter UPDATE ({live}), step 4 with _WRITE_FUNCTION_4, step 5 with
+# _WRITE_FUNCTION_5.  Migrations that already ran are never edited: the SQL of each step stays what it was.
 _WRITE_FUNCTION = """\
     CREATE OR REPLACE FUNCTION wsgicliquet_write(
         p_action TEXT, p_cid TEXT, p_pid TEXT, p_id TEXT, p_data JSONB, p_candidate BIGINT,
@@ -184,6 +184,27 @@ _WRITE_FUNCTION_4 = """\
     $$;
 """
 
+
+def _rewritten(text: str, old: str, new: str) -> str:
+    """``text`` with its one ``old`` part replaced (a migration's SQL derived from the previous step's)."""
+    if text.count(old) != 1:
+        raise RuntimeError("The SQL to rewrite is not in the previous step")  # pragma: no cover
+    return text.replace(old, new)
+
+
+# Step 5: a counter row missing when the function bumps it is an error instead of a write without a timestamp.  Every
+# path locks or creates the row first, and since step 4 a transaction that noted the lock skips that; only a row it
+# deleted itself by hand (flush() clears the note) could be missing, and a removal would then have answered no
+# timestamp.
+_WRITE_FUNCTION_5 = _rewritten(_WRITE_FUNCTION_4, """
+        RETURNING t.last_modified INTO stamp;
+        IF p_action = 'write' THEN""", """
+        RETURNING t.last_modified INTO stamp;
+        IF stamp IS NULL THEN
+            RAISE EXCEPTION 'wsgicliquet_write(): partition (%, %) has no counter row', p_cid, p_pid;
+        END IF;
+        IF p_action = 'write' THEN""")
+
 __all__ = ["Storage", "MIGRATIONS", "SCHEMA_VERSION"]
 
 MIGRATIONS: List[Migration] = [
@@ -226,6 +247,8 @@ MIGRATIONS: List[Migration] = [
     # The partition lock once per transaction, and the record written without a speculative insertion (see
     # _WRITE_FUNCTION_4); the tables are unchanged.
     (4, _WRITE_FUNCTION_4),
+    # A missing counter row fails the write (see _WRITE_FUNCTION_5).
+    (5, _WRITE_FUNCTION_5),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -248,7 +271,7 @@ UPDATE timestamps SET last_modified = GREATEST(last_modified + %(count)s,
 WHERE collection_id = %(cid)s AND parent_id = %(pid)s
 RETURNING last_modified
 """
-# Every single-record write is one round trip: wsgicliquet_write() (migrations 2 to 4) takes the partition lock
+# Every single-record write is one round trip: wsgicliquet_write() (migrations 2 to 5) takes the partition lock
 # (once per transaction since step 4), reads the target row, checks the conditions and unique fields, and only when
 # nothing blocks bumps the counter (and the count of live records) and writes.  A VOLATILE plpgsql function takes a fresh snapshot for each of its
 # statements (READ COMMITTED), so everything read after the lock is the latest committed state; its plans are cached
