@@ -26,6 +26,7 @@ in one round trip; nothing is ever truncated (§21.12).  Every value and field n
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -278,10 +279,11 @@ RETURNING last_modified
 # per connection.  It answers tagged rows: written (the new timestamp), else the target row and "refused" (a
 # condition failed), or the unique field clash.
 _TAG_WRITTEN, _TAG_CURRENT, _TAG_REFUSED = -2, -1, 0
+# Its arguments are positional (action, cid, pid, id, data, candidate, if_match, if_absent, if_live, paths, values),
+# the JSONB ones sent as their JSON text (json.dumps, as psycopg2's Json adapter spells them; the string literal
+# becomes the JSONB parameter): a tuple and plain strings cost psycopg2 less to adapt than a dict and adapter objects.
 _WRITE_ONE = """
-SELECT tag, id, last_modified, deleted, data FROM wsgicliquet_write(
-    %(action)s, %(cid)s, %(pid)s, %(id)s, %(data)s, %(candidate)s, %(if_match)s, %(if_absent)s, %(if_live)s,
-    %(paths)s, %(values)s)
+SELECT tag, id, last_modified, deleted, data FROM wsgicliquet_write(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 """
 _GET = """
 SELECT id, last_modified, deleted, data FROM records
@@ -648,15 +650,15 @@ class Storage(Backend, StorageBase):
             fields.append(field)
             paths.append(path)
             values.append(value)
-        params = {"action": action, "cid": collection_id, "pid": parent_id, "id": object_id, "data": Json(data),
-                  "candidate": candidate, "if_match": if_match, "if_absent": if_absent, "if_live": if_live,
-                  "paths": Json(paths) if fields else None, "values": Json(values) if fields else None}
-        with self.client.transaction():
-            self._ready()
-            rows = self._execute(_WRITE_ONE, params, fetch="all")
+        params = (action, collection_id, parent_id, object_id, json.dumps(data), candidate, if_match, if_absent,
+                  if_live, json.dumps(paths) if fields else None, json.dumps(values) if fields else None)
+        # One statement, in the thread's transaction or committed alone: no transaction block of its own around the
+        # schema check and the write (the check reads, once per process), which would cost every write of a batch.
+        self._ready()
+        rows = self._execute(_WRITE_ONE, params, fetch="all")
+        if rows[0][0] == _TAG_WRITTEN:  # the one row of a write done
+            return rows[0][2]
         tags = {row[0]: row for row in rows}
-        if _TAG_WRITTEN in tags:
-            return tags[_TAG_WRITTEN][2]
         current = tags.get(_TAG_CURRENT)
         if _TAG_REFUSED in tags:
             refused(_record(*current[1:]) if current is not None else None)
