@@ -27,11 +27,11 @@ from wsgicliquet.pipeline import build_pipeline
 from wsgicliquet.resource import Resource, ResourceApp
 from wsgicliquet.resource.body import parse_json, read_body
 from wsgicliquet.resource.schema import URL
-from wsgicliquet.settings import load_settings
+from wsgicliquet.settings import SETTINGS as KNOWN_SETTINGS, load_settings
 from wsgicliquet.storage import Sort
 
 WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-MAX_BODY = 8 * 1024 * 1024
+MAX_BODY = KNOWN_SETTINGS["storage_max_request_size"].default
 """Largest body of the views when the settings do not say (``storage_max_request_size``'s default)."""
 
 app = Bottle()
